@@ -1,0 +1,41 @@
+"""The repository's promises: README commands, CI, notebooks, generated code."""
+from pathlib import Path
+import json
+
+ROOT = Path(__file__).parents[1]
+
+
+def readme_commands():
+    lines = (ROOT / 'README.md').read_text().splitlines()
+    block = lines[lines.index('```bash') + 1:]
+    return block[:block.index('```')]
+
+
+def test_readme_opens_with_the_two_commands():
+    main, tests = readme_commands()
+    assert (ROOT / 'README.md').read_text().splitlines()[2] == '```bash'
+    assert main.startswith('python3 -m venv .venv') and 'constraints.txt' in main and 'fastamp' in main
+    assert 'nbdev_test' in tests and 'pytest' in tests
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    assert readme_commands()[1] in (ROOT / '.ci' / 'run').read_text().splitlines()
+
+
+def test_every_notebook_is_tested():
+    "nbdev_test skips notebooks whose name starts with '_' or that carry skip_exec: none may be skipped silently"
+    nbs = sorted((ROOT / 'nbs').rglob('*.ipynb'))
+    assert nbs
+    for nb in nbs:
+        if '.ipynb_checkpoints' in nb.parts: continue
+        assert not nb.name.startswith('_'), f'{nb} would be skipped by nbdev_test'
+        meta = json.loads(nb.read_text())
+        src = ''.join(''.join(c['source']) for c in meta['cells'][:3])
+        assert 'skip_exec' not in src and 'skip_showdoc' not in meta.get('metadata', {}), f'{nb} skips execution'
+
+
+def test_settings_declare_upper_bounds():
+    import configparser
+    cfg = configparser.ConfigParser(); cfg.read(ROOT / 'settings.ini')
+    for req in (cfg['DEFAULT']['requirements'] + ' ' + cfg['DEFAULT']['dev_requirements']).split():
+        assert '<' in req, f'{req} has no upper bound'
