@@ -3,7 +3,7 @@ import warnings
 import pytest, torch, torch.nn as nn
 from fastai.vision.all import (vision_learner, resnet18, accuracy, MixUp, CutMix, GradientAccumulation,
                                CancelFitException, Callback, load_learner, ClassificationInterpretation, set_seed)
-from fastamp.mixup import MidpointMixup, FeatureMixup, ManifoldMixup, InputMixup, Remix
+from fastamp.mixup import MidpointMixup, FeatureMixup, ManifoldMixup, InputMixup, Remix, SynerMix, SynerMixIntra, INPUT
 from conftest import hooks_on
 
 CALLBACKS = {
@@ -12,6 +12,8 @@ CALLBACKS = {
     'feature': lambda: FeatureMixup(),
     'manifold': lambda: ManifoldMixup(),
     'input_remix': lambda: InputMixup(label_rule=Remix()),
+    'synermix_intra': lambda: SynerMixIntra(),
+    'synermix': lambda: SynerMix(),
 }
 
 
@@ -81,7 +83,7 @@ class RaiseInForward(nn.Module):
         return x
 
 
-@pytest.mark.parametrize('name', ['midpoint', 'feature', 'manifold'])
+@pytest.mark.parametrize('name', ['midpoint', 'feature', 'manifold', 'synermix'])
 @pytest.mark.parametrize('exc', [RuntimeError('boom'), KeyboardInterrupt(), CancelFitException()])
 @pytest.mark.parametrize('where', ['callback', 'forward'])
 def test_interruption_leaves_learner_clean(name, exc, where, cnn_learner):
@@ -171,3 +173,36 @@ def test_linear_called_twice_is_an_error(cnn_learner):
     learn.model[5] = TwiceHead()
     with pytest.raises(RuntimeError, match='ran 2 times'): fit_quiet(learn, 1)
     assert not hooks_on(learn.model)
+
+
+class HookSpy(Callback):
+    "Count the hooks on the model while the forward pass runs, and after the batch"
+    order = 2
+    run_valid = False
+    def before_fit(self): self.during, self.after = [], []
+    def before_batch(self): self.during.append(len(hooks_on(self.learn.model)))
+    def after_batch(self): self.after.append(len(hooks_on(self.learn.model)))
+
+
+@pytest.mark.parametrize('arch', [resnet18, 'resnet18'])
+def test_manifold_default_places_are_stage_outputs(arch, dls):
+    cb, spy = ManifoldMixup(), HookSpy()
+    set_seed(0)
+    learn = vision_learner(dls, arch, pretrained=False, cbs=[cb, spy])
+    body = learn.model[0]
+    stages = [body[k] for k in range(4, 8)] if arch is resnet18 else [getattr(body.model, f'layer{k}') for k in range(1, 5)]
+    targets = cb.targets(learn.model)
+    assert targets[0] == (learn.model, 'input')
+    assert [m for m, _ in targets[1:]] == stages and all(w == 'output' for _, w in targets[1:])
+    fit_quiet(learn, 1, 1e-3, method='fit')
+    assert set(spy.during) == {1} and set(spy.after) == {0}   # one place hooked per batch, none left after it
+    assert cb.history['place'].nunique() == 5                 # every place gets drawn
+    assert not hooks_on(learn.model)
+
+
+def test_synermix_intra_composes_with_manifold(cnn_learner):
+    intra = SynerMixIntra(w=1.)
+    learn = cnn_learner([ManifoldMixup(modules=[INPUT]), intra])
+    fit_quiet(learn, 3, 1e-2)
+    assert learn.validate()[1] > 0.7
+    assert (intra.history['n_synth'] == 10).mean() > 0.5 and not hooks_on(learn.model)
