@@ -42,6 +42,20 @@ def main():
                     ('alignment, exact (closed form), 1,000,000 x 512, alpha=2', lambda: alignment(zb, yb))]:
         med, lo, hi, _ = timed(f)
         rows.append((name, med, lo, hi, peak_extra_mb(f)))
+    from fastamp.data import long_tailed_indices, CoarseMap, CIFAR100_COARSE, ImageSet, load_fashion_mnist, imageset_dls
+    labels = np.random.default_rng(0).integers(0, 100, 1_000_000)
+    fine_vocab = sorted(CIFAR100_COARSE)
+    cmap = CoarseMap.create(CIFAR100_COARSE)
+    big = ImageSet(np.zeros((1, 1, 1), np.uint8), labels, fine_vocab, np.arange(0))
+    for name, f in [('long-tailed subset (exp, rho=100) of 1,000,000 labels', lambda: long_tailed_indices(labels, 100)),
+                    ('coarse relabeling of 1,000,000 labels (CIFAR-100 map)', lambda: cmap.coarse_labels(big))]:
+        med, lo, hi, _ = timed(f, repeats=5)
+        rows.append((name, med, lo, hi, peak_extra_mb(f)))
+    try:
+        f = lambda: imageset_dls(load_fashion_mnist(), bs=256).one_batch()
+        med, lo, hi, _ = timed(f)
+        rows.append(('Fashion-MNIST files -> DataLoaders -> first batch', med, lo, hi, peak_extra_mb(f)))
+    except FileNotFoundError as e: print(f'skipped Fashion-MNIST: {e}', file=sys.stderr)
     print('| work | median s | min s | max s | peak extra MB |\n| --- | --- | --- | --- | --- |')
     for r in rows: print(f'| {r[0]} | {r[1]:.2f} | {r[2]:.2f} | {r[3]:.2f} | {r[4]:.0f} |')
 
