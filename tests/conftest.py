@@ -1,10 +1,10 @@
-import warnings
+import os, warnings
 import pytest, torch, torch.nn as nn
 from fastai.vision.all import ConvLayer, Flatten, Learner, accuracy, set_seed
 from fastamp.data import digits_dls
 
 warnings.filterwarnings('ignore', category=FutureWarning)
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 2)))
 
 
 def small_cnn(n_out=10):

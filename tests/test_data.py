@@ -34,3 +34,31 @@ def test_cifar10_image_folder_archive(tmp_path, monkeypatch):
     dls = imageset_dls(data, bs=32)
     xb, yb = dls.one_batch()
     assert xb.shape == (32, 3, 32, 32) and 0 <= float(xb.min()) and float(xb.max()) <= 1
+
+
+def test_progressive_sampling_moves_from_instance_to_class_balanced():
+    from fastai.vision.all import Learner, accuracy
+    from fastamp.data import load_digits, ProgressiveSampling, sampler_weights
+    from conftest import small_cnn
+    d = load_digits()
+    lt = long_tailed(d, 10)
+    dls = imageset_dls(d, train_idx=lt, sampler='progressive', bs=64, size=8)
+    seen = []
+    from fastai.callback.core import Callback
+    class Watch(Callback):
+        order = 1
+        def before_train(self): seen.append(self.dls.train.wgts.copy())
+    learn = Learner(dls, small_cnn(), cbs=[ProgressiveSampling(), Watch()])
+    with learn.no_bar(), learn.no_logging(): learn.fit(3, 1e-3)
+    lab = d.labels[lt]
+    assert np.allclose(seen[0], sampler_weights(lab, 'instance')) and np.allclose(seen[-1], sampler_weights(lab, 'class'))
+    assert seen[1][lab == 9].sum() > seen[0][lab == 9].sum()
+
+
+def test_progressive_sampling_needs_weighted_loaders():
+    from fastai.vision.all import Learner
+    from fastamp.data import load_digits, ProgressiveSampling
+    from conftest import small_cnn
+    learn = Learner(imageset_dls(load_digits(), bs=64, size=8), small_cnn(), cbs=ProgressiveSampling())
+    with pytest.raises(TypeError, match="sampler='progressive'"):
+        with learn.no_bar(), learn.no_logging(): learn.fit(1)
