@@ -34,10 +34,11 @@ def main(out, title, command, log=None):
             continue
         df = load_records(task_dir)
         if df.empty: continue
+        order = json.loads(next((task_dir / 'runs').glob('*.json')).read_text())['config']['methods']
         name = {'c2f': 'coarse-to-fine', 'lt': 'long-tailed'}.get(task_dir.name, task_dir.name)
-        print(f'## {name}: mean ± std over seeds (best mean marked *)\n\n' + to_markdown(summarize(df)) + '\n')
+        print(f'## {name}: mean ± std over seeds (best mean marked *)\n\n' + to_markdown(summarize(df, methods=order)) + '\n')
         coll = [c for c in df.columns if c.startswith('collapse_') and c != 'collapse_accuracy']
-        print(f'### {name}: collapse measures of the classifier input on the held-out set\n\n' + to_markdown(summarize(df, coll)) + '\n')
+        print(f'### {name}: collapse measures of the classifier input on the held-out set (no best marked: the better direction differs per measure)\n\n' + to_markdown(summarize(df, coll, methods=order, mark_best=False)) + '\n')
 
 
 if __name__ == '__main__': main(*sys.argv[1:])
