@@ -7,8 +7,7 @@ cfg = ConfigParser(delimiters=['='])
 cfg.read(Path(__file__).parent/'settings.ini', encoding='utf-8')
 cfg = cfg['DEFAULT']
 
-licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License')}
-lic = licenses[cfg['license']]
+licenses = {'apache2': 'Apache-2.0'}  # SPDX identifiers of the licences settings.ini may name
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
 readme = Path(__file__).parent/'README.md'
@@ -21,10 +20,10 @@ setuptools.setup(
     long_description_content_type='text/markdown',
     author=cfg['author'],
     author_email=cfg['author_email'],
-    license=lic[0],
+    license=licenses[cfg['license']],
+    license_files=['LICENSE'],
     classifiers=['Development Status :: 3 - Alpha', 'Intended Audience :: Developers',
-                 'License :: ' + lic[1], 'Natural Language :: English',
-                 'Programming Language :: Python :: 3'],
+                 'Natural Language :: English', 'Programming Language :: Python :: 3'],
     url=cfg['git_url'],
     keywords=cfg['keywords'].split(),
     packages=setuptools.find_packages(include=['fastamp', 'fastamp.*']),

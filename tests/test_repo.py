@@ -1,6 +1,6 @@
 """The repository's promises: README commands, CI, notebooks, generated code."""
 from pathlib import Path
-import json
+import json, re
 
 ROOT = Path(__file__).parents[1]
 
@@ -39,3 +39,18 @@ def test_settings_declare_upper_bounds():
     cfg = configparser.ConfigParser(); cfg.read(ROOT / 'settings.ini')
     for req in (cfg['DEFAULT']['requirements'] + ' ' + cfg['DEFAULT']['dev_requirements']).split():
         assert '<' in req, f'{req} has no upper bound'
+
+
+def test_nothing_reads_the_folder_beside_the_repository():
+    "A user's clone has no ../shared: data locations come from arguments and environment variables"
+    bad = [str(p.relative_to(ROOT)) for d in ('nbs', 'tests', 'fastamp', 'benchmarks') for p in (ROOT / d).rglob('*')
+           if p.suffix in ('.py', '.ipynb') and p.name != 'test_repo.py'
+           and re.search(r"\.\./shared|shared/data|['\"]shared['\"]", p.read_text())]
+    bad += ['README.md'] if '../shared' in (ROOT / 'README.md').read_text() else []
+    assert not bad, f'these files name the folder beside the repository: {bad}'
+
+
+def test_the_sdist_carries_what_setup_py_reads():
+    manifest = (ROOT / 'MANIFEST.in').read_text().split()
+    for f in ('settings.ini', 'LICENSE', 'README.md'): assert f in manifest
+    assert 'Apache License' in (ROOT / 'LICENSE').read_text()
