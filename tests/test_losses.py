@@ -180,3 +180,16 @@ def test_export_keeps_counts(lt_dls, tmp_path):
     torch.testing.assert_close(probs2, probs)
     torch.testing.assert_close(loaded.loss_func.class_counts, train_class_counts(lt_dls).float())
     assert not hooks_on(loaded.model) and weight_of(loaded.loss_func) is None
+
+
+@pytest.mark.parametrize('loss', ['la', 'ldam'])
+def test_interpretation_and_per_item_losses(loss, lt_dls):
+    from fastai.interpret import ClassificationInterpretation
+    learn = make(lt_dls, loss, cbs=[DRW(switch_epoch=0)])
+    fit_quiet(learn, 1, 1e-2)
+    logits, targs = learn.get_preds(act=lambda o: o)
+    _, _, losses = learn.get_preds(with_loss=True)
+    torch.testing.assert_close(losses, LOSSES[loss](counts=train_class_counts(lt_dls), reduction='none')(logits, targs))
+    interp = ClassificationInterpretation.from_learner(learn)
+    assert interp.confusion_matrix().sum() == len(lt_dls.valid_ds)
+    assert weight_of(learn.loss_func) is None and learn.loss_func.reduction == 'mean'
