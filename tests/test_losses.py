@@ -1,0 +1,195 @@
+"""Long-tail losses and DRW in fits: each loss with each mixing callback; each exit path leaves the learner clean."""
+import math
+import pytest, torch, torch.nn.functional as F
+from fastai.learner import Learner, load_learner
+from fastai.losses import CrossEntropyLossFlat
+from fastai.callback.core import Callback, CancelFitException
+from fastai.torch_core import set_seed
+from fastamp.core import train_class_counts
+from fastamp.data import load_digits, long_tailed, imageset_dls
+from fastamp.models import small_cnn, NormedLinear
+from fastamp.mixup import MidpointMixup, FeatureMixup, InputMixup, Remix, SynerMix
+from fastamp.losses import LogitAdjustedLoss, LDAMLoss, DRW, LossSetup, class_balanced_weights
+from conftest import hooks_on
+from test_callbacks import RaiseAt, RaiseInForward, fit_quiet
+
+LOSSES = {'ce': CrossEntropyLossFlat, 'la': LogitAdjustedLoss, 'ldam': LDAMLoss}
+MIXES = {
+    'none': lambda: [],
+    'midpoint': lambda: [MidpointMixup()],
+    'midpoint_classmean': lambda: [MidpointMixup(partner='class_mean')],
+    'feature': lambda: [FeatureMixup()],
+    'input_remix': lambda: [InputMixup(label_rule=Remix())],
+    'synermix': lambda: [SynerMix()],
+}
+
+
+@pytest.fixture(scope='module')
+def lt_dls():
+    "Digits 8x8 with imbalance ratio 10: 539 training images, 133 of class 0 down to 13 of class 9"
+    d = load_digits()
+    return imageset_dls(d, train_idx=long_tailed(d, 10), bs=64, size=8)
+
+
+def model_for(loss):
+    model = small_cnn(10, width=8, head='one')
+    if loss == 'ldam': model[1][-1] = NormedLinear(model[1][-1].in_features, 10)
+    return model
+
+
+def make(dls, loss, mix='none', cbs=()):
+    set_seed(0)
+    return Learner(dls, model_for(loss), loss_func=LOSSES[loss](), cbs=MIXES[mix]() + list(cbs))
+
+
+def weight_of(lf): return (lf.func if hasattr(lf, 'func') else lf).weight
+
+
+class WeightSpy(Callback):
+    "Record the loss's weight after the mixing callbacks computed their losses, before DRW puts it back"
+    order = 20
+    def __init__(self): self.seen = []
+    def after_loss(self):
+        if self.training: self.seen.append(weight_of(self.learn.loss_func))
+
+
+def assert_clean(learn, lf, n_cbs):
+    assert learn.loss_func is lf and lf.reduction == 'mean' and weight_of(lf) is None
+    assert len(learn.cbs) == n_cbs and not hooks_on(learn.model)
+
+
+@pytest.mark.parametrize('drw', [False, True])
+@pytest.mark.parametrize('mix', MIXES)
+@pytest.mark.parametrize('loss', LOSSES)
+def test_one_epoch_trains_and_restores(loss, mix, drw, lt_dls):
+    learn = make(lt_dls, loss, mix, [DRW(switch_epoch=0)] if drw else [])
+    lf, n_cbs, spy = learn.loss_func, len(learn.cbs), WeightSpy()
+    fit_quiet(learn, 1, 1e-2, cbs=spy)
+    train_loss, valid_loss = learn.recorder.values[-1][:2]
+    assert math.isfinite(train_loss) and math.isfinite(valid_loss)
+    assert len(spy.seen) == len(lt_dls.train)
+    expected = class_balanced_weights(train_class_counts(lt_dls)) if drw else None
+    for w in spy.seen:
+        if drw: torch.testing.assert_close(w, expected)
+        else: assert w is None
+    assert_clean(learn, lf, n_cbs)
+
+
+@pytest.mark.parametrize('loss', ['la', 'ldam', 'ce'])
+def test_lr_find_restores(loss, lt_dls):
+    learn = make(lt_dls, loss, 'midpoint', [DRW(switch_pct=0.)])
+    lf, n_cbs = learn.loss_func, len(learn.cbs)
+    with learn.no_bar(), learn.no_logging(): learn.lr_find(num_it=20, show_plot=False)
+    assert_clean(learn, lf, n_cbs)
+    fit_quiet(learn, 1, 1e-2)
+    assert_clean(learn, lf, n_cbs)
+
+
+@pytest.mark.parametrize('attach', ['learner', 'fit'])
+@pytest.mark.parametrize('exc', [RuntimeError('boom'), KeyboardInterrupt(), CancelFitException()])
+@pytest.mark.parametrize('where', ['after_loss', 'forward'])
+@pytest.mark.parametrize('loss', ['la', 'ldam'])
+def test_interruption_leaves_learner_clean(loss, where, exc, attach, lt_dls):
+    drw = DRW(switch_epoch=0)
+    learn = make(lt_dls, loss, 'midpoint', [drw] if attach == 'learner' else [])
+    lf, n_cbs = learn.loss_func, len(learn.cbs)
+    # `after_loss` at order 5 raises while DRW's weights are on the loss (it puts them back at order 50)
+    if where == 'forward': learn.model.insert(1, RaiseInForward(exc))
+    else: learn.add_cb(RaiseAt(exc, event='after_loss'))
+    try: fit_quiet(learn, 1, 1e-2, cbs=[drw] if attach == 'fit' else None)
+    except (RuntimeError, KeyboardInterrupt): pass
+    if where == 'forward': learn.model[1].n = -1
+    else: learn.remove_cb(RaiseAt)
+    live = hooks_on(learn.model)
+    assert len(live) <= (1 if where == 'forward' else 0)  # a mixing hook left by an interrupted forward is inert
+    if attach == 'fit' or isinstance(exc, CancelFitException) or where == 'forward': assert weight_of(lf) is None
+    # what an escaped exception may leave, the next validate / get_preds / fit clears before computing any loss
+    logits, targs = learn.get_preds(act=lambda o: o)
+    with learn.no_bar(), learn.no_logging(): valid_loss = learn.validate()[0]
+    assert valid_loss == pytest.approx(float(lf(logits, targs)), rel=1e-4)
+    assert_clean(learn, lf, n_cbs)
+    fit_quiet(learn, 1, 1e-2, cbs=[drw] if attach == 'fit' else None)
+    assert_clean(learn, lf, n_cbs)
+
+
+def test_restore_after_escaped_exception(lt_dls):
+    "A DRW attached to the learner gives the weight back on `restore()` and when it is removed"
+    for clear in ('restore', 'remove'):
+        learn = make(lt_dls, 'la', 'midpoint', [DRW(switch_epoch=0), RaiseAt(RuntimeError('boom'), event='after_loss')])
+        with pytest.raises(RuntimeError): fit_quiet(learn, 1, 1e-2)
+        assert weight_of(learn.loss_func) is not None  # the exception skipped fastai's after_* events
+        if clear == 'restore': learn.drw.restore()
+        else: learn.remove_cb(DRW)
+        assert weight_of(learn.loss_func) is None
+
+
+def test_drw_weighs_a_callbacks_own_loss(lt_dls):
+    counts = train_class_counts(lt_dls)
+    own = LogitAdjustedLoss(counts=counts)
+    class OwnSpy(Callback):
+        order, seen = 20, []
+        def after_loss(self):
+            if self.training: self.seen.append(own.weight)
+    learn = make(lt_dls, 'ce', cbs=[MidpointMixup(loss_func=own), DRW(switch_epoch=0), OwnSpy()])
+    fit_quiet(learn, 1, 1e-2)
+    assert len(OwnSpy.seen) == len(lt_dls.train)
+    for w in OwnSpy.seen: torch.testing.assert_close(w, class_balanced_weights(counts))
+    assert own.weight is None and weight_of(learn.loss_func) is None
+
+
+def test_drw_needs_a_weighted_loss(lt_dls):
+    set_seed(0)
+    learn = Learner(lt_dls, model_for('la'), loss_func=F.cross_entropy, cbs=DRW())
+    with pytest.raises(TypeError, match='per-class `weight`'): fit_quiet(learn, 1, 1e-2)
+
+
+def test_drw_resumed_fit_switches_at_the_right_epoch(lt_dls):
+    spy = WeightSpy()
+    learn = make(lt_dls, 'la', cbs=[DRW(), spy])  # 3 epochs: switch at round(0.8 * 3) = 2
+    fit_quiet(learn, 3, 1e-2, method='fit', start_epoch=2)
+    assert len(spy.seen) == len(lt_dls.train) and all(w is not None for w in spy.seen)
+
+
+def test_counts_without_default_callbacks(lt_dls):
+    set_seed(0)
+    learn = Learner(lt_dls, model_for('la'), loss_func=LogitAdjustedLoss(), default_cbs=False)
+    with pytest.raises(RuntimeError, match='LossSetup'): learn.fit(1, 1e-2)
+    set_seed(0)
+    learn = Learner(lt_dls, model_for('la'), loss_func=LogitAdjustedLoss(), default_cbs=False, cbs=LossSetup())
+    learn.fit(1, 1e-2)
+    torch.testing.assert_close(learn.loss_func.class_counts, train_class_counts(lt_dls).float())
+
+
+def test_counts_follow_the_training_set(lt_dls):
+    learn = make(lt_dls, 'la')
+    fit_quiet(learn, 1, 1e-2)
+    d = load_digits()
+    learn.dls = imageset_dls(d, train_idx=long_tailed(d, 2), bs=64, size=8)
+    fit_quiet(learn, 1, 1e-2)
+    torch.testing.assert_close(learn.loss_func.class_counts, train_class_counts(learn.dls).float())
+
+
+def test_export_keeps_counts(lt_dls, tmp_path):
+    learn = make(lt_dls, 'la', 'midpoint', [DRW()])
+    learn.loss_func.posterior = 'train'
+    fit_quiet(learn, 1, 1e-2)
+    probs, _ = learn.get_preds()
+    learn.export(tmp_path / 'la.pkl')
+    loaded = load_learner(tmp_path / 'la.pkl')
+    probs2, _ = loaded.get_preds(dl=lt_dls.valid)  # its own dls are empty: the exported counts are kept
+    torch.testing.assert_close(probs2, probs)
+    torch.testing.assert_close(loaded.loss_func.class_counts, train_class_counts(lt_dls).float())
+    assert not hooks_on(loaded.model) and weight_of(loaded.loss_func) is None
+
+
+@pytest.mark.parametrize('loss', ['la', 'ldam'])
+def test_interpretation_and_per_item_losses(loss, lt_dls):
+    from fastai.interpret import ClassificationInterpretation
+    learn = make(lt_dls, loss, cbs=[DRW(switch_epoch=0)])
+    fit_quiet(learn, 1, 1e-2)
+    logits, targs = learn.get_preds(act=lambda o: o)
+    _, _, losses = learn.get_preds(with_loss=True)
+    torch.testing.assert_close(losses, LOSSES[loss](counts=train_class_counts(lt_dls), reduction='none')(logits, targs))
+    interp = ClassificationInterpretation.from_learner(learn)
+    assert interp.confusion_matrix().sum() == len(lt_dls.valid_ds)
+    assert weight_of(learn.loss_func) is None and learn.loss_func.reduction == 'mean'
