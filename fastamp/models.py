@@ -45,12 +45,13 @@ def small_cnn(
     n_in:int=3, # input channels
     width:int=16, # channels of the first stage; later stages have 2x and 4x
     head:str='two', # 'two': pooled -> hidden Linear -> classifier; 'one': pooled -> classifier
+    normed:bool=False, # cosine classifier (`NormedLinear`), as LDAM needs
 )->nn.Sequential:
     "A 4-stage CNN: `model[0]` is the body, `model[1]` the head (pooled features -> classifier)"
     w = width
     body = nn.Sequential(ConvLayer(n_in, w, stride=2), ConvLayer(w, 2*w), ConvLayer(2*w, 4*w, stride=2),
                          ConvLayer(4*w, 4*w, stride=2))
-    return nn.Sequential(body, classifier_head(4*w, n_out, head))
+    return nn.Sequential(body, classifier_head(4*w, n_out, head, normed))
 
 # %% ../nbs/00a_models.ipynb #4cd67b1a
 class _PadShortcut(nn.Module):
