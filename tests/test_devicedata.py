@@ -1,4 +1,4 @@
-"""The device-resident loader (`fastamp.devicedata`) against the per-item path, and with fastai's and fastamp's machinery."""
+"""The device-resident loader (`fastamp.devicedata`) against the per-item path, and with fastai/fastamp machinery."""
 import numpy as np, pytest, torch
 import torch.nn.functional as F
 from fastai.learner import Learner, load_learner
@@ -33,7 +33,8 @@ def test_same_items_and_labels_per_epoch_as_the_per_item_path(digits):
     kw = dict(labels=coarse, vocab=['low', 'high'], train_idx=long_tailed(digits, 10), bs=32)
     ref = imageset_dls(digits, **kw)
     dev = device_dls(digits, augment=False, normalize=False, seed=0, **kw)
-    assert dev.c == ref.c == 2 and list(dev.vocab) == ['low', 'high']  # fastai's `Categorize` sorts its vocab: compare names
+    # fastai's `Categorize` sorts the per-item path's vocab; the device path keeps the ImageSet's: compare names
+    assert dev.c == ref.c == 2 and list(dev.vocab) == ['low', 'high']
     for dl_ref, dl_dev in ((ref.train.new(shuffle=False, drop_last=False), dev.train.new(drop_last=False)),
                            (ref.valid, dev.valid)):
         for _ in range(2):  # two epochs: the shuffled one changes order only
@@ -87,8 +88,8 @@ def ddls(digits): return device_dls(digits, size=16, bs=64, pad=2, seed=0)
 
 @pytest.mark.parametrize('cb', [MidpointMixup, lambda: MidpointMixup(partner='class_mean'), FeatureMixup, ManifoldMixup,
                                 InputMixup, SynerMix, SynerMixIntra, lambda: FeatureMixup(label_rule=Remix())],
-                         ids=['midpoint', 'midpoint_class_mean', 'feature', 'manifold', 'input', 'synermix', 'synermix_intra',
-                              'remix'])
+                         ids=['midpoint', 'midpoint_class_mean', 'feature', 'manifold', 'input', 'synermix',
+                              'synermix_intra', 'remix'])
 def test_every_mixing_callback_trains_an_epoch(ddls, cb):
     cb = cb()
     learn = _learner(ddls, [cb])
@@ -145,7 +146,7 @@ def test_weighted_sampler_draws_classes_in_proportion(digits):
 
 
 def test_distributed_dl_splits_batches_by_rank(digits, ddls, monkeypatch):
-    "fastai's `DistributedDL` wraps a `DeviceDL` by its `get_idxs`/`create_batches`: ranks see disjoint shares of an epoch"
+    "fastai's `DistributedDL` wraps a `DeviceDL` by `get_idxs`/`create_batches`: ranks see disjoint shares of an epoch"
     monkeypatch.setattr(DistributedDL, '_broadcast', lambda self, t, rank: list(t))  # one process: nothing to broadcast
     valid = [DistributedDL(ddls.valid, rank=r, world_size=2) for r in range(2)]
     ys = [_epoch(dl)[1] for dl in valid]
