@@ -1,7 +1,8 @@
 """Data-path throughput: the per-item `imageset_dls` against the device-resident `device_dls` (issue 13, item 2).
 
 Both paths iterate training batches of 128 CIFAR-sized images (32x32x3 uint8) in the same process, on the same
-arrays, with the same torch thread count; images/s is the median over repeats of one timed pass each.
+arrays, with the same torch thread count; images/s is the median over repeats of one timed pass each, the paths
+taking their passes in turn so that a machine shared with other jobs loads them alike.
 
 - random data: uint8 arrays of shape (50000, 32, 32, 3) (+ 10000 held out), drawn with a fixed seed;
 - the real CIFAR-10 too, when FASTAMP_CIFAR10 names the JPEG archive or folder (/work/shared/data/cifar10-jpg.tar.gz):
@@ -26,14 +27,19 @@ from fastamp.devicedata import device_dls  # noqa: E402
 BS = 128
 
 
-def images_per_s(dl, n_batches=None, repeats=3):
-    "Median, min and max images/s of iterating `n_batches` of `dl` (all of it if None), one fresh pass per repeat"
-    rates = []
+def images_per_s(dl, n_batches=None):
+    "Images/s of one fresh pass over `n_batches` of `dl` (all of it if None)"
+    t, n = time.perf_counter(), 0
+    for b in islice(iter(dl), n_batches): n += len(b[0])
+    return n / (time.perf_counter() - t)
+
+
+def interleaved(loaders, repeats):
+    "`[(median, min, max) images/s]` of each `(dl, n_batches)`, passes taken in turn so that all see the same load"
+    rates = [[] for _ in loaders]
     for _ in range(repeats):
-        t, n = time.perf_counter(), 0
-        for b in islice(iter(dl), n_batches): n += len(b[0])
-        rates.append(n / (time.perf_counter() - t))
-    return statistics.median(rates), min(rates), max(rates)
+        for r, (dl, nb) in zip(rates, loaders): r.append(images_per_s(dl, nb))
+    return [(statistics.median(r), min(r), max(r)) for r in rates]
 
 
 def per_item_tfms():
@@ -44,19 +50,17 @@ def per_item_tfms():
 
 def measure(data, label, n_item_batches, repeats):
     "Rows `(data, path, images/s median, min, max)` of the per-item and device paths on `data`"
-    rows = []
-    for what, kw in (('per-item `imageset_dls`, no batch transforms', {}),
-                     ('per-item `imageset_dls` + fastai Flip, RandomResizedCropGPU, Normalize',
-                      dict(after_batch=per_item_tfms()))):
-        dl = imageset_dls(data, bs=BS, **kw).train
-        next(iter(dl))  # warm-up (transform setup)
-        rows.append((label, what, *images_per_s(dl, n_item_batches, repeats)))
-        print(rows[-1], file=sys.stderr)
-    for what, kw in (('device `device_dls`, crop (pad 4) + flip + normalise', dict(augment=True)),
-                     ('device `device_dls`, normalise only', dict(augment=False))):
-        dl = device_dls(data, bs=BS, device='cpu', seed=0, **kw).train
-        rows.append((label, what, *images_per_s(dl, None, repeats)))
-        print(rows[-1], file=sys.stderr)
+    paths = [('per-item `imageset_dls`, no batch transforms', imageset_dls(data, bs=BS).train, n_item_batches),
+             ('per-item `imageset_dls` + fastai Flip, RandomResizedCropGPU, Normalize',
+              imageset_dls(data, bs=BS, after_batch=per_item_tfms()).train, n_item_batches),
+             ('device `device_dls`, crop (pad 4) + flip + normalise',
+              device_dls(data, bs=BS, device='cpu', seed=0, augment=True).train, None),
+             ('device `device_dls`, normalise only', device_dls(data, bs=BS, device='cpu', seed=0, augment=False).train,
+              None)]
+    for _, dl, _ in paths: next(iter(dl))  # warm-up (transform setup)
+    rates = interleaved([(dl, nb) for _, dl, nb in paths], repeats)
+    rows = [(label, what, *r) for (what, _, _), r in zip(paths, rates)]
+    for r in rows: print(r, file=sys.stderr)
     return rows
 
 
@@ -79,7 +83,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--out', default='results/throughput.md')
     p.add_argument('--item-batches', type=int, default=40, help='batches timed on the per-item path')
-    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--decode-budget', type=float, default=120.)
     a = p.parse_args()
     t0 = time.perf_counter()
@@ -95,12 +99,13 @@ def main():
             notes.append(f'Real CIFAR-10 (`{os.environ["FASTAMP_CIFAR10"]}`): 60,000 JPEGs decoded once in {s:.0f} s.')
             dl = imageset_dls(files, bs=BS).train
             rows.append(('CIFAR-10 JPEG files', 'per-item `imageset_dls` (PIL decoding per item), no batch transforms',
-                         *images_per_s(dl, a.item_batches // 2, a.repeats)))
+                         *interleaved([(dl, a.item_batches // 2)], a.repeats)[0]))
             print(rows[-1], file=sys.stderr)
             jpeg = rows[-1][2]
             rows += measure(arrays, 'CIFAR-10 decoded uint8 (50000, 32, 32, 3)', a.item_batches, a.repeats)
             notes.append(f'On real CIFAR-10 the device path with crop+flip makes {rows[-2][2] / jpeg:.0f} times the '
-                         'images/s of the per-item path on the JPEG files that `load_cifar` gives today.')
+                         'images/s of the per-item path on the JPEG files that `load_cifar` gives today '
+                         '(measured one after the other).')
     else: notes.append('Real CIFAR-10: not measured (FASTAMP_CIFAR10 unset).')
     write(rows, notes, a, time.perf_counter() - t0)
 
@@ -122,7 +127,8 @@ def write(rows, notes, a, wall):
              f'Torch threads: {nt}; torch {torch.__version__}, fastai {fastai.__version__}, '
              f'Python {platform.python_version()}.', '',
              f'Training batches of {BS}, images per second, median (min to max) of {a.repeats} passes, all in one '
-             f'process. Per-item path: {a.item_batches} batches per pass (shuffled, `num_workers=0` as '
+             'process, the paths on one data set taking their passes in turn (so that they share the machine\'s load). '
+             f'Per-item path: {a.item_batches} batches per pass (shuffled, `num_workers=0` as '
              '`imageset_dls` sets for arrays); device path: one whole epoch per pass (shuffled, last partial batch '
              'dropped). The ratio columns divide by the per-item rows on the same data.', '',
              '| data | path | images/s | min to max | x per-item (none) | x per-item (+ tfms) |',
