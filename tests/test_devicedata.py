@@ -7,7 +7,7 @@ from fastai.torch_core import set_seed
 from fastai.callback.schedule import fit_one_cycle, lr_find  # noqa: F401 (patches Learner)
 from fastai.distributed import DistributedDL
 from fastamp.data import load_digits, imageset_dls, long_tailed, ImageSet
-from fastamp.devicedata import device_dls, DeviceDL
+from fastamp.devicedata import device_dls, DeviceDL, DeviceImages
 from fastamp.mixup import MidpointMixup, FeatureMixup, ManifoldMixup, InputMixup, SynerMix, SynerMixIntra, Remix
 from fastamp.models import small_cnn
 
@@ -65,6 +65,18 @@ def test_crops_are_shifts_within_pad_and_flips_of_a_known_image():
     assert 0.35 < flips < 0.65
     # validation images are untouched
     assert torch.equal((dl.new(augment=False).one_batch()[0] * 255).round().to(torch.uint8)[0], padded[:, 4:16, 4:16])
+
+
+def test_batches_are_gathered_never_item_by_item(digits, monkeypatch):
+    "No Python loop over items: the dataset is never indexed one item at a time, and one gather makes each batch"
+    dls = device_dls(digits, size=16, bs=64, seed=0)
+    def per_item(self, i): raise AssertionError('a DeviceDL batch indexed its dataset item by item')
+    monkeypatch.setattr(DeviceImages, '__getitem__', per_item)
+    calls = []
+    gather = DeviceDL.gather
+    monkeypatch.setattr(DeviceDL, 'gather', lambda self, idx: calls.append(len(idx)) or gather(self, idx))
+    n_train, n_valid = len(list(dls.train)), len(list(dls.valid))
+    assert calls == [64] * n_train + [64] * (n_valid - 1) + [len(digits.valid_idx) % 64]
 
 
 def test_a_seeded_epoch_is_reproducible(digits):
