@@ -1,0 +1,150 @@
+"""Data-path throughput: the per-item `imageset_dls` against the device-resident `device_dls` (issue 13, item 2).
+
+Both paths iterate training batches of 128 CIFAR-sized images (32x32x3 uint8) in the same process, on the same
+arrays, with the same torch thread count; images/s is the median over repeats of one timed pass each, the paths
+taking their passes in turn so that a machine shared with other jobs loads them alike.
+
+- random data: uint8 arrays of shape (50000, 32, 32, 3) (+ 10000 held out), drawn with a fixed seed;
+- the real CIFAR-10 too, when FASTAMP_CIFAR10 names the JPEG archive or folder (/work/shared/data/cifar10-jpg.tar.gz):
+  the per-item path reads the JPEG files (what `load_cifar` gives today), the device path the decoded arrays.
+  Decoding is skipped when the first 1,000 images project more than `--decode-budget` seconds for all 60,000.
+
+Run: OMP_NUM_THREADS=1 python benchmarks/throughput.py [--out results/throughput.md]
+"""
+import argparse, os, platform, statistics, sys, time
+from itertools import islice
+from pathlib import Path
+import numpy as np, torch
+
+torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 1)))
+
+from fastai.vision.augment import Flip, RandomResizedCropGPU  # noqa: E402
+from fastai.data.transforms import Normalize  # noqa: E402
+from fastai.vision.core import imagenet_stats  # noqa: E402
+from fastamp.data import ImageSet, imageset_dls, load_cifar  # noqa: E402  (ImageSet moves to fastamp.datasets)
+from fastamp.devicedata import device_dls  # noqa: E402
+
+BS = 128
+
+
+def images_per_s(dl, n_batches=None):
+    "Images/s of one fresh pass over `n_batches` of `dl` (all of it if None)"
+    t, n = time.perf_counter(), 0
+    for b in islice(iter(dl), n_batches): n += len(b[0])
+    return n / (time.perf_counter() - t)
+
+
+def interleaved(loaders, repeats):
+    "`[(median, min, max) images/s]` of each `(dl, n_batches)`, passes taken in turn so that all see the same load"
+    rates = [[] for _ in loaders]
+    for _ in range(repeats):
+        for r, (dl, nb) in zip(rates, loaders): r.append(images_per_s(dl, nb))
+    return [(statistics.median(r), min(r), max(r)) for r in rates]
+
+
+def per_item_tfms():
+    "fastai batch transforms as near the CIFAR recipe as fastai has: flip, a square random crop, normalisation"
+    return [Flip(p=0.5), RandomResizedCropGPU(32, min_scale=0.77, ratio=(1., 1.)),
+            Normalize.from_stats(*imagenet_stats)]
+
+
+def measure(data, label, n_item_batches, repeats):
+    "Rows `(data, path, images/s median, min, max)` of the per-item and device paths on `data`"
+    paths = [('per-item `imageset_dls`, no batch transforms', imageset_dls(data, bs=BS).train, n_item_batches),
+             ('per-item `imageset_dls` + fastai Flip, RandomResizedCropGPU, Normalize',
+              imageset_dls(data, bs=BS, after_batch=per_item_tfms()).train, n_item_batches),
+             ('device `device_dls`, crop (pad 4) + flip + normalise',
+              device_dls(data, bs=BS, device='cpu', seed=0, augment=True).train, None),
+             ('device `device_dls`, normalise only', device_dls(data, bs=BS, device='cpu', seed=0, augment=False).train,
+              None)]
+    for _, dl, _ in paths: next(iter(dl))  # warm-up (transform setup)
+    rates = interleaved([(dl, nb) for _, dl, nb in paths], repeats)
+    rows = [(label, what, *r) for (what, _, _), r in zip(paths, rates)]
+    for r in rows: print(r, file=sys.stderr)
+    return rows
+
+
+def decoded_cifar(path, budget_s):
+    "The CIFAR-10 JPEG set as a file-list `ImageSet` and as a uint8-array one (None if decoding exceeds the budget)"
+    from PIL import Image
+    files = load_cifar(path)
+    t = time.perf_counter()
+    first = [np.asarray(Image.open(f).convert('RGB')) for f in files.items[:1000]]
+    projected = (time.perf_counter() - t) * len(files) / 1000
+    if projected > budget_s:
+        print(f'skipped decoding CIFAR-10: {projected:.0f} s projected > {budget_s} s', file=sys.stderr)
+        return files, None, projected
+    rest = [np.asarray(Image.open(f).convert('RGB')) for f in files.items[1000:]]
+    arrays = ImageSet(np.stack(first + rest), files.labels, files.vocab, files.valid_idx, name='cifar10')
+    return files, arrays, time.perf_counter() - t
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--out', default='results/throughput.md')
+    p.add_argument('--item-batches', type=int, default=40, help='batches timed on the per-item path')
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--decode-budget', type=float, default=120.)
+    a = p.parse_args()
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+    rand = ImageSet(rng.integers(0, 256, (60_000, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 60_000),
+                    [str(c) for c in range(10)], np.arange(50_000, 60_000), name='random')
+    rows = measure(rand, 'random uint8 (50000, 32, 32, 3)', a.item_batches, a.repeats)
+    notes = []
+    if os.environ.get('FASTAMP_CIFAR10'):
+        files, arrays, s = decoded_cifar(os.environ['FASTAMP_CIFAR10'], a.decode_budget)
+        if arrays is None: notes.append(f'Real CIFAR-10: decoding projected {s:.0f} s, over the budget: not measured.')
+        else:
+            notes.append(f'Real CIFAR-10 (`{os.environ["FASTAMP_CIFAR10"]}`): 60,000 JPEGs decoded once in {s:.0f} s.')
+            dl = imageset_dls(files, bs=BS).train
+            rows.append(('CIFAR-10 JPEG files', 'per-item `imageset_dls` (PIL decoding per item), no batch transforms',
+                         *interleaved([(dl, a.item_batches // 2)], a.repeats)[0]))
+            print(rows[-1], file=sys.stderr)
+            jpeg = rows[-1][2]
+            rows += measure(arrays, 'CIFAR-10 decoded uint8 (50000, 32, 32, 3)', a.item_batches, a.repeats)
+            notes.append(f'On real CIFAR-10 the device path with crop+flip makes {rows[-2][2] / jpeg:.0f} times the '
+                         'images/s of the per-item path on the JPEG files that `load_cifar` gives today '
+                         '(measured one after the other).')
+    else: notes.append('Real CIFAR-10: not measured (FASTAMP_CIFAR10 unset).')
+    write(rows, notes, a, time.perf_counter() - t0)
+
+
+def cpu_name():
+    info = Path('/proc/cpuinfo')
+    lines = info.read_text().splitlines() if info.exists() else []
+    return next((l.split(':', 1)[1].strip() for l in lines if l.startswith('model name')), platform.processor())
+
+
+def write(rows, notes, a, wall):
+    import fastai
+    nt = torch.get_num_threads()
+    lines = ['# Data-path throughput: per-item against device-resident', '',
+             f'Command: `OMP_NUM_THREADS={nt} python benchmarks/throughput.py` '
+             f'(wall time {wall:.0f} s, {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}).',
+             f'Machine: {cpu_name()}, {os.cpu_count()} cores shared with other jobs (load average '
+             f'{os.getloadavg()[0]:.1f} at the end), no GPU: the device path makes its batches on the CPU here. '
+             f'Torch threads: {nt}; torch {torch.__version__}, fastai {fastai.__version__}, '
+             f'Python {platform.python_version()}.', '',
+             f'Training batches of {BS}, images per second, median (min to max) of {a.repeats} passes, all in one '
+             'process, the paths on one data set taking their passes in turn (so that they share the machine\'s load). '
+             f'Per-item path: {a.item_batches} batches per pass (shuffled, `num_workers=0` as '
+             '`imageset_dls` sets for arrays); device path: one whole epoch per pass (shuffled, last partial batch '
+             'dropped). The ratio columns divide by the per-item rows on the same data.', '',
+             '| data | path | images/s | min to max | x per-item (none) | x per-item (+ tfms) |',
+             '| --- | --- | --- | --- | --- | --- |']
+    base = {}
+    for d, what, med, lo, hi in rows:
+        if what.startswith('per-item'): base[(d, 'tfms' if 'Flip' in what else 'none')] = med
+    for d, what, med, lo, hi in rows:
+        r = [f'{med / base[(d, k)]:.1f}' if (d, k) in base else '' for k in ('none', 'tfms')]
+        lines.append(f'| {d} | {what} | {med:,.0f} | {lo:,.0f} to {hi:,.0f} | {r[0]} | {r[1]} |')
+    lines += ['', 'The random data are uint8 arrays of shape (50000, 32, 32, 3) (+ 10000 held out) drawn with seed 0, '
+              'standing in for CIFAR arrays: both paths cost the same on any uint8 content.',
+              'fastai has no pad-and-crop batch transform; the per-item row with transforms uses its nearest '
+              '(`RandomResizedCropGPU(32, min_scale=0.77, ratio=(1, 1))`) with `Flip` and `Normalize`.', ''] + notes
+    Path(a.out).write_text('\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+
+
+if __name__ == '__main__': main()
