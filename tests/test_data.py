@@ -223,3 +223,23 @@ def test_progressive_sampling_needs_weighted_loaders():
     learn = Learner(imageset_dls(load_digits(), bs=64, size=8), small_cnn(), cbs=ProgressiveSampling())
     with pytest.raises(TypeError, match="sampler='progressive'"):
         with learn.no_bar(), learn.no_logging(): learn.fit(1)
+
+
+# --- offline stand-ins ------------------------------------------------------------------------------------------------
+
+def test_without_cifar10_the_folder_stand_in_is_digits_said_in_one_line(monkeypatch, capsys):
+    from fastamp.datasets import cifar10_or_digits_folder
+    monkeypatch.delenv('FASTAMP_CIFAR10', raising=False)
+    path = cifar10_or_digits_folder()
+    out = capsys.readouterr().out
+    assert out.count('\n') == 1 and 'FASTAMP_CIFAR10 is not set' in out and "digits" in out
+    assert load_image_folder(path).vocab == [str(c) for c in range(10)]
+
+
+def test_without_fashion_mnist_the_stand_in_is_digits_said_in_one_line(monkeypatch, capsys, tmp_path):
+    import fastamp.datasets as D
+    monkeypatch.delenv('FASTAMP_DATA', raising=False)
+    monkeypatch.setattr(D, 'DEBIAN_FASHION_MNIST', tmp_path / 'absent')
+    data = D.fashion_mnist_or_digits()
+    out = capsys.readouterr().out
+    assert data.name == 'digits' and out.count('\n') == 1 and 'Fashion-MNIST not found' in out
