@@ -10,6 +10,7 @@ from fastamp.data import coarse_fine_dls, FASHION_MNIST_COARSE, long_tailed, lon
 
 REPO = Path(__file__).parents[1]
 CIFAR10 = os.environ.get('FASTAMP_CIFAR10')
+USER_CACHE = os.environ.get('FASTAMP_CACHE')
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +57,9 @@ def test_real_fashion_mnist_coarse_fine_and_long_tail():
 
 
 @pytest.mark.skipif(not CIFAR10, reason="FASTAMP_CIFAR10 is not set: point it at CIFAR-10's archive or folder")
-def test_real_cifar10_decodes_once_then_loads_from_the_cache():
+def test_real_cifar10_decodes_once_then_loads_from_the_cache(monkeypatch):
+    if USER_CACHE: monkeypatch.setenv('FASTAMP_CACHE', USER_CACHE)
+    else: monkeypatch.delenv('FASTAMP_CACHE')                 # the default place, shared with the tutorials' runs
     t0 = time.time(); data = load_cifar(CIFAR10); first = time.time() - t0
     assert len(data) == 60_000 and len(data.valid_idx) == 10_000 and len(data.vocab) == 10
     assert data.name == 'cifar10' and data.items.shape == (60_000, 32, 32, 3) and data.items.dtype == np.uint8
