@@ -4,7 +4,7 @@ import os, pickle, re, tarfile, time
 from pathlib import Path
 import numpy as np, pytest
 from PIL import Image
-from fastamp.datasets import (ImageSet, load_digits, load_fashion_mnist, find_fashion_mnist, load_cifar, load_image_folder,
+from fastamp.datasets import (load_digits, load_fashion_mnist, find_fashion_mnist, load_cifar, load_image_folder,
                               extract_archive, write_image_folder)
 from fastamp.data import coarse_fine_dls, FASHION_MNIST_COARSE, long_tailed, long_tailed_counts, imageset_dls
 
@@ -101,7 +101,8 @@ def test_fashion_mnist_path_without_the_files_is_an_error_naming_them(tmp_path):
 def test_long_tailed_names_an_empty_class_and_what_to_do():
     data = load_digits()
     data.labels[data.labels == 9] = 8                    # the last class has no items
-    with pytest.raises(ValueError, match=r"class 9 \('9'\) has no training items.*drop the class"): long_tailed(data, 10)
+    with pytest.raises(ValueError, match=r"class 9 \('9'\) has no training items.*drop the class"):
+        long_tailed(data, 10)
     data.labels[data.labels == 4] = 3                    # a middle class too: the first empty one is named
     with pytest.raises(ValueError, match=r"class 4 \('4'\) has no training items"): long_tailed(data, 10)
 
@@ -215,7 +216,8 @@ def test_progressive_sampling_moves_from_instance_to_class_balanced():
     learn = Learner(dls, small_cnn(), cbs=[ProgressiveSampling(), Watch()])
     with learn.no_bar(), learn.no_logging(): learn.fit(3, 1e-3)
     lab = d.labels[lt]
-    assert np.allclose(seen[0], sampler_weights(lab, 'instance')) and np.allclose(seen[-1], sampler_weights(lab, 'class'))
+    assert np.allclose(seen[0], sampler_weights(lab, 'instance'))
+    assert np.allclose(seen[-1], sampler_weights(lab, 'class'))
     assert seen[1][lab == 9].sum() > seen[0][lab == 9].sum()
 
 
