@@ -248,3 +248,15 @@ def test_without_fashion_mnist_the_stand_in_is_digits_said_in_one_line(monkeypat
     data = D.fashion_mnist_or_digits()
     out = capsys.readouterr().out
     assert data.name == 'digits' and out.count('\n') == 1 and 'Fashion-MNIST not found' in out
+
+
+def test_data_modules_keep_their_layers():
+    "datasets (layer 1) imports no fastamp module; data (2) only datasets and core; transfer (3) nothing above it"
+    import ast
+    def fastamp_imports(mod):
+        tree = ast.parse((REPO / 'fastamp' / f'{mod}.py').read_text())
+        return {n.module.split('.')[-1] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                and (n.level or (n.module or '').startswith('fastamp')) and n.module}
+    assert fastamp_imports('datasets') == set()
+    assert fastamp_imports('data') <= {'datasets', 'core'}
+    assert fastamp_imports('transfer') <= {'datasets', 'core', 'models', 'losses', 'mixup', 'data'}
