@@ -21,7 +21,8 @@ torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 1)))
 from fastai.vision.augment import Flip, RandomResizedCropGPU  # noqa: E402
 from fastai.data.transforms import Normalize  # noqa: E402
 from fastai.vision.core import imagenet_stats  # noqa: E402
-from fastamp.data import ImageSet, imageset_dls, load_cifar  # noqa: E402  (ImageSet moves to fastamp.datasets)
+from fastamp.datasets import ImageSet, load_cifar  # noqa: E402
+from fastamp.data import imageset_dls  # noqa: E402
 from fastamp.devicedata import device_dls  # noqa: E402
 
 BS = 128

@@ -103,7 +103,7 @@ def imageset_dls(
         after_batch = [IntToFloatTensor()] + list(kwargs.pop('after_batch', []))
     label_of = _LabelOf({_key(x): labels[i] for x, i in zip(items, order)}, vocab)
     splits = [list(range(len(train_idx))), list(range(len(train_idx), len(order)))]
-    dsets = Datasets(items, [x_tfms, [label_of, Categorize(vocab=vocab)]], splits=splits)
+    dsets = Datasets(items, [x_tfms, [label_of, Categorize(vocab=vocab, sort=False)]], splits=splits)
     dl_kwargs = dict(bs=bs, after_item=after_item, after_batch=after_batch, **kwargs)
     if sampler in (None, 'instance'): return dsets.dataloaders(**dl_kwargs)
     wgts = sampler_weights(labels[train_idx], 'instance' if sampler == 'progressive' else sampler)

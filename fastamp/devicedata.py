@@ -12,7 +12,8 @@ from fastai.data.core import DataLoaders
 from fastai.data.transforms import Category
 from fastai.losses import CrossEntropyLossFlat
 from fastai.torch_core import TensorImage, default_device, show_images
-from .data import ImageSet, sampler_weights  # `ImageSet` moves to `fastamp.datasets`
+from .datasets import ImageSet
+from .data import sampler_weights
 
 # %% auto #0
 __all__ = ['images_to_tensor', 'channel_stats', 'pad_crop_flip', 'DeviceImages', 'DeviceDL', 'DeviceDataLoaders', 'device_dls']

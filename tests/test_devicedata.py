@@ -6,7 +6,8 @@ from fastai.metrics import accuracy
 from fastai.torch_core import set_seed
 from fastai.callback.schedule import fit_one_cycle, lr_find  # noqa: F401 (patches Learner)
 from fastai.distributed import DistributedDL
-from fastamp.data import load_digits, imageset_dls, long_tailed, ImageSet
+from fastamp.datasets import load_digits, ImageSet
+from fastamp.data import imageset_dls, long_tailed
 from fastamp.devicedata import device_dls, DeviceDL, DeviceImages
 from fastamp.mixup import MidpointMixup, FeatureMixup, ManifoldMixup, InputMixup, SynerMix, SynerMixIntra, Remix
 from fastamp.models import small_cnn
