@@ -24,7 +24,7 @@ def measure(f, repeats=1):
 
 def main():
     import warnings
-    from fastamp.metrics import alignment, uniformity, uniformity_estimate, UNIFORMITY_EXACT_MAX
+    from fastamp.metrics import alignment, alignment_estimate, uniformity, uniformity_estimate, UNIFORMITY_EXACT_MAX
     rows = []
     def row(name, f, repeats=1): rows.append((name, repeats, *measure(f, repeats)))
     g = torch.Generator().manual_seed(0)
@@ -35,6 +35,8 @@ def main():
     zb = torch.randn(1_000_000, 512, generator=g); yb = torch.randint(0, 1000, (1_000_000,), generator=g)
     row('alignment, 1,000,000 x 512, 1000 classes, alpha=2 (closed form)', lambda: alignment(zb, yb))
     row('alignment, 1,000,000 x 512, 1000 classes, alpha=1 (exact)', lambda: alignment(zb, yb, alpha=1))
+    row('alignment, sampled (1e6 pairs), 1,000,000 x 512, 1000 classes, alpha=1',
+        lambda: alignment_estimate(zb, yb, alpha=1, generator=torch.Generator().manual_seed(1)))
     row('uniformity, sampled (1e6 pairs), 1,000,000 x 512',
         lambda: uniformity_estimate(zb, generator=torch.Generator().manual_seed(1)))
     with warnings.catch_warnings(record=True) as w:
