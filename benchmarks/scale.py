@@ -43,7 +43,8 @@ def main():
         warnings.simplefilter('always'); uniformity(zb[:30_000])
     print(f'uniformity(30,000 rows): {w[0].message}' if w else 'uniformity(30,000 rows): no warning', file=sys.stderr)
     del zb, yb
-    from fastamp.data import long_tailed_indices, CoarseMap, CIFAR100_COARSE, ImageSet, load_fashion_mnist, imageset_dls
+    from fastamp.datasets import ImageSet, load_fashion_mnist
+    from fastamp.data import long_tailed_indices, CoarseMap, CIFAR100_COARSE, imageset_dls
     labels = np.random.default_rng(0).integers(0, 100, 1_000_000)
     cmap = CoarseMap.create(CIFAR100_COARSE)
     big = ImageSet(np.zeros((1, 1, 1), np.uint8), labels, sorted(CIFAR100_COARSE), np.arange(0))

@@ -39,10 +39,11 @@ class ImageSet:
 # %% ../nbs/00b_datasets.ipynb #7d8b89ca
 def seeded_subset(
     n:int, # number of items to choose from
-    k:int, # how many to keep (all `n` when `k >= n`)
+    k:int|None, # how many to keep (all `n` when `k` is None or `k >= n`)
     seed:int=0, # seed of the random choice
 )->np.ndarray:
     "Sorted indices of a seeded random `k` of `n` items"
+    if k is None or k >= n: return np.arange(n)
     return np.sort(np.random.default_rng(seed).permutation(n)[:k])
 
 # %% ../nbs/00b_datasets.ipynb #f8b4f7f4

@@ -11,7 +11,7 @@ from fastcore.basics import patch, store_attr
 from fastai.learner import Learner, Metric
 from fastai.callback.core import Callback
 from .core import resolve_module, unwrap_model, train_class_counts
-from .data import random_valid_idx
+from .datasets import seeded_subset
 from .metrics import *
 
 # %% auto #0
@@ -57,10 +57,6 @@ def _subset_dl(dl, idxs):
     "`dl` over the dataset items `idxs` only, in that order"
     idxs = [int(i) for i in idxs]
     return dl.new(shuffle=False, drop_last=False, n=len(idxs), get_idxs=lambda: idxs)
-
-def _seeded_subset(n:int, k:int|None, seed:int)->np.ndarray:
-    "Sorted indices of a seeded random `k` of `n` items (all of them when `k` is None or at least `n`)"
-    return np.arange(n) if k is None or k >= n else random_valid_idx(n, k / n, seed)
 
 def _read_batches(dl, idxs, bs:int=512)->list:
     "The items `idxs` of `dl`'s dataset, decoded once, as `(x, y)` batches of `bs`: what a recorder reads every epoch"
@@ -131,7 +127,7 @@ def _fine_measures(h, y, fine, h_train=None, train_fine=None, k=20)->dict:
 def _train_subset(learn, train_fine, n_train, seed)->tuple:
     "Seeded subset of at most `n_train` training items and their fine labels"
     train_fine = _as_labels(train_fine, len(learn.dls.train_ds), 'train_fine', 'dls.train_ds')
-    keep = _seeded_subset(len(train_fine), n_train, seed)
+    keep = seeded_subset(len(train_fine), n_train, seed)
     return keep, train_fine[keep]
 
 def _noted(notes:dict, f, *args, key=None, **kwargs):
@@ -198,7 +194,7 @@ def _probe_sets(learn, train_fine, valid_fine, n_train, n_valid, seed)->tuple:
     "`((train batches, their fine labels), (valid batches, their fine labels))` of the seeded subsets, read once"
     keep, ftr = _train_subset(learn, train_fine, n_train, seed)
     valid_fine = _as_labels(valid_fine, len(learn.dls.valid_ds), 'valid_fine', 'dls.valid_ds')
-    keep_va = _seeded_subset(len(valid_fine), n_valid, seed)
+    keep_va = seeded_subset(len(valid_fine), n_valid, seed)
     return (_read_batches(learn.dls.train, keep), ftr), (_read_batches(learn.dls.valid, keep_va), valid_fine[keep_va])
 
 def _fine_probe(model, module, sets, k)->dict:
@@ -231,7 +227,7 @@ class CollapseRecorder(Callback):
         self.records.append({'epoch': self.epoch, **res, 'seconds': time.perf_counter() - t0})
     def read_inputs(self):
         "What `measure` reads, built once per fit: the batches of the seeded held-out subset"
-        return _read_batches(self.dls.valid, _seeded_subset(len(self.dls.valid_ds), self.n, self.seed))
+        return _read_batches(self.dls.valid, seeded_subset(len(self.dls.valid_ds), self.n, self.seed))
     def measure(self)->dict:
         "The measures of one row"
         if self._inputs is None: self._inputs = self.read_inputs()
@@ -324,7 +320,7 @@ def plot_feature_map(
     "2-D map of features (PCA, or t-SNE from scikit-learn), coloured by class; `highlight` = classes drawn on top"
     import matplotlib.pyplot as plt
     if method not in ('pca', 'tsne'): raise ValueError(f"method={method!r}: use 'pca' or 'tsne'.")
-    idx = _seeded_subset(len(h), max_points, seed)
+    idx = seeded_subset(len(h), max_points, seed)
     x, yy = h[idx].float().numpy(), torch.as_tensor(y)[idx].numpy()
     if method == 'pca':
         xc = x - x.mean(0); _, _, vt = np.linalg.svd(xc, full_matrices=False); p = xc @ vt[:2].T
