@@ -54,3 +54,15 @@ def test_the_checker_sees_relative_and_absolute_imports(tmp_path):
     p = tmp_path/'x.py'
     p.write_text('from .core import a\nimport fastamp.mixup\ndef f():\n    from fastamp.models import b\n')
     assert fastamp_imports(p) == {'core', 'mixup', 'models'}
+
+
+def test_all_brings_every_public_name_and_the_patched_methods():
+    "`from fastamp.all import *` gives what a fastai user types: every public name of layers 1 to 3"
+    import importlib
+    import fastamp.all as everything
+    from fastai.learner import Learner
+    for m in [m for m, layer in LAYERS.items() if layer <= 3 and (PKG/f'{m}.py').exists()]:
+        missing = [n for n in importlib.import_module(f'fastamp.{m}').__all__ if not hasattr(everything, n)]
+        assert not missing, f'fastamp.all lacks {missing} of fastamp.{m}'
+    for meth in ('get_features', 'collapse_report', 'fine_probe', 'get_adjusted_preds'):
+        assert hasattr(Learner, meth), meth

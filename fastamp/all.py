@@ -1,0 +1,15 @@
+"""Everything a fastai user types, in one import: `from fastamp.all import *` (as `from fastai.vision.all import *`).
+
+Written by hand, as fastai's own `all.py` files are: it only re-exports the public names of the modules below, and
+importing it also brings the `Learner` methods they patch (`get_features`, `collapse_report`, `fine_probe`,
+`get_adjusted_preds`)."""
+from .core import *
+from .models import *
+from .datasets import *
+from .mixup import *
+from .losses import *
+from .data import *
+from .devicedata import *
+from .metrics import *
+from .evaluate import *
+from .transfer import *
