@@ -107,7 +107,7 @@ def sync_ops_of_steps(dls, cbs, device=None):
 
 @pytest.fixture(scope='module')
 def digits():
-    return digits_dls(bs=32, size=16, seed=0, num_workers=0)
+    return digits_dls(bs=32, size=16, seed=0, num_workers=0, device=torch.device('cpu'))
 
 
 @pytest.fixture(scope='module')
