@@ -1,16 +1,11 @@
 import os, warnings
-import pytest, torch, torch.nn as nn
-from fastai.vision.all import ConvLayer, Flatten, Learner, accuracy, set_seed
+import pytest, torch
+from fastai.vision.all import Learner, accuracy, set_seed
 from fastamp.data import digits_dls
+from fastamp.models import small_cnn
 
 warnings.filterwarnings('ignore', category=FutureWarning)
 torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 2)))
-
-
-def small_cnn(n_out=10):
-    "A small CNN for 16x16 digits: conv body, pooled features, linear classifier"
-    return nn.Sequential(ConvLayer(3, 16, stride=2), ConvLayer(16, 32, stride=2), ConvLayer(32, 64, stride=2),
-                         nn.AdaptiveAvgPool2d(1), Flatten(), nn.Linear(64, n_out))
 
 
 @pytest.fixture(scope='session')
@@ -22,7 +17,7 @@ def dls():
 def cnn_learner(dls):
     def make(cbs=(), **kw):
         set_seed(0)
-        return Learner(dls, small_cnn(), metrics=accuracy, cbs=list(cbs), **kw)
+        return Learner(dls, small_cnn(10, head='one'), metrics=accuracy, cbs=list(cbs), **kw)
     return make
 
 

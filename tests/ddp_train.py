@@ -2,12 +2,13 @@
 fastai's own distributed path (`learn.distrib_ctx()`), then each rank saves its weights and recorded schedule."""
 import sys, warnings
 from pathlib import Path
-import torch, torch.nn as nn
+import torch
 import torch.distributed as dist
-from fastai.vision.all import Learner, ConvLayer, Flatten, accuracy, set_seed, rank_distrib
+from fastai.vision.all import Learner, accuracy, set_seed, rank_distrib
 import fastai.distributed
 from fastamp.data import digits_dls
 from fastamp.mixup import MidpointMixup
+from fastamp.models import small_cnn
 
 warnings.filterwarnings('ignore')
 torch.set_num_threads(1)
@@ -26,7 +27,7 @@ out = Path(sys.argv[1])
 one_class_rank1 = len(sys.argv) > 2 and sys.argv[2] == 'one-class'
 set_seed(0)
 dls = digits_dls(bs=16, size=16, seed=0, num_workers=0)
-model = nn.Sequential(ConvLayer(3, 8, stride=2), ConvLayer(8, 16, stride=2), nn.AdaptiveAvgPool2d(1), Flatten(), nn.Linear(16, 10))
+model = small_cnn(10, head='one')
 cb = MidpointMixup()
 learn = Learner(dls, model, metrics=accuracy, cbs=cb)
 if one_class_rank1:

@@ -8,7 +8,8 @@ pytest.importorskip('accelerate', reason="fastai's distrib_ctx needs accelerate 
 
 
 def launch(out, *extra):
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(SCRIPT), str(out), *extra]
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+           str(SCRIPT), str(out), *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
 

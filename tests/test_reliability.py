@@ -10,32 +10,32 @@ labels = st.lists(st.integers(0, 5), min_size=0, max_size=64).map(lambda v: torc
 
 
 @settings(max_examples=300, deadline=None)
-@given(labels, st.booleans(), st.sampled_from(['sample', 'class']))
-def test_partners_are_always_of_another_class(y, symmetric, by):
-    if symmetric and by == 'class': return
-    i, j = inter_class_partners(y, symmetric, by)
-    assert len(i) == len(j)
-    assert (y[i] != y[j]).all()
+@given(labels, st.booleans(), st.sampled_from(['sample', 'class', 'class_mean']))
+def test_partners_are_always_of_another_class(y, symmetric, partner):
+    if symmetric and partner == 'class': return
+    j, valid = inter_class_partners(y, symmetric, partner)
+    assert j.shape == valid.shape == y.shape                   # one slot per sample, whatever the labels
+    assert (y[valid] != y[j[valid]]).all()
+    assert (j[~valid] == torch.arange(len(y))[~valid]).all()   # a slot without a partner points at its own sample
 
 
 @settings(max_examples=300, deadline=None)
 @given(labels)
 def test_symmetric_pairing_is_a_maximum_matching_and_an_involution(y):
-    i, j = inter_class_partners(y, symmetric=True)
-    partner = dict(zip(i.tolist(), j.tolist()))
-    assert len(partner) == len(i)                              # each sample paired at most once
-    assert all(partner[partner[a]] == a for a in partner)      # involution on the paired samples
-    unpaired = [k for k in range(len(y)) if k not in partner]
+    j, valid = inter_class_partners(y, symmetric=True)
+    assert (j[j] == torch.arange(len(y))).all()                # an involution: each sample paired at most once
+    assert (valid[j] == valid).all()
+    unpaired = [k for k in range(len(y)) if not valid[k]]
     assert len({int(y[k]) for k in unpaired}) <= 1             # no two unpaired samples could still be paired
-    if len(y): assert len(i) == 2 * min(len(y) // 2, len(y) - int(torch.bincount(y).max()))
+    if len(y): assert int(valid.sum()) == 2 * min(len(y) // 2, len(y) - int(torch.bincount(y).max()))
 
 
 @settings(max_examples=200, deadline=None)
-@given(labels)
-def test_every_sample_with_an_available_partner_gets_one(y):
-    i, _ = inter_class_partners(y, symmetric=False)
-    has_other = [k for k in range(len(y)) if (y != y[k]).any()]
-    assert sorted(i.tolist()) == has_other
+@given(labels, st.sampled_from(['sample', 'class']))
+def test_every_sample_with_an_available_partner_gets_one(y, partner):
+    _, valid = inter_class_partners(y, symmetric=False, partner=partner)
+    has_other = [bool((y != y[k]).any()) for k in range(len(y))]
+    assert valid.tolist() == has_other
 
 
 @settings(max_examples=300, deadline=None)
@@ -66,13 +66,24 @@ def test_resume_continues_the_schedule(cnn_learner, tmp_path):
 @pytest.mark.parametrize('make, msg', [
     (lambda: MidpointMixup(schedule=1.2), 'lam must stay in [0.5, 1]'),
     (lambda: MidpointMixup(schedule=lambda p: 1 - p), 'lam=0.49 at p=0.51'),
-    (lambda: MidpointMixup(w=-0.1), 'must be >= 0'),
+    (lambda: MidpointMixup(w=-0.1), 'must be a finite number >= 0'),
+    (lambda: MidpointMixup(w=float('inf')), 'w=inf: the weight of the augmented loss must be a finite number'),
+    (lambda: MidpointMixup(w=float('nan')), 'w=nan'),
+    (lambda: MidpointMixup(partner='by_class'), "partner='by_class'"),
     (lambda: FeatureMixup(alpha=0), 'must be > 0'),
     (lambda: ManifoldMixup(alpha=-1), 'must be > 0'),
-    (lambda: SynerMixIntra(w=-1), 'must be >= 0'),
+    (lambda: SynerMixIntra(w=-1), 'must be a finite number >= 0'),
 ])
 def test_bad_parameters_fail_at_construction(make, msg):
     with pytest.raises(ValueError, match=msg.replace('[', r'\[').replace(']', r'\]')): make()
+
+
+@pytest.mark.parametrize('schedule, msg', [(True, 'a bool is not a ratio'), (False, 'a bool is not a ratio'),
+                                           (lambda p: None, 'returned None at p=0.00'),
+                                           (lambda p: 'x', "returned 'x'")])
+def test_a_schedule_that_is_not_a_ratio_is_refused_with_its_argument_named(schedule, msg):
+    with pytest.raises(TypeError, match='schedule') as e: MidpointMixup(schedule=schedule)
+    assert msg in str(e.value)
 
 
 class Spy(nn.Module):

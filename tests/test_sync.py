@@ -1,0 +1,155 @@
+"""No host-device synchronisation in a training step of any fastamp mixing callback.
+
+On a GPU, an op that needs a value or a size computed by the GPU (`.item()`, `nonzero`, `unique`, boolean-mask
+indexing, ...) makes the CPU wait for the GPU at every batch. On the CPU nothing waits, but the same ATen ops are
+dispatched, so a `TorchDispatchMode` that records them during training steps proves, on any machine, that the callbacks
+call none of them. A CUDA test with `torch.cuda.set_sync_debug_mode('error')` checks the same on a GPU.
+"""
+import traceback
+import pytest, torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from fastai.vision.all import Callback, CancelFitException, Learner, accuracy, set_seed
+from fastamp.data import digits_dls
+from fastamp.models import small_cnn
+from fastamp.mixup import (MidpointMixup, FeatureMixup, ManifoldMixup, InputMixup, Remix, SynerMix, SynerMixIntra,
+                           INPUT)
+
+ALWAYS_SYNC = {'_local_scalar_dense', 'nonzero', 'argwhere', 'masked_select', 'bincount', 'multinomial', 'equal',
+               'is_nonzero', 'allclose', '_unique', '_unique2', 'unique_dim', 'unique_consecutive',
+               'unique_dim_consecutive'}
+
+
+def _has_bool_index(indices):
+    return any(isinstance(t, torch.Tensor) and t.dtype in (torch.bool, torch.uint8) for t in indices or ())
+
+
+def sync_reason(func, args, kwargs):
+    "Why `func(*args, **kwargs)` would make the host wait for a CUDA device, or None"
+    name = func._schema.name.split('::')[-1]
+    if name in ALWAYS_SYNC: return name           # (CUDA's bincount reads the largest value even with a minlength)
+    if name == 'repeat_interleave' and kwargs.get('output_size') is None: return 'repeat_interleave without output_size'
+    if name == 'index' and _has_bool_index(args[1]): return 'boolean-mask indexing'
+    if name in ('index_put', 'index_put_', '_index_put_impl_') and _has_bool_index(args[1]):
+        return 'boolean-mask assignment'
+    return None
+
+
+class SyncRecorder(TorchDispatchMode):
+    "Record the synchronising ops dispatched while `on`, with the line of Python that called each"
+    def __init__(self):
+        super().__init__()
+        self.on, self.found = False, {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.on and (why := sync_reason(func, args, kwargs)) is not None and why not in self.found:
+            frames = [f for f in traceback.extract_stack()[:-1] if 'torch/' not in f.filename]
+            self.found[why] = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else '?'
+        return func(*args, **kwargs)
+
+
+class Window(Callback):
+    "Turn `switch(True)` on at the very start of each training step after the first, off at its very end"
+    def __init__(self, switch, on_event='before_batch', off_event='after_batch', n_steps=3):
+        self.switch, self.n_steps = switch, n_steps
+        self.first, self.last = _Edge(self, on_event, True, -1000), _Edge(self, off_event, False, 1000)
+
+
+class _Edge(Callback):
+    run_valid = False
+    def __init__(self, window, event, value, order):
+        self.window, self.event, self.value, self.order = window, event, value, order
+    def __getattr__(self, k):
+        if k == self.__dict__.get('event'): return self._flip
+        return super().__getattr__(k)
+    def _flip(self):
+        if self.train_iter == 0: return                # the first step may initialise things: not like the others
+        self.window.switch(self.value)
+        if not self.value and self.train_iter >= self.window.n_steps: raise CancelFitException()
+
+
+CALLBACKS = {
+    'erm': lambda: [],
+    'midpoint': lambda: [MidpointMixup()],
+    'midpoint_oneway': lambda: [MidpointMixup(symmetric=False)],
+    'midpoint_class': lambda: [MidpointMixup(symmetric=False, partner='class', per_pair=True)],
+    'midpoint_class_mean': lambda: [MidpointMixup(partner='class_mean')],
+    'midpoint_per_pair': lambda: [MidpointMixup(per_pair=True)],
+    'midpoint_augonly': lambda: [MidpointMixup(clean=False, w=0.5)],
+    'midpoint_pooled': lambda: [MidpointMixup(module='pooled')],
+    'feature': lambda: [FeatureMixup()],
+    'manifold': lambda: [ManifoldMixup(modules=[INPUT, lambda m: m[0][1], lambda m: m[0][3]])],
+    'input_remix': lambda: [InputMixup(label_rule=Remix())],
+    'synermix': lambda: [SynerMix()],
+    'synermix_intra': lambda: [SynerMixIntra()],
+    'manifold+intra': lambda: [ManifoldMixup(modules=[INPUT]), SynerMixIntra()],
+    'midpoint+intra': lambda: [MidpointMixup(), SynerMixIntra()],
+}
+
+
+class OneClassBatches(Callback):
+    "Every other batch holds a single class: the path of a sample without a partner of another class"
+    order = -50
+    def before_batch(self):
+        if self.training and self.train_iter % 2: self.learn.yb = (torch.zeros_like(self.yb[0]),)
+
+
+def sync_ops_of_steps(dls, cbs, device=None):
+    "The synchronising ops of a few training steps of a learner with callbacks `cbs`"
+    rec = SyncRecorder()
+    def switch(v): rec.on = v
+    set_seed(0)
+    w = Window(switch)
+    learn = Learner(dls, small_cnn(10, head='two'), metrics=accuracy, cbs=cbs + [w.first, w.last, OneClassBatches()])
+    with learn.no_bar(), learn.no_logging(), rec: learn.fit(1, 1e-2)
+    return rec.found
+
+
+@pytest.fixture(scope='module')
+def digits():
+    return digits_dls(bs=32, size=16, seed=0, num_workers=0, device=torch.device('cpu'))
+
+
+@pytest.fixture(scope='module')
+def erm_ops(digits):
+    return sync_ops_of_steps(digits, [])
+
+
+def test_the_recorder_sees_synchronising_ops():
+    "The test can fail: the ops the callbacks used to call are recorded"
+    rec = SyncRecorder()
+    rec.on = True
+    y = torch.tensor([0, 2, 2, 1])
+    with rec:
+        int(torch.bincount(y).max()); (y > 0).nonzero(); torch.unique(y); y[y > 0]
+        torch.multinomial(torch.ones(2, 3), 1)
+        w = torch.zeros(4); w[y > 1] = 1.
+    assert {'_local_scalar_dense', 'bincount', 'nonzero', '_unique2', 'boolean-mask indexing', 'multinomial',
+            'boolean-mask assignment'} <= set(rec.found), rec.found
+
+
+def test_plain_training_step_is_free_of_synchronising_ops(erm_ops):
+    "fastai's own loop (no bar, no logging) has none either, so the callbacks' tests below compare with an empty set"
+    assert erm_ops == {}, erm_ops
+
+
+@pytest.mark.parametrize('name', [n for n in CALLBACKS if n != 'erm'])
+def test_training_step_has_no_synchronising_op(name, digits, erm_ops):
+    found = sync_ops_of_steps(digits, CALLBACKS[name]())
+    added = {k: v for k, v in found.items() if k not in erm_ops}
+    assert not added, f"{name} synchronises host and device in a training step: {added}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('name', list(CALLBACKS))
+def test_cuda_training_step_never_waits(name):
+    "On a GPU, `set_sync_debug_mode('error')` from `before_batch` to the end of `after_loss` of each step"
+    dls = digits_dls(bs=32, size=16, seed=0, num_workers=0, device=torch.device('cuda'))
+    def switch(v): torch.cuda.set_sync_debug_mode('error' if v else 'default')
+    set_seed(0)
+    w = Window(switch, off_event='after_loss')
+    learn = Learner(dls, small_cnn(10, head='two').cuda(), metrics=accuracy,
+                    cbs=CALLBACKS[name]() + [w.first, w.last, OneClassBatches()])
+    try:
+        with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)
+    finally: torch.cuda.set_sync_debug_mode('default')
