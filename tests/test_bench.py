@@ -35,7 +35,8 @@ def _learner(cfg, **kw):
 
 
 def test_warmup_step_schedule_under_fastai_scales_with_epochs():
-    cfg = bench.BenchConfig(**{**TINY, 'methods': ['erm'], 'lr': 0.1}, epochs=10, bs=128, schedule='warmup_step', opt='sgd')
+    cfg = bench.BenchConfig(**{**TINY, 'methods': ['erm'], 'lr': 0.1}, epochs=10, bs=128, schedule='warmup_step',
+                            opt='sgd')
     learn = _learner(cfg, opt_func=bench._opt_func(cfg))
     bench._fit(learn, cfg, cfg.epochs)
     lrs = np.array(learn.recorder.lrs); pct = np.arange(len(lrs)) / len(lrs)

@@ -1,4 +1,4 @@
-"""End-to-end runs of the `fastamp` console script: reruns, interruption, bad input, failures, piped output, two processes."""
+"""End-to-end runs of the `fastamp` console script: reruns, Ctrl-C, bad input, failures, piped output, two processes."""
 import dataclasses, json, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
@@ -42,7 +42,8 @@ def test_quick_bench_end_to_end_rerun_and_piped_output(tmp_path):
 def test_same_seed_same_numbers(tmp_path):
     outs = []
     for k in range(2):
-        r = run('bench', '--quick', '--task', 'lt', '--methods', 'midpoint', '--seeds', '0', '--out', str(tmp_path / f'o{k}'))
+        r = run('bench', '--quick', '--task', 'lt', '--methods', 'midpoint', '--seeds', '0',
+                '--out', str(tmp_path / f'o{k}'))
         assert r.returncode == 0, r.stderr[-2000:]
         outs.append(json.loads(next((tmp_path / f'o{k}' / 'lt' / 'runs').glob('*.json')).read_text())['metrics'])
     assert outs[0] == outs[1]
@@ -116,7 +117,8 @@ BAD = [
     (['--seeds', ''], '--seeds'), (['--seeds', ','], '--seeds'),
     (['--bs', '0'], '--bs 0'), (['--threads', '0'], '--threads 0'), (['--threads', '-2'], '--threads -2'),
     (['--jobs', '0'], '--jobs 0'),
-    (['--lr', '0'], '--lr 0'), (['--lr', '-1e-3'], '--lr'), (['--lr', 'nan'], '--lr nan'), (['--lr', 'inf'], '--lr inf'),
+    (['--lr', '0'], '--lr 0'), (['--lr', '-1e-3'], '--lr'),
+    (['--lr', 'nan'], '--lr nan'), (['--lr', 'inf'], '--lr inf'),
     (['--rhos', '0.5'], '--rhos'), (['--rhos', '10,0'], '--rhos'),
     (['--arch', 'resnet33'], "--arch 'resnet33'"), (['--arch', 'timm:no_such_net'], '--arch'),
     (['--log', 'paper'], "unknown log 'paper'"),
