@@ -92,6 +92,7 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path):
     assert bench.run_bench(cfg, tmp_path / 'a', log=lambda l: None)['done'] == 1
     rec = json.loads(next(runs.glob('*.json')).read_text())
     assert rec['resumed_at_epoch'] == 2 and not list(runs.glob('*.ckpt')) and not list(runs.glob('*.lock'))
+    assert rec['wall_s'] > 0
     status, _ = bench.run_one(cfg, 'midpoint', 0, 10, tmp_path / 'b')
     ref = json.loads(next((tmp_path / 'b' / 'lt' / 'runs').glob('*.json')).read_text())
     assert status == 'done' and set(rec) == set(ref) and rec['key'] == ref['key']

@@ -154,3 +154,21 @@ def test_bad_input_from_the_console_script_exits_2_with_one_line(args, msg, tmp_
     assert r.returncode == 2
     err = error_lines(r.stderr)
     assert len(err) == 1 and msg in err[0], r.stderr
+
+
+def test_ctrl_c_with_jobs_stops_the_workers_and_the_rerun_resumes_their_epochs(tmp_path):
+    out = tmp_path / 'out'
+    args = [FASTAMP, 'bench', '--quick', '--task', 'lt', '--jobs', '2', '--epochs', '6', '--out', str(out)]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = out / 'lt' / 'runs'
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(runs.glob('*.ckpt')): time.sleep(0.1)
+    p.send_signal(signal.SIGINT); t = time.time(); _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and time.time() - t < 30
+    lines = error_lines(err)
+    assert len(lines) == 1 and lines[0].startswith('interrupted:') and 'Traceback' not in err, err
+    time.sleep(1)
+    assert not list(out.rglob('*.tmp')) and not list(out.rglob('*.lock'))
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'resumed at epoch' in r.stdout and len(list(runs.glob('*.json'))) == 4
