@@ -135,3 +135,14 @@ def test_csv_log_gets_epochs_and_the_mixing_values_of_each_step(tmp_path):
 def test_a_missing_logger_package_is_named_with_its_install_command(kind):
     if importlib.util.find_spec(kind) is not None: pytest.skip(f'{kind} is installed')
     with pytest.raises(bench.SettingsError, match=f'pip install {kind}'): bench.check_settings({'log': kind})
+
+
+def test_the_lt_recipe_runs_end_to_end_with_its_pieces(tmp_path):
+    s = {**bench.PRESETS['cifar10-lt'], 'dataset': 'digits', 'epochs': 2, 'methods': ['midpoint'], 'seeds': [0],
+         'rhos': [10]}
+    counts = bench.run_benchmark(s, tmp_path, log=lambda l: None, logger='csv')
+    assert counts['done'] == 1 and counts['failed'] == 0
+    rec = json.loads(next((tmp_path / 'lt' / 'runs').glob('*.json')).read_text())
+    assert {k: rec['config'][k] for k in ('arch', 'opt', 'schedule', 'augment', 'wd', 'bs')} == \
+           dict(arch='resnet32', opt='sgd', schedule='warmup_step', augment=True, wd=2e-4, bs=128)
+    assert len(rec['per_class_accuracy']) == 10 and (tmp_path / 'runs.csv').exists()
