@@ -208,7 +208,8 @@ def coarse_fine_dls(
     data:ImageSet, # fine-labelled items
     coarse=None, # anything `CoarseMap.create` takes; default: the ImageSet's own coarse labels, else `COARSE_MAPS`
     warn:bool=True, # report coarse classes with a single fine class
-    **kwargs, # to `imageset_dls` (bs, size, train_idx, ...)
+    dls_func=None, # `dls_func(data, labels=, vocab=, **kwargs)` builds each; default: `imageset_dls` (or `device_dls`)
+    **kwargs, # to `dls_func` (bs, size, train_idx, ...)
 )->tuple: # `(coarse_dls, fine_dls)` over the same items and split
     "Coarse-labelled and fine-labelled `DataLoaders` over the same split, item for item"
     if coarse is None and data.coarse_labels is not None: cl, cv = data.coarse_labels, data.coarse_vocab
@@ -221,7 +222,8 @@ def coarse_fine_dls(
         cl, cv = cmap.coarse_labels(data)
         if warn and (single := cmap.singletons(data.vocab)):
             warnings.warn(f"coarse classes with a single fine class (nothing to separate there): {single}")
-    return imageset_dls(data, cl, cv, **kwargs), imageset_dls(data, **kwargs)
+    dls_func = dls_func or imageset_dls
+    return dls_func(data, labels=cl, vocab=cv, **kwargs), dls_func(data, **kwargs)
 
 # %% ../nbs/02_data.ipynb #fb8067f0
 def long_tailed_counts(

@@ -1,7 +1,7 @@
-"""End-to-end runs of the `fastamp` console script, interruption and failure injection."""
-import json, os, signal, subprocess, sys, time
+"""End-to-end runs of the `fastamp` console script: reruns, Ctrl-C, bad input, failures, piped output, two processes."""
+import dataclasses, json, signal, subprocess, sys, time
 from pathlib import Path
-import pytest
+import pytest, torch
 
 FASTAMP = str(Path(sys.executable).parent / 'fastamp')
 
@@ -10,20 +10,28 @@ def run(*args, timeout=600):
     return subprocess.run([FASTAMP, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def test_quick_bench_end_to_end_and_rerun(tmp_path):
+def error_lines(stderr):
+    return [l for l in stderr.splitlines() if l.strip() and 'Warning' not in l and 'warnings.warn' not in l]
+
+
+def test_quick_bench_end_to_end_rerun_and_piped_output(tmp_path):
     out = tmp_path / 'out'
     r = run('bench', '--quick', '--out', str(out), '--threads', '2')
     assert r.returncode == 0, r.stderr[-2000:]
     assert '## coarse-to-fine: digits' in r.stdout and '## long-tailed: digits' in r.stdout
     assert '| erm |' in r.stdout and '| midpoint |' in r.stdout and ' * |' in r.stdout
+    # piped output: one line per finished run, no progress bar
+    assert len([l for l in r.stdout.splitlines() if l.startswith('done ')]) == 8
+    assert '\r' not in r.stdout and '█' not in r.stdout and '\r' not in r.stderr
     runs = sorted((out / 'c2f' / 'runs').glob('*.json')) + sorted((out / 'lt' / 'runs').glob('*.json'))
     assert len(runs) == 8
     rec = json.loads(runs[0].read_text())
-    assert {'config', 'seed', 'metrics', 'wall_s', 'versions', 'method_detail'} <= set(rec)
-    assert (out / 'results.md').read_text().count('| midpoint |') == 2
+    assert {'config', 'seed', 'metrics', 'wall_s', 'versions', 'method_detail', 'per_class_accuracy'} <= set(rec)
+    assert (out / 'results.md').read_text().count('| midpoint |') == 4  # metrics and collapse table of each task
     assert len(list((out / 'c2f' / 'reports').glob('*.csv'))) == 4
+    table = (out / 'runs.csv').read_text().splitlines()
+    assert len(table) == 9 and 'class_accuracy_9' in table[0] and 'version_torch' in table[0]
     mtimes = {p: p.stat().st_mtime_ns for p in runs}
-    t = time.perf_counter()
     r2 = run('bench', '--quick', '--out', str(out), '--threads', '2')
     assert r2.returncode == 0 and 'done ' not in r2.stdout          # every run was skipped
     assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items())
@@ -34,51 +42,133 @@ def test_quick_bench_end_to_end_and_rerun(tmp_path):
 def test_same_seed_same_numbers(tmp_path):
     outs = []
     for k in range(2):
-        r = run('bench', '--quick', '--task', 'lt', '--methods', 'midpoint', '--seeds', '0', '--out', str(tmp_path / f'o{k}'))
+        r = run('bench', '--quick', '--task', 'lt', '--methods', 'midpoint', '--seeds', '0',
+                '--out', str(tmp_path / f'o{k}'))
         assert r.returncode == 0, r.stderr[-2000:]
         outs.append(json.loads(next((tmp_path / f'o{k}' / 'lt' / 'runs').glob('*.json')).read_text())['metrics'])
     assert outs[0] == outs[1]
 
 
-def test_interrupted_bench_keeps_finished_runs(tmp_path):
+def test_ctrl_c_ends_with_one_line_and_keeps_finished_runs(tmp_path):
     out = tmp_path / 'out'
-    p = subprocess.Popen([FASTAMP, 'bench', '--quick', '--task', 'c2f', '--out', str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen([FASTAMP, 'bench', '--quick', '--task', 'c2f', '--out', str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
     runs = out / 'c2f' / 'runs'
     deadline = time.time() + 300
     while time.time() < deadline and not list(runs.glob('*.json')): time.sleep(0.2)
-    p.send_signal(signal.SIGINT); p.wait(timeout=60)
+    p.send_signal(signal.SIGINT); _, err = p.communicate(timeout=60)
+    assert p.returncode == 130
+    lines = error_lines(err)
+    assert len(lines) == 1 and lines[0].startswith('interrupted:') and str(out) in lines[0] and 'rerun' in lines[0], err
+    assert 'Traceback' not in err
     kept = {q.name: q.read_text() for q in runs.glob('*.json')}
-    assert 1 <= len(kept) < 4 and not list(runs.glob('*.tmp'))
+    assert 1 <= len(kept) < 4 and not list(out.rglob('*.tmp')) and not list(out.rglob('*.lock'))
     r = run('bench', '--quick', '--task', 'c2f', '--out', str(out))
     assert r.returncode == 0
     assert {q.name: q.read_text() for q in runs.glob('*.json') if q.name in kept} == kept
     assert len(list(runs.glob('*.json'))) == 4
 
 
+def test_two_processes_on_one_out_train_each_run_once(tmp_path):
+    out = tmp_path / 'out'
+    args = [FASTAMP, 'bench', '--quick', '--task', 'lt', '--out', str(out), '--threads', '1']
+    ps = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in ps]
+    assert [p.returncode for p in ps] == [0, 0]
+    done = [l.split()[1] for o in outs for l in o.splitlines() if l.startswith('done ')]
+    assert len(done) == len(set(done)) == 4                       # every run trained by exactly one process
+    assert len(list((out / 'lt' / 'runs').glob('*.json'))) == 4
+    assert not list(out.rglob('*.tmp')) and not list(out.rglob('*.lock'))
+
+
 def test_a_broken_run_is_reported_and_the_others_go_on(tmp_path, monkeypatch):
     from fastamp import bench
     logs = []
     cfg = bench.BenchConfig(task='lt', methods=['erm', 'midpoint'], seeds=[0], epochs=1, rhos=[10])
-    orig = bench.run_lt
+    orig = bench.TASKS['lt'].runner
     def run_lt(cfg, method, *a, **k):
         if method == 'midpoint': raise RuntimeError('injected failure')
         return orig(cfg, method, *a, **k)
-    monkeypatch.setattr(bench, 'run_lt', run_lt)
-    df = bench.run_bench(cfg, tmp_path, progress=False, log=logs.append)
-    assert list(df['method']) == ['erm']
+    monkeypatch.setitem(bench.TASKS, 'lt', dataclasses.replace(bench.TASKS['lt'], runner=run_lt))
+    counts = bench.run_bench(cfg, tmp_path, log=logs.append)
+    assert (counts['done'], counts['failed']) == (1, 1)
+    assert list(bench.load_records(tmp_path / 'lt', cfg)['method']) == ['erm']
     assert any('FAILED' in l and 'injected failure' in l for l in logs)
-    assert len(list((tmp_path / 'runs').glob('*.error.txt'))) == 1
+    assert len(list((tmp_path / 'lt' / 'runs').glob('*.error.txt'))) == 1
+
+
+def test_a_benchmark_where_every_run_failed_exits_nonzero(tmp_path, monkeypatch, capsys):
+    from fastamp import bench, cli
+    def broken(*a, **k): raise RuntimeError('injected failure')
+    monkeypatch.setitem(bench.TASKS, 'lt', dataclasses.replace(bench.TASKS['lt'], runner=broken))
+    rc = cli.main(['bench', '--quick', '--task', 'lt', '--seeds', '0', '--out', str(tmp_path / 'o')])
+    err = error_lines(capsys.readouterr().err)
+    assert rc == 1 and len(err) == 1 and 'every run' in err[0]
+
+
+NO_GPU = not torch.cuda.is_available()
+BAD = [
+    (['--dataset', 'mnist'], "unknown dataset 'mnist'"),
+    (['--methods', 'erm,cowmix'], "unknown method 'cowmix'"),
+    (['--task', 'c2f,fit'], "unknown task 'fit'"),
+    (['--frobnicate'], 'unrecognized arguments'),
+    (['--dataset', 'cifar10', '--data', '/no/such/cifar'], '/no/such/cifar'),
+    (['--epochs', '0'], '--epochs 0'), (['--epochs', '-3'], '--epochs -3'),
+    (['--seeds', ''], '--seeds'), (['--seeds', ','], '--seeds'),
+    (['--bs', '0'], '--bs 0'), (['--threads', '0'], '--threads 0'), (['--threads', '-2'], '--threads -2'),
+    (['--jobs', '0'], '--jobs 0'),
+    (['--lr', '0'], '--lr 0'), (['--lr', '-1e-3'], '--lr'),
+    (['--lr', 'nan'], '--lr nan'), (['--lr', 'inf'], '--lr inf'),
+    (['--rhos', '0.5'], '--rhos'), (['--rhos', '10,0'], '--rhos'),
+    (['--arch', 'resnet33'], "--arch 'resnet33'"), (['--arch', 'timm:no_such_net'], '--arch'),
+    (['--log', 'paper'], "unknown log 'paper'"),
+    pytest.param(['--device', 'cuda'], 'no CUDA GPU', marks=pytest.mark.skipif(not NO_GPU, reason='a GPU is here')),
+]
+
+
+@pytest.mark.parametrize('args, msg', BAD)
+def test_bad_option_is_rejected_before_any_work_in_one_line(args, msg, tmp_path, capsys):
+    from fastamp import cli
+    out = tmp_path / 'out'
+    assert cli.main(['bench', *args, '--out', str(out)]) == 2
+    err = error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and msg in err[0], err
+    assert not out.exists()                                         # nothing was done
+
+
+def test_out_naming_a_file_is_rejected(tmp_path, capsys):
+    from fastamp import cli
+    f = tmp_path / 'file.txt'; f.write_text('x')
+    assert cli.main(['bench', '--out', str(f)]) == 2
+    err = error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and 'is a file' in err[0]
 
 
 @pytest.mark.parametrize('args, msg', [
-    (['bench', '--dataset', 'mnist'], "unknown dataset 'mnist'"),
-    (['bench', '--methods', 'erm,cowmix'], "unknown method 'cowmix'"),
-    (['bench', '--frobnicate'], 'unrecognized arguments'),
-    (['bench', '--dataset', 'cifar10', '--data', '/no/such/cifar'], '/no/such/cifar'),
     (['bench', '--dataset', 'cifar10'], 'needs --data'),
+    (['bench', '--epochs', '0'], '--epochs 0'),
+    (['bench', '--bs', 'x'], "invalid int value: 'x'"),
 ])
-def test_bad_input_exits_2_with_one_line(args, msg):
-    r = run(*args, timeout=120)
+def test_bad_input_from_the_console_script_exits_2_with_one_line(args, msg, tmp_path):
+    r = run(*args, '--out', str(tmp_path / 'o'), timeout=120)
     assert r.returncode == 2
-    err = [l for l in r.stderr.splitlines() if l.strip() and 'Warning' not in l and 'warnings.warn' not in l]
+    err = error_lines(r.stderr)
     assert len(err) == 1 and msg in err[0], r.stderr
+
+
+def test_ctrl_c_with_jobs_stops_the_workers_and_the_rerun_resumes_their_epochs(tmp_path):
+    out = tmp_path / 'out'
+    args = [FASTAMP, 'bench', '--quick', '--task', 'lt', '--jobs', '2', '--epochs', '6', '--out', str(out)]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = out / 'lt' / 'runs'
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(runs.glob('*.ckpt')): time.sleep(0.1)
+    p.send_signal(signal.SIGINT); t = time.time(); _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and time.time() - t < 30
+    lines = error_lines(err)
+    assert len(lines) == 1 and lines[0].startswith('interrupted:') and 'Traceback' not in err, err
+    time.sleep(1)
+    assert not list(out.rglob('*.tmp')) and not list(out.rglob('*.lock'))
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'resumed at epoch' in r.stdout and len(list(runs.glob('*.json'))) == 4

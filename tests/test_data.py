@@ -163,9 +163,9 @@ def test_classes_missing_from_one_split_are_reported_in_one_line(tmp_path):
 
 def test_exported_array_learner_predicts_an_array_a_pil_image_and_a_file(tmp_path):
     from fastai.vision.all import Learner, load_learner
-    from conftest import small_cnn
+    from fastamp.models import small_cnn
     data = load_digits()
-    learn = Learner(imageset_dls(data, bs=64, size=16), small_cnn())
+    learn = Learner(imageset_dls(data, bs=64, size=16), small_cnn(10, head='one'))
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)
     learn.export(tmp_path / 'digits.pkl')
     loaded = load_learner(tmp_path / 'digits.pkl')
@@ -205,7 +205,7 @@ def test_progressive_sampling_moves_from_instance_to_class_balanced():
     from fastai.vision.all import Learner
     from fastai.callback.core import Callback
     from fastamp.data import ProgressiveSampling, sampler_weights
-    from conftest import small_cnn
+    from fastamp.models import small_cnn
     d = load_digits()
     lt = long_tailed(d, 10)
     dls = imageset_dls(d, train_idx=lt, sampler='progressive', bs=64, size=8)
@@ -213,7 +213,7 @@ def test_progressive_sampling_moves_from_instance_to_class_balanced():
     class Watch(Callback):
         order = 1
         def before_train(self): seen.append(self.dls.train.wgts.copy())
-    learn = Learner(dls, small_cnn(), cbs=[ProgressiveSampling(), Watch()])
+    learn = Learner(dls, small_cnn(10, head='one'), cbs=[ProgressiveSampling(), Watch()])
     with learn.no_bar(), learn.no_logging(): learn.fit(3, 1e-3)
     lab = d.labels[lt]
     assert np.allclose(seen[0], sampler_weights(lab, 'instance'))
@@ -224,8 +224,8 @@ def test_progressive_sampling_moves_from_instance_to_class_balanced():
 def test_progressive_sampling_needs_weighted_loaders():
     from fastai.vision.all import Learner
     from fastamp.data import ProgressiveSampling
-    from conftest import small_cnn
-    learn = Learner(imageset_dls(load_digits(), bs=64, size=8), small_cnn(), cbs=ProgressiveSampling())
+    from fastamp.models import small_cnn
+    learn = Learner(imageset_dls(load_digits(), bs=64, size=8), small_cnn(10, head='one'), cbs=ProgressiveSampling())
     with pytest.raises(TypeError, match="sampler='progressive'"):
         with learn.no_bar(), learn.no_logging(): learn.fit(1)
 

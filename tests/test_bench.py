@@ -1,0 +1,148 @@
+"""The benchmark's long-tail recipe, optimizer, parallel runs, resume inside a run, run table and loggers."""
+import importlib.util, json, subprocess, sys
+from pathlib import Path
+import numpy as np, pytest, torch
+from fastai.callback.core import Callback, CancelFitException
+from fastai.optimizer import SGD
+from fastai.torch_core import set_seed
+from fastamp import bench
+
+FASTAMP = str(Path(sys.executable).parent / 'fastamp')
+TINY = dict(task='lt', methods=['midpoint'], seeds=[0], rhos=[10], lr=1e-2)
+
+
+def test_lt_presets_hold_the_standard_recipe():
+    for name, ds in (('cifar10-lt', 'cifar10'), ('cifar100-lt', 'cifar100')):
+        p = bench.PRESETS[name]
+        assert (p['dataset'], p['arch'], p['bs'], p['lr'], p['epochs'], p['rhos'], p['seeds']) == \
+               (ds, 'resnet32', 128, 0.1, 200, [100, 10], [0, 1, 2])
+        assert (p['opt'], p['mom'], p['wd'], p['schedule'], p['augment']) == ('sgd', 0.9, 2e-4, 'warmup_step', True)
+
+
+class _Stop(Callback):
+    order = 100
+    def __init__(self, n): self.n = n
+    def after_step(self):
+        if self.train_iter + 1 >= self.n: raise CancelFitException()
+
+
+def _learner(cfg, **kw):
+    set_seed(0, reproducible=True)
+    data, _, size = bench.load_dataset('digits')
+    dls = bench.imageset_dls(data, bs=cfg.bs, size=size, device='cpu', **({'after_batch': [bench.PadCropFlip()]}
+                                                                           if cfg.augment else {}))
+    return bench.make_learner(cfg.arch, dls, [], **kw)
+
+
+def test_warmup_step_schedule_under_fastai_scales_with_epochs():
+    cfg = bench.BenchConfig(**{**TINY, 'methods': ['erm'], 'lr': 0.1}, epochs=10, bs=128, schedule='warmup_step',
+                            opt='sgd')
+    learn = _learner(cfg, opt_func=bench._opt_func(cfg))
+    bench._fit(learn, cfg, cfg.epochs)
+    lrs = np.array(learn.recorder.lrs); pct = np.arange(len(lrs)) / len(lrs)
+    # linear warm-up over 5/200 of training, 0.1 until 160/200, then x0.1, and x0.1 again at 180/200
+    want = np.select([pct < 0.025, pct < 0.8, pct < 0.9], [0.1 * pct / 0.025, 0.1, 0.01], 0.001)
+    away = np.abs(pct[:, None] - np.array([0.025, 0.8, 0.9])).min(1) > 1e-6   # steps at a boundary may go either way
+    assert len(lrs) == 110 and away.sum() > 100
+    np.testing.assert_allclose(lrs[away], want[away], rtol=1e-5)
+
+
+def test_torch_sgd_in_a_learner_gives_fastai_sgd_updates():
+    cfg = bench.BenchConfig(**{**TINY, 'lr': 0.1}, epochs=2, bs=64, schedule='warmup_step', opt='sgd', mom=0.9, wd=2e-4)
+    params = []
+    for opt in (bench._opt_func(cfg), lambda ps, lr: SGD(ps, lr, mom=0.9, wd=2e-4, decouple_wd=False)):
+        learn = _learner(cfg, opt_func=opt, wd_bn_bias=True)
+        bench._fit(learn, cfg, cfg.epochs, cbs=[_Stop(5)])
+        params.append([p.detach().clone() for p in learn.model.parameters()])
+    for a, b in zip(*params): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert any((a != 0).any() for a in params[0])
+
+
+def test_crop_flip_changes_training_batches_only():
+    cfg = bench.BenchConfig(**TINY, augment=True)
+    learn = _learner(cfg)
+    x_tr, _ = learn.dls.train.one_batch(); x_va, _ = learn.dls.valid.one_batch()
+    plain = _learner(bench.BenchConfig(**TINY)).dls
+    assert torch.equal(x_va, plain.valid.one_batch()[0])
+    assert x_tr.shape == (64, 3, 16, 16) and x_tr.min() >= 0 and x_tr.max() <= 1
+
+
+def test_resnet32_learner_from_the_models_module():
+    cfg = bench.BenchConfig(**TINY, arch='resnet32')
+    learn = _learner(cfg)
+    assert sum(p.numel() for p in learn.model.parameters()) == pytest.approx(0.46e6, rel=0.02)
+    x, _ = learn.dls.one_batch()
+    assert learn.model(x).shape == (64, 10)
+
+
+class _FailAfterEpoch(Callback):
+    "An injected failure right after epoch `k` (1-based) has been checkpointed"
+    order = 100
+    def __init__(self, k): self.k = k
+    def after_epoch(self):
+        if self.epoch + 1 == self.k: raise RuntimeError(f'injected failure after epoch {self.k}')
+
+
+def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path):
+    cfg = bench.BenchConfig(**TINY, epochs=3)
+    status, line = bench.run_one(cfg, 'midpoint', 0, 10, tmp_path / 'a', cbs=[_FailAfterEpoch(2)])
+    runs = tmp_path / 'a' / 'lt' / 'runs'
+    assert status == 'failed' and 'injected failure' in line
+    assert not list(runs.glob('*.json')) and len(list(runs.glob('*.ckpt'))) == 1   # nothing read as finished
+    assert bench.run_bench(cfg, tmp_path / 'a', log=lambda l: None)['done'] == 1
+    rec = json.loads(next(runs.glob('*.json')).read_text())
+    assert rec['resumed_at_epoch'] == 2 and not list(runs.glob('*.ckpt')) and not list(runs.glob('*.lock'))
+    assert rec['wall_s'] > 0
+    status, _ = bench.run_one(cfg, 'midpoint', 0, 10, tmp_path / 'b')
+    ref = json.loads(next((tmp_path / 'b' / 'lt' / 'runs').glob('*.json')).read_text())
+    assert status == 'done' and set(rec) == set(ref) and rec['key'] == ref['key']
+    assert rec['metrics'] == pytest.approx(ref['metrics'], abs=1e-6)      # model, optimizer, schedule and RNG restored
+
+
+def test_a_run_locked_by_a_live_process_is_not_started(tmp_path):
+    cfg = bench.BenchConfig(**TINY, epochs=1)
+    runs = tmp_path / 'lt' / 'runs'; runs.mkdir(parents=True)
+    key = bench.run_key(cfg, 'midpoint', 0, 10)
+    (runs / f'{key}.lock').write_text(str(subprocess.Popen(['sleep', '30']).pid))
+    status, line = bench.run_one(cfg, 'midpoint', 0, 10, tmp_path)
+    assert status == 'busy' and 'another process' in line and not list(runs.glob('*.json'))
+
+
+def test_jobs_2_gives_the_numbers_of_jobs_1(tmp_path):
+    recs = []
+    for jobs in (1, 2):
+        out = tmp_path / f'j{jobs}'
+        r = subprocess.run([FASTAMP, 'bench', '--quick', '--task', 'lt', '--seeds', '0', '--threads', '1',
+                            '--jobs', str(jobs), '--out', str(out)], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert len([l for l in r.stdout.splitlines() if l.startswith('done ')]) == 2
+        recs.append({p.name: json.loads(p.read_text())['metrics'] for p in (out / 'lt' / 'runs').glob('*.json')})
+    assert recs[0] == recs[1] and len(recs[0]) == 2
+
+
+def test_csv_log_gets_epochs_and_the_mixing_values_of_each_step(tmp_path):
+    cfg = bench.BenchConfig(**TINY, epochs=2)
+    status, _ = bench.run_one(cfg, 'midpoint', 0, 10, tmp_path, log='csv')
+    assert status == 'done'
+    logs = tmp_path / 'lt' / 'logs'
+    epochs = next(p for p in logs.glob('*.csv') if not p.name.endswith('_steps.csv')).read_text().splitlines()
+    assert len(epochs) == 3 and 'train_loss' in epochs[0]
+    steps = next(logs.glob('*_steps.csv')).read_text().splitlines()
+    assert 'MidpointMixup/lam' in steps[0] and 'MidpointMixup/loss_aug' in steps[0] and len(steps) > 10
+
+
+@pytest.mark.parametrize('kind', ['tensorboard', 'wandb'])
+def test_a_missing_logger_package_is_named_with_its_install_command(kind):
+    if importlib.util.find_spec(kind) is not None: pytest.skip(f'{kind} is installed')
+    with pytest.raises(bench.SettingsError, match=f'pip install {kind}'): bench.check_settings({'log': kind})
+
+
+def test_the_lt_recipe_runs_end_to_end_with_its_pieces(tmp_path):
+    s = {**bench.PRESETS['cifar10-lt'], 'dataset': 'digits', 'epochs': 2, 'methods': ['midpoint'], 'seeds': [0],
+         'rhos': [10]}
+    counts = bench.run_benchmark(s, tmp_path, log=lambda l: None, logger='csv')
+    assert counts['done'] == 1 and counts['failed'] == 0
+    rec = json.loads(next((tmp_path / 'lt' / 'runs').glob('*.json')).read_text())
+    assert {k: rec['config'][k] for k in ('arch', 'opt', 'schedule', 'augment', 'wd', 'bs')} == \
+           dict(arch='resnet32', opt='sgd', schedule='warmup_step', augment=True, wd=2e-4, bs=128)
+    assert len(rec['per_class_accuracy']) == 10 and (tmp_path / 'runs.csv').exists()
