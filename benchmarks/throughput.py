@@ -5,7 +5,7 @@ arrays, with the same torch thread count; images/s is the median over repeats of
 taking their passes in turn so that a machine shared with other jobs loads them alike.
 
 - random data: uint8 arrays of shape (50000, 32, 32, 3) (+ 10000 held out), drawn with a fixed seed;
-- the real CIFAR-10 too, when FASTAMP_CIFAR10 names the JPEG archive or folder (/work/shared/data/cifar10-jpg.tar.gz):
+- the real CIFAR-10 too, when FASTAMP_CIFAR10 names the JPEG archive or folder:
   the per-item path reads the JPEG files (what `load_cifar` gives today), the device path the decoded arrays.
   Decoding is skipped when the first 1,000 images project more than `--decode-budget` seconds for all 60,000.
 

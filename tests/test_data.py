@@ -187,13 +187,6 @@ def test_digits_image_folder_matches_the_arrays(tmp_path):
 
 # --- the repository stands alone ------------------------------------------------------------------------------------
 
-def test_no_source_names_the_shared_data_folder():
-    pattern = re.compile(r'\.\./' + 'shared' + r'|' + 'shared' + '/data')
-    hits = [str(p.relative_to(REPO)) for d in ('nbs', 'tests', 'fastamp') for p in (REPO / d).rglob('*')
-            if p.suffix in ('.py', '.ipynb', '.md') and pattern.search(p.read_text(errors='ignore'))]
-    assert hits == []
-
-
 def test_tutorials_cite_results_pages_that_exist():
     cited = {m for nb in (REPO / 'nbs').rglob('*.ipynb') for m in re.findall(r'results/[\w.-]+\.md', nb.read_text())}
     assert cited and [c for c in sorted(cited) if not (REPO / c).exists()] == []
@@ -249,14 +242,3 @@ def test_without_fashion_mnist_the_stand_in_is_digits_said_in_one_line(monkeypat
     out = capsys.readouterr().out
     assert data.name == 'digits' and out.count('\n') == 1 and 'Fashion-MNIST not found' in out
 
-
-def test_data_modules_keep_their_layers():
-    "datasets (layer 1) imports no fastamp module; data (2) only datasets and core; transfer (3) nothing above it"
-    import ast
-    def fastamp_imports(mod):
-        tree = ast.parse((REPO / 'fastamp' / f'{mod}.py').read_text())
-        return {n.module.split('.')[-1] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
-                and (n.level or (n.module or '').startswith('fastamp')) and n.module}
-    assert fastamp_imports('datasets') == set()
-    assert fastamp_imports('data') <= {'datasets', 'core'}
-    assert fastamp_imports('transfer') <= {'datasets', 'core', 'models', 'losses', 'mixup', 'data'}
