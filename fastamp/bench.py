@@ -4,7 +4,8 @@
 
 # %% ../nbs/05_bench.ipynb #ea305785
 from __future__ import annotations
-import hashlib, importlib.util, json, math, os, platform, random, statistics, sys, tempfile, time, traceback, warnings
+import hashlib, importlib.util, json, math, os, platform, random, re, statistics, sys, tempfile, time
+import traceback, warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
@@ -95,17 +96,17 @@ def method_callbacks(
     if name not in METHODS: raise KeyError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
     return METHODS[name]()
 
-def _describe_callback(cb)->str:
-    "A callback with its hyper-parameters: its own `repr` (fastai's MixUp and CutMix show only their name)"
-    if isinstance(cb, (MixUp, CutMix)): return f"{type(cb).__name__}(alpha={float(cb.distrib.concentration1)})"
-    return repr(cb)
+def _describe(obj)->str:
+    "A callback or loss with its hyper-parameters: its `repr` without module paths (fastai's MixUp/CutMix: by hand)"
+    if isinstance(obj, (MixUp, CutMix)): return f"{type(obj).__name__}(alpha={float(obj.distrib.concentration1)})"
+    return re.sub(r'\bfastamp\.\w+\.', '', repr(obj))
 
 def describe_method(
     name:str, # a key of `METHODS`
 )->str:
     "The callbacks and loss of a method with their hyper-parameters, for the printed record"
-    cbs = ' + '.join(_describe_callback(cb) for cb in method_callbacks(name)) or 'plain training'
-    return cbs + (f' with {method_loss(name)!r}' if name in METHOD_LOSSES else '')
+    cbs = ' + '.join(_describe(cb) for cb in method_callbacks(name)) or 'plain training'
+    return cbs + (f' with {_describe(method_loss(name))}' if name in METHOD_LOSSES else '')
 
 # %% ../nbs/05_bench.ipynb #c9f36452
 def _is_arch(arch:str)->bool:
@@ -134,7 +135,8 @@ def make_learner(
     if arch in MODELS:
         return _quiet(Learner(dls, create_model(arch, dls.c, normed=normed), metrics=accuracy, cbs=cbs, **kwargs))
     if not _is_arch(arch): raise ValueError(f"unknown arch {arch!r}: use {_archs()}.")
-    if normed: raise ValueError(f"arch {arch!r}: a cosine classifier (the LDAM methods) needs one of {', '.join(MODELS)}.")
+    if normed: raise ValueError(
+        f"arch {arch!r}: a cosine classifier (the LDAM methods) needs one of fastamp's models: {', '.join(MODELS)}.")
     from fastai.vision.learner import vision_learner
     from torchvision import models
     a = arch[5:] if arch.startswith('timm:') else getattr(models, arch)

@@ -14,7 +14,7 @@ __all__ = ['MODELS', 'NormedLinear', 'classifier_head', 'small_cnn', 'BasicBlock
 
 # %% ../nbs/00a_models.ipynb #6d2a77d5
 class NormedLinear(nn.Linear):
-    "A bias-free linear layer on L2-normalised inputs and weight rows: its logits are cosines in [-1, 1] (LDAM's classifier)"
+    "Bias-free linear layer on L2-normalised inputs and weight rows: cosine logits in [-1, 1] (LDAM's classifier)"
     def __init__(self,
         in_features:int, # size of the feature
         out_features:int, # number of classes
@@ -34,7 +34,8 @@ def classifier_head(
     normed:bool=False, # a `NormedLinear` classifier (cosine logits, for the LDAM loss)
 )->nn.Sequential:
     "Average pooling, flattening, and a one- or two-layer classifier ending in a Linear"
-    if head not in _HEADS: raise ValueError(f"head={head!r}: use 'one' (pooled feature -> classifier) or 'two' (a hidden Linear layer first).")
+    if head not in _HEADS: raise ValueError(
+        f"head={head!r}: use 'one' (pooled feature -> classifier) or 'two' (a hidden Linear layer first).")
     last = (NormedLinear if normed else nn.Linear)
     hidden = [nn.Linear(n_in, n_in), nn.ReLU(inplace=True), nn.BatchNorm1d(n_in)] if head == 'two' else []
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), Flatten(), *hidden, last(n_in, n_out))
@@ -81,7 +82,8 @@ def cifar_resnet(
     normed:bool=False, # cosine classifier (`NormedLinear`), as LDAM needs
 )->nn.Sequential:
     "The CIFAR ResNet of He et al. (2016) of `depth`: stem, three stages (16, 32, 64 channels), pooling, classifier"
-    if depth < 8 or (depth - 2) % 6: raise ValueError(f"depth={depth}: a CIFAR ResNet has depth 6n + 2 (20, 32, 44, 56, 110).")
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"depth={depth}: a CIFAR ResNet has depth 6n + 2 (20, 32, 44, 56, 110).")
     n = (depth - 2) // 6
     def stage(c_in, c_out, stride):
         return nn.Sequential(BasicBlock(c_in, c_out, stride), *[BasicBlock(c_out, c_out) for _ in range(n - 1)])
