@@ -101,7 +101,9 @@ def test_interruption_leaves_learner_clean(loss, where, exc, attach, lt_dls):
     if where == 'forward': learn.model[1].n = -1
     else: learn.remove_cb(RaiseAt)
     live = hooks_on(learn.model)
-    assert len(live) <= (1 if where == 'forward' else 0)  # a mixing hook left by an interrupted forward is inert
+    # a forward interrupted by an Exception leaves at most the inert model pre-hook; PyTorch skips `always_call` hooks on
+    # KeyboardInterrupt, which may leave the batch's three inert hooks: the next model call or fit removes them
+    assert len(live) <= (0 if where != 'forward' else 3 if isinstance(exc, KeyboardInterrupt) else 1)
     if attach == 'fit' or isinstance(exc, CancelFitException) or where == 'forward': assert weight_of(lf) is None
     # what an escaped exception may leave, the next validate / get_preds / fit clears before computing any loss
     logits, targs = learn.get_preds(act=lambda o: o)
