@@ -120,7 +120,8 @@ def load_fashion_mnist(
         d = root/'FashionMNIST'/'raw'
     xtr, ytr, xte, yte = (read_idx(_fmnist_file(d, f)) for f in _FMNIST_FILES.values())
     if len(xtr) != len(ytr) or len(xte) != len(yte): raise ValueError(
-        f"{d}: images and labels have different counts ({len(xtr)}/{len(ytr)} train, {len(xte)}/{len(yte)} test).")
+        f"{d}: images and labels have different counts ({len(xtr)}/{len(ytr)} train, {len(xte)}/{len(yte)} test): "
+        "one file is truncated or from another release; download the four files again.")
     x = np.concatenate([xtr, xte]); y = np.concatenate([ytr, yte]).astype(np.int64)
     return ImageSet(x, y, list(FASHION_MNIST_CLASSES), np.arange(len(xtr), len(x)), name='fashion-mnist')
 
@@ -335,6 +336,10 @@ def load_cifar(
     return data
 
 # %% ../nbs/00b_datasets.ipynb #96b84ca4
+def _folder_name(cls:str)->str:
+    "A class name as one folder name: a '/' (Fashion-MNIST's 'T-shirt/top') would make a nested tree"
+    return str(cls).replace('/', '_')
+
 def write_image_folder(
     data:ImageSet, # an in-memory `ImageSet`
     path, # folder to write `train/<class>/*.png` and `test/<class>/*.png` into
@@ -342,12 +347,15 @@ def write_image_folder(
     "Write an array `ImageSet` as an image folder tree (once: a complete folder is reused) and return `path`"
     path = Path(path)
     if (path/'.complete').exists(): return path
-    if not isinstance(data.items, np.ndarray): raise TypeError("write_image_folder needs an ImageSet of arrays.")
+    if not isinstance(data.items, np.ndarray): raise TypeError(
+        f"write_image_folder needs an ImageSet of arrays, but {data.name or 'this one'} holds "
+        f"{type(data.items).__name__} items: it is a folder already (use it as it is), or load it as arrays first, e.g. "
+        "with `load_cifar`.")
     from PIL import Image
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")        # written aside, then renamed: never seen half-done
     is_valid = np.zeros(len(data), bool); is_valid[data.valid_idx] = True
     for i, (x, y, v) in enumerate(zip(data.items, data.labels, is_valid)):
-        p = tmp/('test' if v else 'train')/data.vocab[y]/f'{i:05d}.png'
+        p = tmp/('test' if v else 'train')/_folder_name(data.vocab[y])/f'{i:05d}.png'
         p.parent.mkdir(parents=True, exist_ok=True); Image.fromarray(x).save(p)
     (tmp/'.complete').touch()
     if path.exists() and not any(path.iterdir()): path.rmdir()

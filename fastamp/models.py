@@ -6,6 +6,7 @@
 from __future__ import annotations
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import store_attr
+from fastcore.meta import delegates
 from fastai.layers import ConvLayer, Flatten
 
 # %% auto #0
@@ -64,7 +65,11 @@ class _PadShortcut(nn.Module):
 
 class BasicBlock(nn.Module):
     "Two 3x3 convolutions with batch norm and an identity (or option A) shortcut"
-    def __init__(self, n_in:int, n_out:int, stride:int=1):
+    def __init__(self,
+        n_in:int, # input channels
+        n_out:int, # output channels
+        stride:int=1, # 2 halves the resolution (the first block of a stage)
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(n_in, n_out, 3, stride, 1, bias=False); self.bn1 = nn.BatchNorm2d(n_out)
         self.conv2 = nn.Conv2d(n_out, n_out, 3, 1, 1, bias=False); self.bn2 = nn.BatchNorm2d(n_out)
@@ -94,10 +99,34 @@ def cifar_resnet(
         if isinstance(m, nn.Conv2d) or (type(m) is nn.Linear): nn.init.kaiming_normal_(m.weight)
     return model
 
-def resnet20(n_out:int=10, **kwargs)->nn.Sequential: return cifar_resnet(20, n_out, **kwargs)
-def resnet32(n_out:int=10, **kwargs)->nn.Sequential: return cifar_resnet(32, n_out, **kwargs)
-def resnet44(n_out:int=10, **kwargs)->nn.Sequential: return cifar_resnet(44, n_out, **kwargs)
-def resnet56(n_out:int=10, **kwargs)->nn.Sequential: return cifar_resnet(56, n_out, **kwargs)
+@delegates(cifar_resnet, but=['depth', 'n_out'])
+def resnet20(
+    n_out:int=10, # number of classes
+    **kwargs,
+)->nn.Sequential:
+    "ResNet-20 (0.27M parameters), see `cifar_resnet`"
+    return cifar_resnet(20, n_out, **kwargs)
+@delegates(cifar_resnet, but=['depth', 'n_out'])
+def resnet32(
+    n_out:int=10, # number of classes
+    **kwargs,
+)->nn.Sequential:
+    "ResNet-32 (0.46M parameters), the long-tail literature's CIFAR model; see `cifar_resnet`"
+    return cifar_resnet(32, n_out, **kwargs)
+@delegates(cifar_resnet, but=['depth', 'n_out'])
+def resnet44(
+    n_out:int=10, # number of classes
+    **kwargs,
+)->nn.Sequential:
+    "ResNet-44 (0.66M parameters), see `cifar_resnet`"
+    return cifar_resnet(44, n_out, **kwargs)
+@delegates(cifar_resnet, but=['depth', 'n_out'])
+def resnet56(
+    n_out:int=10, # number of classes
+    **kwargs,
+)->nn.Sequential:
+    "ResNet-56 (0.85M parameters), see `cifar_resnet`"
+    return cifar_resnet(56, n_out, **kwargs)
 
 # %% ../nbs/00a_models.ipynb #36094690
 MODELS = {'cnn': small_cnn, 'resnet20': resnet20, 'resnet32': resnet32, 'resnet44': resnet44, 'resnet56': resnet56}

@@ -6,6 +6,7 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.optimizer import SGD
 from fastai.torch_core import set_seed
 from fastamp import bench
+from fastamp.devicedata import PadCropFlip
 
 FASTAMP = str(Path(sys.executable).parent / 'fastamp')
 TINY = dict(task='lt', methods=['midpoint'], seeds=[0], rhos=[10], lr=1e-2)
@@ -29,7 +30,7 @@ class _Stop(Callback):
 def _learner(cfg, **kw):
     set_seed(0, reproducible=True)
     data, _, size = bench.load_dataset('digits')
-    dls = bench.imageset_dls(data, bs=cfg.bs, size=size, device='cpu', **({'after_batch': [bench.PadCropFlip()]}
+    dls = bench.imageset_dls(data, bs=cfg.bs, size=size, device='cpu', **({'after_batch': [PadCropFlip()]}
                                                                            if cfg.augment else {}))
     return bench.make_learner(cfg.arch, dls, [], **kw)
 
@@ -64,7 +65,9 @@ def test_crop_flip_changes_training_batches_only():
     x_tr, _ = learn.dls.train.one_batch(); x_va, _ = learn.dls.valid.one_batch()
     plain = _learner(bench.BenchConfig(**TINY)).dls
     assert torch.equal(x_va, plain.valid.one_batch()[0])
-    assert x_tr.shape == (64, 3, 16, 16) and x_tr.min() >= 0 and x_tr.max() <= 1
+    x_plain = plain.train.one_batch()[0]              # the same items (same seed), not augmented
+    assert x_tr.shape == x_plain.shape == (64, 3, 16, 16) and x_tr.min() >= 0 and x_tr.max() <= 1
+    assert not torch.equal(x_tr, x_plain)
 
 
 def test_resnet32_learner_from_the_models_module():
