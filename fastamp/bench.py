@@ -473,6 +473,10 @@ TASKS = {t.name: t for t in [Task('c2f', run_c2f, 'coarse-to-fine'), Task('lt', 
                              Task('overhead', measure_overhead, 'training overhead', per_run=False)]}
 
 # %% ../nbs/05_bench.ipynb #121ad54f
+def _umask()->int:
+    "The process's file-creation mask (`mkstemp` makes private files; a record should read like any other file)"
+    m = os.umask(0); os.umask(m); return m
+
 def atomic_write(
     path, # the file to (re)write
     write, # `write(tmp_path)` writes the content to a temporary path
@@ -480,7 +484,7 @@ def atomic_write(
     "Write `path` through a unique temporary file in its folder and an atomic rename"
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'); os.close(fd)
-    try: write(Path(tmp)); os.replace(tmp, path)
+    try: write(Path(tmp)); os.chmod(tmp, 0o666 & ~_umask()); os.replace(tmp, path)
     finally: Path(tmp).unlink(missing_ok=True)
 
 def _write_json(path, obj):
