@@ -8,7 +8,7 @@ from fastai.torch_core import set_seed
 from fastamp.core import train_class_counts
 from fastamp.data import load_digits, long_tailed, imageset_dls
 from fastamp.models import small_cnn, NormedLinear
-from fastamp.mixup import MidpointMixup, FeatureMixup, InputMixup, Remix, SynerMix
+from fastamp.mixup import MidpointMixup, FeatureMixup, InputMixup, Remix, SynerMix, SynerMixIntra
 from fastamp.losses import LogitAdjustedLoss, LDAMLoss, DRW, LossSetup, class_balanced_weights
 from conftest import hooks_on
 from test_callbacks import RaiseAt, RaiseInForward, fit_quiet
@@ -256,7 +256,6 @@ def test_drw_one_label_mixup_equals_the_learners_loss(lt_dls):
 
 def test_synermix_intra_under_drw_is_the_weighted_mean(lt_dls):
     "SynerMixIntra under DRW: the intra loss is the weighted mean over the classes present"
-    from fastamp.mixup import SynerMixIntra
     mix = SynerMixIntra()
     class Check(Callback):
         order, seen = 5, []

@@ -187,15 +187,16 @@ def test_device_resident_loader_step_has_no_synchronising_op(name, device_digits
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-@pytest.mark.parametrize('name', list(CALLBACKS))
+@pytest.mark.parametrize('name', list(CALLBACKS) + [f'loss:{n}' for n in LOSS_CASES])
 def test_cuda_training_step_never_waits(name):
     "On a GPU, `set_sync_debug_mode('error')` from `before_batch` to the end of `after_loss` of each step"
     dls = digits_dls(bs=32, size=16, seed=0, num_workers=0, device=torch.device('cuda'))
     def switch(v): torch.cuda.set_sync_debug_mode('error' if v else 'default')
+    cbs, kw = loss_case(name[5:]) if name.startswith('loss:') else (CALLBACKS[name](), {})
+    model = kw.pop('model', None) or small_cnn(10, head='two')
     set_seed(0)
     w = Window(switch, off_event='after_loss')
-    learn = Learner(dls, small_cnn(10, head='two').cuda(), metrics=accuracy,
-                    cbs=CALLBACKS[name]() + [w.first, w.last, OneClassBatches()])
+    learn = Learner(dls, model.cuda(), metrics=accuracy, cbs=cbs + [w.first, w.last, OneClassBatches()], **kw)
     try:
         with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)
     finally: torch.cuda.set_sync_debug_mode('default')
