@@ -12,7 +12,7 @@ from fastcore.basics import store_attr, basic_repr
 __all__ = ['PARTNERS', 'unwrap_model', 'find_classifier', 'layers_after', 'pooled_features_module', 'resolve_module',
            'residual_stages', 'check_partner', 'partner_weights', 'inter_class_partners', 'AsymptoticLam', 'LinearLam',
            'ConstantLam', 'as_lam_schedule', 'pair_ratios', 'mix_features', 'class_means', 'intra_class_synthesis',
-           'remix_label_weight', 'train_class_counts']
+           'remix_label_weight', 'train_class_counts', 'class_weight_holder', 'loss_class_weight']
 
 # %% ../nbs/00_core.ipynb #a437c349
 def unwrap_model(
@@ -289,5 +289,23 @@ def train_class_counts(
     "Number of training items of each class in `dls.train_ds` (labels read without loading the inputs)"
     ds, n = dls.train_ds, getattr(dls, 'c', 0) or 0
     tls = getattr(ds, 'tls', None)
-    ys = list(tls[-1]) if tls is not None and len(tls) > 1 else [ds[k][-1] for k in range(len(ds))]
+    if tls is not None and len(tls) > 1: ys = list(tls[-1])
+    elif isinstance(getattr(ds, 'y', None), torch.Tensor): return torch.bincount(ds.y.cpu().long(), minlength=n)
+    else: ys = [ds[k][-1] for k in range(len(ds))]
     return torch.bincount(torch.as_tensor([int(v) for v in ys], dtype=torch.long), minlength=n)
+
+# %% ../nbs/00_core.ipynb #280603b5
+def class_weight_holder(
+    loss_func, # a loss: fastamp's long-tail losses, a fastai `BaseLoss`, `nn.CrossEntropyLoss`, ...
+):
+    "What holds `loss_func`'s class `weight`: the loss, or the module a fastai `BaseLoss` wraps; None if neither"
+    for o in (loss_func, getattr(loss_func, 'func', None)):
+        if o is not None and hasattr(o, 'weight') and not callable(o.weight): return o
+    return None
+
+def loss_class_weight(
+    loss_func, # a loss, as in `class_weight_holder`
+)->torch.Tensor|None: # one weight per class, or None where the loss weighs every class 1
+    "The per-class `weight` `loss_func` uses now"
+    holder = class_weight_holder(loss_func)
+    return None if holder is None else holder.weight

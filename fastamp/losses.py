@@ -10,7 +10,7 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import store_attr, basic_repr, patch, defaults
 from fastai.callback.core import Callback
 from fastai.learner import Learner
-from .core import train_class_counts, find_classifier
+from .core import train_class_counts, find_classifier, class_weight_holder
 from .models import NormedLinear
 
 # %% auto #0
@@ -247,9 +247,9 @@ def class_balanced_weights(
     return (w / w.sum() * len(c)).float()
 
 def _weight_holder(lf):
-    "The object whose `weight` weighs `lf`'s classes: the loss, or the module a fastai `BaseLoss` wraps"
-    for o in (lf, getattr(lf, 'func', None)):
-        if o is not None and hasattr(o, 'weight') and not callable(o.weight): return o
+    "The object whose `weight` weighs `lf`'s classes (`fastamp.core.class_weight_holder`); raise if there is none"
+    holder = class_weight_holder(lf)
+    if holder is not None: return holder
     raise TypeError(
         f"DRW re-weights a loss through its per-class `weight`, and {lf!r} has none. Use one that has it: "
         "LogitAdjustedLoss, LDAMLoss, CrossEntropyLossFlat, nn.CrossEntropyLoss.")

@@ -35,10 +35,18 @@ def per_sample_loss(
     "`loss_func(pred, y)` without reduction: one value per sample"
     with NoneReduce(loss_func) as lf: return lf(pred, y)
 
-def _weighted_mean(loss, wt):
-    "Mean of `loss` over the rows of weight `wt` (0 or 1): zero-weight rows add nothing, not even a NaN"
+def _label_weights(loss_func, y):
+    "The class weight of each label `y` under `loss_func` (e.g. set by `DRW`), or None where it weighs classes alike"
+    w = loss_class_weight(loss_func)
+    return None if w is None else torch.as_tensor(w, dtype=torch.float32).to(y.device)[y]
+
+def _weighted_mean(loss, wt, wy=None):
+    "Mean of `loss` over the rows of weight `wt` (0 or 1), normalised by the rows' class weights `wy` as PyTorch's is"
     wt = wt.to(loss.dtype)
-    return torch.where(wt > 0, loss, 0.).mul(wt).sum() / wt.sum().clamp_min(1)
+    total = torch.where(wt > 0, loss, 0.).mul(wt).sum()   # zero-weight rows add nothing, not even a NaN
+    if wy is None: return total / wt.sum().clamp_min(1)
+    norm = wt.mul(wy.to(loss.dtype)).sum()
+    return total / torch.where(norm > 0, norm, 1.)
 
 def _check_finite(name, value, lo, hi=math.inf, what=''):
     "Raise if `value` is not a finite number in [lo, hi]"
@@ -340,7 +348,8 @@ class MidpointMixup(FeatureMixHandler):
 
     def mixed_loss(self):
         clean = self.learn.loss_grad
-        aug = _weighted_mean(per_sample_loss(self._lf, self._pred_extra, self._y), self._aug_w)
+        aug = _weighted_mean(per_sample_loss(self._lf, self._pred_extra, self._y), self._aug_w,
+                             _label_weights(self._lf, self._y))
         self._rec.update(loss_clean=clean.detach(), loss_aug=aug.detach())
         return (clean if self.clean else 0) + self.w * aug
 
@@ -390,10 +399,12 @@ class FeatureMixup(FeatureMixHandler):
         y = self._y; y_j = y[self._perm.to(y.device)]
         lw = self.label_rule(self._lam, y, y_j) if self.label_rule is not None else self._lam
         pred = self.learn.pred
-        loss = torch.lerp(per_sample_loss(self._lf, pred, y_j), per_sample_loss(self._lf, pred, y),
-                          lw.to(pred.device).float())
-        self._rec['loss_mix'] = loss.detach().mean()
-        return loss.mean()
+        lw = lw.to(pred.device).float()
+        loss = torch.lerp(per_sample_loss(self._lf, pred, y_j), per_sample_loss(self._lf, pred, y), lw)
+        w_i, w_j = _label_weights(self._lf, y), _label_weights(self._lf, y_j)
+        loss = loss.mean() if w_i is None else loss.sum() / torch.lerp(w_j, w_i, lw).sum()   # PyTorch's weighted mean
+        self._rec['loss_mix'] = loss.detach()
+        return loss
 
 # %% ../nbs/01_mixup.ipynb #50ebe887
 INPUT = 'input'  # in `ManifoldMixup(modules=...)`: the model's input
@@ -442,7 +453,7 @@ class Remix:
         _check_finite('kappa', kappa, 1, what='the count ratio')
         _check_finite('tau', tau, 0, 1, what='tau')
         store_attr()
-        self._counts = None if counts is None else torch.as_tensor(counts)
+        self._counts, self._moved = (None if counts is None else torch.as_tensor(counts)), None
         if self._counts is not None and (self._counts.ndim != 1 or self._counts.is_floating_point() and
                                          not torch.isfinite(self._counts).all()): raise ValueError(
             f"Remix(counts={counts!r}): pass one finite training count per class, in class order.")
@@ -459,11 +470,18 @@ class Remix:
             "training count per class, in the order of `learn.dls.vocab` (or leave `counts=None` to count "
             "`learn.dls.train_ds`).")
         self._counts = counts.to(getattr(learn.dls, 'device', None) or next(learn.model.parameters()).device)
+        self._moved = None
+
+    def _counts_on(self, device):
+        "The counts on `device`: moved there once, not at every step"
+        if self._counts.device == device: return self._counts
+        if self._moved is None or self._moved.device != device: self._moved = self._counts.to(device)
+        return self._moved
 
     def __call__(self, lam, y_i, y_j):
         if self._counts is None: raise RuntimeError(
             "Remix has no class counts: pass `counts=` or use it inside a callback's fit.")
-        c = self._counts if self._counts.device == y_i.device else self._counts.to(y_i.device)
+        c = self._counts_on(y_i.device)
         return remix_label_weight(lam, c[y_i], c[y_j], self.kappa, self.tau)
 
 # %% ../nbs/01_mixup.ipynb #93a45a8b
@@ -491,7 +509,8 @@ class SynerMixIntra(FeatureMixHandler):
     def intra_loss(self):
         "Mean loss of the synthesized features of the classes present in the batch"
         classes = torch.arange(len(self._present), device=self._pred_extra.device)
-        loss = _weighted_mean(per_sample_loss(self._lf, self._pred_extra, classes), self._present)
+        loss = _weighted_mean(per_sample_loss(self._lf, self._pred_extra, classes), self._present,
+                              _label_weights(self._lf, classes))
         self._rec.update(n_synth=self._present.sum(), loss_intra=loss.detach())
         return loss
 

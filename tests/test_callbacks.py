@@ -292,3 +292,13 @@ def test_repr_lists_the_hyper_parameters():
         "w=1.0, clean=True, partner='class_mean', module=None)")
     assert 'Remix(kappa=3.0, tau=0.5, counts=None)' in repr(InputMixup(label_rule=Remix()))
     assert repr(SynerMix(beta=0.3)).endswith("SynerMix(beta=0.3, alpha=1.0, label_rule=None, module=None)")
+
+
+def test_remix_moves_its_counts_once():
+    "On another device than its counts, Remix moves them at the first call and reuses the copy afterwards"
+    rule, meta = Remix(counts=[500, 50, 10]), torch.device('meta')
+    first = rule._counts_on(meta)
+    assert first.device == meta and rule._counts_on(meta) is first
+    assert rule._counts_on(torch.device('cpu')) is rule._counts
+    y = torch.tensor([0, 2], device=meta)
+    assert rule(torch.full((2,), 0.3, device=meta), y, y.flip(0)).device == meta and rule._counts_on(meta) is first

@@ -8,7 +8,7 @@ from fastai.torch_core import set_seed
 from fastamp.core import train_class_counts
 from fastamp.data import load_digits, long_tailed, imageset_dls
 from fastamp.models import small_cnn, NormedLinear
-from fastamp.mixup import MidpointMixup, FeatureMixup, InputMixup, Remix, SynerMix
+from fastamp.mixup import MidpointMixup, FeatureMixup, InputMixup, Remix, SynerMix, SynerMixIntra
 from fastamp.losses import LogitAdjustedLoss, LDAMLoss, DRW, LossSetup, class_balanced_weights
 from conftest import hooks_on
 from test_callbacks import RaiseAt, RaiseInForward, fit_quiet
@@ -195,3 +195,89 @@ def test_interpretation_and_per_item_losses(loss, lt_dls):
     interp = ClassificationInterpretation.from_learner(learn)
     assert interp.confusion_matrix().sum() == len(lt_dls.valid_ds)
     assert weight_of(learn.loss_func) is None and learn.loss_func.reduction == 'mean'
+
+
+def test_drw_midpoint_at_lam_one_scores_augmented_rows_like_clean_ones(lt_dls):
+    "lam = 1: the augmented features are the clean ones, so under DRW the augmented loss is the clean weighted mean"
+    learn = make(lt_dls, 'la', cbs=[DRW(switch_epoch=0)])
+    mix = MidpointMixup(schedule=1., symmetric=False)   # one-way partners: every sample of a mixed batch has one
+    learn.add_cb(mix)
+    fit_quiet(learn, 1, 1e-2, method='fit')
+    h = mix.history
+    assert len(h) == len(lt_dls.train) and (h.n_aug == lt_dls.train.bs).sum() >= len(h) - 1
+    full = h[h.n_aug == lt_dls.train.bs]
+    torch.testing.assert_close(torch.tensor(full.loss_aug.values), torch.tensor(full.loss_clean.values),
+                               rtol=1e-4, atol=1e-5)
+
+
+class MixFormula(Callback):
+    "After an in-place mixer's `after_loss`, before DRW restores the weights: (expected, actual) batch losses"
+    order = 5
+    def __init__(self, mix): self.mix, self.pairs = mix, []
+    def after_loss(self):
+        if not self.training: return
+        y, lf, mix = self.yb[0], self.learn.loss_func, self.mix
+        w, p = lf.weight, mix._perm
+        a = mix.label_rule(mix._lam, y, y[p]) if mix.label_rule is not None else mix._lam
+        z = lf.adjusted(self.learn.pred.detach())
+        ce = lambda t: w[t] * F.cross_entropy(z, t, reduction='none')
+        expected = (a * ce(y) + (1 - a) * ce(y[p])).sum() / (a * w[y] + (1 - a) * w[y[p]]).sum()
+        self.pairs.append((expected, self.learn.loss.clone()))
+
+
+@pytest.mark.parametrize('rule', ['lam', 'remix', 'own_label'])
+def test_drw_two_label_mixup_is_the_weighted_mean(rule, lt_dls):
+    "FeatureMixup under DRW: sum of per-sample values over the sum of the label weights (PyTorch's weighted mean)"
+    label_rule = {'lam': None, 'remix': Remix(), 'own_label': lambda lam, y, y_j: torch.ones_like(lam)}[rule]
+    mix = FeatureMixup(label_rule=label_rule)
+    check = MixFormula(mix)
+    learn = make(lt_dls, 'la', cbs=[mix, DRW(switch_epoch=0), check])
+    fit_quiet(learn, 1, 1e-2, method='fit')
+    assert len(check.pairs) == len(lt_dls.train)
+    for exp, act in check.pairs: torch.testing.assert_close(act, exp, rtol=1e-4, atol=1e-6)
+
+
+class CleanLoss(Callback):
+    "The learner's own loss of the (mixed) predictions, before the in-place mixer replaces it"
+    order = -1
+    def __init__(self): self.seen = []
+    def after_loss(self):
+        if self.training: self.seen.append(self.learn.loss_grad.detach().clone())
+
+
+def test_drw_one_label_mixup_equals_the_learners_loss(lt_dls):
+    "A label rule giving all weight to `y`: the mixing loss is exactly the learner's weighted loss of the same logits"
+    mix, clean = FeatureMixup(label_rule=lambda lam, y, y_j: torch.ones_like(lam)), CleanLoss()
+    learn = make(lt_dls, 'la', cbs=[mix, DRW(switch_epoch=0), clean])
+    fit_quiet(learn, 1, 1e-2, method='fit')
+    torch.testing.assert_close(torch.tensor(mix.history.loss_mix.values, dtype=torch.float32),
+                               torch.stack(clean.seen).cpu(), rtol=1e-5, atol=1e-6)
+
+
+def test_synermix_intra_under_drw_is_the_weighted_mean(lt_dls):
+    "SynerMixIntra under DRW: the intra loss is the weighted mean over the classes present"
+    mix = SynerMixIntra()
+    class Check(Callback):
+        order, seen = 5, []
+        def after_loss(self):
+            if not self.training: return
+            lf = self.learn.loss_func
+            n = len(mix._present)
+            t = torch.arange(n)
+            z = lf.adjusted(mix._pred_extra.detach())
+            per = lf.weight[t] * F.cross_entropy(z, t, reduction='none')
+            pr = mix._present.float()
+            self.seen.append(((per * pr).sum() / (lf.weight * pr).sum(), mix._rec['loss_intra']))
+    learn = make(lt_dls, 'la', cbs=[mix, DRW(switch_epoch=0), Check()])
+    fit_quiet(learn, 1, 1e-2, method='fit')
+    assert len(Check.seen) == len(lt_dls.train)
+    for exp, act in Check.seen: torch.testing.assert_close(act, exp, rtol=1e-4, atol=1e-6)
+
+
+def test_train_class_counts_of_the_device_resident_loader():
+    "One `bincount` of the labels' tensor, equal to the count item by item"
+    from fastamp.devicedata import device_dls
+    dls = device_dls(load_digits(), size=16, bs=64)
+    ds = dls.train_ds
+    per_item = torch.bincount(torch.tensor([int(ds[k][-1]) for k in range(len(ds))]), minlength=10)
+    assert torch.equal(train_class_counts(dls), per_item) and int(per_item.sum()) == len(ds)

@@ -13,6 +13,9 @@ from fastamp.data import digits_dls
 from fastamp.models import small_cnn
 from fastamp.mixup import (MidpointMixup, FeatureMixup, ManifoldMixup, InputMixup, Remix, SynerMix, SynerMixIntra,
                            INPUT)
+from fastamp.losses import LogitAdjustedLoss, LDAMLoss, DRW
+from fastamp.datasets import load_digits
+from fastamp.devicedata import device_dls
 
 ALWAYS_SYNC = {'_local_scalar_dense', 'nonzero', 'argwhere', 'masked_select', 'bincount', 'multinomial', 'equal',
                'is_nonzero', 'allclose', '_unique', '_unique2', 'unique_dim', 'unique_consecutive',
@@ -50,8 +53,9 @@ class SyncRecorder(TorchDispatchMode):
 
 class Window(Callback):
     "Turn `switch(True)` on at the very start of each training step after the first, off at its very end"
-    def __init__(self, switch, on_event='before_batch', off_event='after_batch', n_steps=3):
-        self.switch, self.n_steps = switch, n_steps
+    def __init__(self, switch, on_event='before_batch', off_event='after_batch', n_steps=3, between=False):
+        "`between`: stay on from the second step to the last, the making of the batches between them included"
+        self.switch, self.n_steps, self.between = switch, n_steps, between
         self.first, self.last = _Edge(self, on_event, True, -1000), _Edge(self, off_event, False, 1000)
 
 
@@ -64,6 +68,7 @@ class _Edge(Callback):
         return super().__getattr__(k)
     def _flip(self):
         if self.train_iter == 0: return                # the first step may initialise things: not like the others
+        if not self.value and self.window.between and self.train_iter < self.window.n_steps: return
         self.window.switch(self.value)
         if not self.value and self.train_iter >= self.window.n_steps: raise CancelFitException()
 
@@ -94,13 +99,14 @@ class OneClassBatches(Callback):
         if self.training and self.train_iter % 2: self.learn.yb = (torch.zeros_like(self.yb[0]),)
 
 
-def sync_ops_of_steps(dls, cbs, device=None):
-    "The synchronising ops of a few training steps of a learner with callbacks `cbs`"
+def sync_ops_of_steps(dls, cbs, model=None, between=False, **kwargs):
+    "The synchronising ops of a few training steps of a learner with callbacks `cbs` (and `Learner` `kwargs`)"
     rec = SyncRecorder()
     def switch(v): rec.on = v
     set_seed(0)
-    w = Window(switch)
-    learn = Learner(dls, small_cnn(10, head='two'), metrics=accuracy, cbs=cbs + [w.first, w.last, OneClassBatches()])
+    w = Window(switch, between=between)
+    learn = Learner(dls, model or small_cnn(10, head='two'), metrics=accuracy,
+                    cbs=cbs + [w.first, w.last, OneClassBatches()], **kwargs)
     with learn.no_bar(), learn.no_logging(), rec: learn.fit(1, 1e-2)
     return rec.found
 
@@ -140,16 +146,57 @@ def test_training_step_has_no_synchronising_op(name, digits, erm_ops):
     assert not added, f"{name} synchronises host and device in a training step: {added}"
 
 
+LOSS_CASES = {
+    'la': lambda: dict(loss_func=LogitAdjustedLoss()),
+    'la_remix': lambda: dict(loss_func=LogitAdjustedLoss(), cbs=[InputMixup(label_rule=Remix())]),
+    'ldam': lambda: dict(loss_func=LDAMLoss(), model=small_cnn(10, normed=True)),
+    'ldam_drw_midpoint': lambda: dict(loss_func=LDAMLoss(), model=small_cnn(10, normed=True),
+                                      cbs=[MidpointMixup(), DRW(switch_epoch=0)]),
+    'drw_midpoint': lambda: dict(loss_func=LogitAdjustedLoss(), cbs=[MidpointMixup(), DRW(switch_epoch=0)]),
+    'drw_feature_remix': lambda: dict(loss_func=LogitAdjustedLoss(),
+                                      cbs=[FeatureMixup(label_rule=Remix()), DRW(switch_epoch=0)]),
+    'drw_synermix': lambda: dict(loss_func=LogitAdjustedLoss(), cbs=[SynerMix(), DRW(switch_epoch=0)]),
+    'drw_ce_midpoint': lambda: dict(cbs=[MidpointMixup(), DRW(switch_epoch=0)]),
+}
+
+
+def loss_case(name):
+    kw = LOSS_CASES[name]()
+    return kw.pop('cbs', []), kw
+
+
+@pytest.mark.parametrize('name', LOSS_CASES)
+def test_losses_and_drw_have_no_synchronising_op(name, digits, erm_ops):
+    cbs, kw = loss_case(name)
+    found = sync_ops_of_steps(digits, cbs, **kw)
+    added = {k: v for k, v in found.items() if k not in erm_ops}
+    assert not added, f"{name} synchronises host and device in a training step: {added}"
+
+
+@pytest.fixture(scope='module')
+def device_digits():
+    return device_dls(load_digits(), size=16, bs=64, device=torch.device('cpu'), seed=0)
+
+
+@pytest.mark.parametrize('name', ['erm', 'midpoint', 'input_remix', 'drw_midpoint'])
+def test_device_resident_loader_step_has_no_synchronising_op(name, device_digits):
+    "The device-resident loader with and without callbacks, the gathering and augmenting of its batches included"
+    cbs, kw = loss_case(name) if name in LOSS_CASES else (CALLBACKS[name](), {})
+    found = sync_ops_of_steps(device_digits, cbs, between=True, **kw)
+    assert not found, f"{name} on device_dls synchronises host and device in a training step: {found}"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-@pytest.mark.parametrize('name', list(CALLBACKS))
+@pytest.mark.parametrize('name', list(CALLBACKS) + [f'loss:{n}' for n in LOSS_CASES])
 def test_cuda_training_step_never_waits(name):
     "On a GPU, `set_sync_debug_mode('error')` from `before_batch` to the end of `after_loss` of each step"
     dls = digits_dls(bs=32, size=16, seed=0, num_workers=0, device=torch.device('cuda'))
     def switch(v): torch.cuda.set_sync_debug_mode('error' if v else 'default')
+    cbs, kw = loss_case(name[5:]) if name.startswith('loss:') else (CALLBACKS[name](), {})
+    model = kw.pop('model', None) or small_cnn(10, head='two')
     set_seed(0)
     w = Window(switch, off_event='after_loss')
-    learn = Learner(dls, small_cnn(10, head='two').cuda(), metrics=accuracy,
-                    cbs=CALLBACKS[name]() + [w.first, w.last, OneClassBatches()])
+    learn = Learner(dls, model.cuda(), metrics=accuracy, cbs=cbs + [w.first, w.last, OneClassBatches()], **kw)
     try:
         with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)
     finally: torch.cuda.set_sync_debug_mode('default')
