@@ -25,8 +25,8 @@ from fastai.torch_core import set_seed, TensorImage
 from fasttransform import Transform
 import fastai.callback.progress, fastai.callback.schedule  # Learner.no_bar, fit_one_cycle
 import fastamp
-from .core import LinearLam, ConstantLam, train_class_counts
-from .models import MODELS, create_model
+from .core import AsymptoticLam, LinearLam, ConstantLam, train_class_counts
+from .models import MODELS, create_model, _HEADS
 from .mixup import *
 
 # %% auto #0
@@ -34,8 +34,9 @@ __all__ = ['METHODS', 'METHOD_LOSSES', 'DATASETS', 'PRESETS', 'SCHEDULES', 'OPTI
            'method_loss', 'method_callbacks', 'describe_method', 'make_learner', 'load_dataset', 'SettingsError',
            'check_settings', 'BenchConfig', 'run_key', 'warmup_step_schedule', 'torch_sgd', 'run_c2f', 'run_lt',
            'measure_overhead', 'Task', 'atomic_write', 'RunLock', 'EpochCheckpoint', 'resume_training',
-           'MixValuesLogger', 'logger_callbacks', 'versions', 'run_one', 'run_bench', 'load_records', 'runs_table',
-           'write_runs_table', 'task_config', 'run_benchmark', 'interrupted_line']
+           'MixValuesLogger', 'logger_callbacks', 'versions', 'run_one', 'run_bench', 'run_records', 'records_frame',
+           'load_records', 'runs_table', 'write_runs_table', 'task_config', 'task_configs', 'run_benchmark',
+           'interrupted_line']
 
 # %% ../nbs/05_bench.ipynb #23930531
 from fastai.losses import CrossEntropyLossFlat
@@ -45,7 +46,7 @@ from .devicedata import device_dls, PadCropFlip
 from .losses import LogitAdjustedLoss, LDAMLoss, DRW
 from .transfer import fine_learner
 from .metrics import group_accuracies, per_class_accuracy, MANY_SHOT, FEW_SHOT
-import fastamp.evaluate  # Learner.get_features, Learner.collapse_report
+from .evaluate import CollapseRecorder, FineProbeRecorder  # and Learner.get_features, .collapse_report, .fine_probe
 
 # %% ../nbs/05_bench.ipynb #708d0787
 METHODS = {
@@ -66,6 +67,9 @@ METHODS = {
     'midpoint-classpartner': lambda: [MidpointMixup(symmetric=False, partner='class')],
     'midpoint-classmean': lambda: [MidpointMixup(partner='class_mean')],
     'midpoint-pooled': lambda: [MidpointMixup(module='pooled')],
+    'midpoint-gamma0.2': lambda: [MidpointMixup(schedule=AsymptoticLam(gamma=.2))],  # slower: ends at 0.6
+    'midpoint-gamma1e-4': lambda: [MidpointMixup(schedule=AsymptoticLam(gamma=1e-4))],  # faster: 0.55 a quarter in
+    'synermix-intra': lambda: [SynerMixIntra()],
     # long-tail baselines and their combinations with AM-mixup (the loss of each is in `METHOD_LOSSES`)
     'drw': lambda: [DRW()],
     'la': lambda: [],
@@ -128,11 +132,15 @@ def make_learner(
     dls, # the DataLoaders
     cbs, # callbacks of the method
     normed:bool=False, # a cosine classifier (`NormedLinear`), as the LDAM loss needs (fastamp's models only)
+    head:str|None=None, # fastamp's models: 'one' (pooled feature -> Linear) or 'two' (a hidden Linear first); None: theirs
     **kwargs, # to `Learner` / `vision_learner` (`loss_func`, `opt_func`, `wd`, ...)
 )->Learner:
     "A quiet learner of `arch` on `dls` with callbacks `cbs`"
     if arch in MODELS:
-        return _quiet(Learner(dls, create_model(arch, dls.c, normed=normed), metrics=accuracy, cbs=cbs, **kwargs))
+        model = create_model(arch, dls.c, normed=normed, **({'head': head} if head else {}))
+        return _quiet(Learner(dls, model, metrics=accuracy, cbs=cbs, **kwargs))
+    if head: raise ValueError(f"arch {arch!r}: head={head!r} chooses the head of fastamp's models ({', '.join(MODELS)}); "
+                              "a vision_learner has fastai's own head.")
     if not _is_arch(arch): raise ValueError(f"unknown arch {arch!r}: use {_archs()}.")
     if normed: raise ValueError(
         f"arch {arch!r}: a cosine classifier (the LDAM methods) needs one of fastamp's models: {', '.join(MODELS)}.")
@@ -166,6 +174,9 @@ _METHODS_LT = ['erm', 'mixup', 'remix', 'drw', 'remix-drw', 'la', 'ldam-drw', 'm
 _LT_RECIPE = dict(tasks=['lt'], arch='resnet32', methods=['feature', 'manifold'] + _METHODS_LT, epochs=200, bs=128,
                   lr=0.1, seeds=[0, 1, 2], rhos=[100, 10], schedule='warmup_step', opt='sgd', mom=0.9, wd=2e-4,
                   augment=True, loader='device')
+_C2F_STUDY = ['erm', 'feature', 'mixup', 'manifold', 'synermix', 'synermix-intra', 'midpoint', 'midpoint-perpair',
+              'midpoint-classmean', 'midpoint-nosym', 'midpoint-w0.5', 'midpoint-gamma0.2', 'midpoint-gamma1e-4',
+              'midpoint-pooled']
 PRESETS = {
     'default': dict(dataset='digits', tasks=['c2f', 'lt'], methods=['erm', 'feature', 'midpoint'], epochs=8,
                     seeds=[0, 1, 2], rhos=[20], bs=64, lr=5e-3),
@@ -182,6 +193,11 @@ PRESETS = {
     'fmnist-lt': dict(dataset='fmnist', tasks=['lt'], methods=_METHODS_LT, epochs=15, seeds=[0, 1, 2], rhos=[100, 10],
                       bs=256, lr=1e-2, **_FMNIST_SHOTS, loader='device', augment=False),
     'cifar10-lt': dict(dataset='cifar10', **_LT_RECIPE),
+    'c2f-study': dict(dataset='fmnist', tasks=['c2f'], arch='cnn', heads=['two', 'one'], methods=_C2F_STUDY, epochs=30,
+                      seeds=[0, 1, 2], subset=12000, probe_every=1, bs=256, lr=1e-2, loader='device'),
+    'c2f-study-cifar10': dict(dataset='cifar10', tasks=['c2f'], arch='resnet32', heads=['one', 'two'],
+                              methods=_C2F_STUDY, epochs=200, seeds=[0, 1, 2], probe_every=5, bs=128, lr=0.1,
+                              schedule='warmup_step', opt='sgd', mom=0.9, wd=5e-4, augment=True, loader='device'),
     'cifar100-lt': dict(dataset='cifar100', **_LT_RECIPE),
     'cifar100-gpu': dict(dataset='cifar100', tasks=['c2f', 'lt'], arch='resnet18', methods=['erm', 'mixup', 'cutmix',
                          'feature', 'manifold', 'remix', 'synermix', 'midpoint', 'midpoint-perpair'],
@@ -216,6 +232,9 @@ _RULES = [  # (setting, test, what to give instead)
     ('rhos', lambda v: all(math.isfinite(r) and r >= 1 for r in v), 'imbalance ratios n_max / n_min >= 1'),
     ('finetune_epochs', lambda v: v >= 0, 'a number of epochs >= 0'),
     ('many', lambda v: v >= 0, 'a count >= 0'), ('few', lambda v: v >= 0, 'a count >= 0'),
+    ('subset', lambda v: v >= 1, 'a positive number of training items, or leave it out for all'),
+    ('probe_every', lambda v: v >= 0, 'a number of epochs >= 0 (0: probe only at the end)'),
+    ('heads', len, "one or more heads, e.g. --heads one,two"),
 ]
 
 def _known(k, values, known):
@@ -238,6 +257,11 @@ def check_settings(
     if s.get('loader'): _known('loader', [s['loader']], LOADERS)
     if s.get('arch') and not _is_arch(s['arch']):
         raise SettingsError(f"--arch {s['arch']!r}: unknown; choose from {_archs()}")
+    heads = [h for h in [s.get('head'), *(s.get('heads') or [])] if h is not None]
+    _known('heads', heads, _HEADS)
+    if heads and s.get('arch', 'cnn') not in MODELS: raise SettingsError(
+        f"--heads chooses the head of fastamp's models ({', '.join(MODELS)}); --arch {s['arch']} has fastai's own head: "
+        "leave --heads out")
     ldam = [m for m in s.get('methods') or [] if METHOD_LOSSES.get(m) is LDAMLoss]
     if ldam and s.get('arch') and s['arch'] not in MODELS: raise SettingsError(
         f"--methods {ldam[0]}: LDAM needs a cosine classifier, as fastamp's models have: --arch {' or '.join(MODELS)}")
@@ -286,12 +310,17 @@ class BenchConfig:
     wd:float|None=None # weight decay (L2 for 'sgd'); None: the optimizer's default
     augment:bool=False # random crop with 4-pixel padding and horizontal flip of the training batches
     loader:str='item' # 'item': fastai's per-item `imageset_dls`; 'device': `device_dls`, arrays on the training device
+    head:str|None=None # head of fastamp's models: 'one' (pooled -> Linear), 'two' (a hidden Linear first); None: theirs
+    subset:int|None=None # c2f: train on a seeded subset of this many training items (drawn per seed); None: all
+    probe_every:int=0 # c2f: also probe the fine classes every this many epochs of training (curves); 0: at the end only
     def __post_init__(self): check_settings(asdict(self))
     def runs(self)->list:
         "The (method, seed, rho) of every run"
         rhos = self.rhos if self.task == 'lt' else [None]
         return [(m, s, r) for r in rhos for m in self.methods for s in self.seeds]
 
+_ADDED = {'head': None, 'subset': None, 'probe_every': 0}  # settings added later: at their default they stay out of
+                                                           # the hash, so that earlier records keep their keys
 def run_key(
     cfg:BenchConfig, # the comparison
     method:str, # its method
@@ -299,7 +328,8 @@ def run_key(
     rho=None, # its imbalance ratio (long-tailed task)
 )->str:
     "A file-safe name for one run, with a hash of the settings that change its numbers"
-    fixed = {k: v for k, v in asdict(cfg).items() if k not in ('methods', 'seeds', 'rhos', 'device', 'data')}
+    fixed = {k: v for k, v in asdict(cfg).items() if k not in ('methods', 'seeds', 'rhos', 'device', 'data')
+             and not (k in _ADDED and v == _ADDED[k])}
     h = hashlib.sha1(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:8]
     return f"{cfg.task}_{cfg.dataset}_{method}_s{seed}" + (f"_rho{rho:g}" if rho is not None else '') + f"_{h}"
 
@@ -347,13 +377,15 @@ def _dls(cfg:BenchConfig, data:ImageSet, size, **kwargs):
     aug = {'after_batch': [PadCropFlip()]} if cfg.augment else {}
     return imageset_dls(data, bs=cfg.bs, size=size, device=_device(cfg), **aug, **kwargs)
 
-def _coarse_fine_dls(cfg:BenchConfig, data:ImageSet, coarse, size)->tuple:
-    "Coarse- and fine-labelled `DataLoaders` of the run over the same items, on its loader"
-    return coarse_fine_dls(data, coarse, warn=False, dls_func=lambda d, **kw: _dls(cfg, d, size, **kw))
+def _coarse_fine_dls(cfg:BenchConfig, data:ImageSet, coarse, size, train_idx=None)->tuple:
+    "Coarse- and fine-labelled `DataLoaders` of the run over the same items (`train_idx`: all), on its loader"
+    kw = {} if train_idx is None else {'train_idx': train_idx}
+    return coarse_fine_dls(data, coarse, warn=False, dls_func=lambda d, **k: _dls(cfg, d, size, **k), **kw)
 
 def _learner(cfg:BenchConfig, dls, method:str)->Learner:
     loss = method_loss(method)
-    return make_learner(cfg.arch, dls, method_callbacks(method), normed=isinstance(loss, LDAMLoss), loss_func=loss,
+    return make_learner(cfg.arch, dls, method_callbacks(method), normed=isinstance(loss, LDAMLoss), head=cfg.head,
+                        loss_func=loss,
                         opt_func=_opt_func(cfg), **({'wd_bn_bias': True} if cfg.opt == 'sgd' else {}))
 
 def _fit(learn:Learner, cfg:BenchConfig, epochs:int, cbs=(), start_epoch:int=0):
@@ -363,9 +395,12 @@ def _fit(learn:Learner, cfg:BenchConfig, epochs:int, cbs=(), start_epoch:int=0):
         else: learn.fit(epochs, cfg.lr, cbs=[ParamScheduler({'lr': warmup_step_schedule(cfg.lr)}), *cbs],
                         start_epoch=start_epoch)
 
-def _probe(learn, module, data:ImageSet, cfg, seed)->dict:
+_PLACES = ('pooled', 'classifier')  # where the c2f task probes: the pooled body features, the classifier's input
+_CURVE_N = 2000  # training and held-out items of the probes during training (the final probes use more)
+
+def _probe(learn, module, data:ImageSet, train_idx, cfg, seed)->dict:
     "Fine linear probe, k-NN, coarse NC1 and same-coarse / different-fine alignment of the features entering `module`"
-    r = learn.fine_probe(data.labels[data.train_idx], data.labels[data.valid_idx], module=module,
+    r = learn.fine_probe(data.labels[train_idx], data.labels[data.valid_idx], module=module,
                          n_train=cfg.probe_max, seed=seed)
     return {'fine_linear_probe': r['fine_linear_probe'], 'fine_knn': r['fine_knn'], 'coarse_nc1': r['nc1'],
             'align_same_coarse_diff_fine': r['alignment_same_coarse_diff_fine']}
@@ -379,15 +414,19 @@ def run_c2f(
     data:tuple, # `(ImageSet, coarse map, image size)`, from `load_dataset`
     train=None, # `train(learn)` fits the learner; default: `cfg.epochs` of the configured schedule
 )->tuple:
-    "Coarse training, fine probes (and fine-tuning): `(metrics, learner)`"
+    "Coarse training, fine probes (during training when `cfg.probe_every`; and fine-tuning): `(metrics, learner)`"
     data, coarse, size = data
     set_seed(seed, reproducible=True)
-    cdls, fdls = _coarse_fine_dls(cfg, data, coarse, size)
+    sub = None if cfg.subset is None else data.train_idx[seeded_subset(len(data.train_idx), cfg.subset, seed)]
+    cdls, fdls = _coarse_fine_dls(cfg, data, coarse, size, sub)
+    train_idx = data.train_idx if sub is None else sub
     learn = _learner(cfg, cdls, method)
+    if cfg.probe_every: learn.add_cbs([FineProbeRecorder(data.labels[train_idx], data.labels[data.valid_idx],
+        every=cfg.probe_every, n_train=_CURVE_N, n=_CURVE_N, module=p, seed=seed) for p in _PLACES])
     (train or (lambda l: _fit(l, cfg, cfg.epochs)))(learn)
     res = {'coarse_accuracy': float(learn.validate()[1])}
-    for place in ('pooled', 'classifier'):
-        res.update({f'{k}_{place}': v for k, v in _probe(learn, place, data, cfg, seed).items()})
+    for place in _PLACES:
+        res.update({f'{k}_{place}': v for k, v in _probe(learn, place, data, train_idx, cfg, seed).items()})
     if cfg.finetune_epochs:
         set_seed(seed, reproducible=True)
         fl = _quiet(fine_learner(learn, fdls, mode='finetune', metrics=accuracy))
@@ -525,6 +564,8 @@ def _set_rng_state(learn, st:dict):
     learn.dls.train.rng.setstate(st['dl'])
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
 
+def _recorders(learn)->list: return [cb for cb in learn.cbs if isinstance(cb, CollapseRecorder)]
+
 class EpochCheckpoint(Callback):
     "Save the training state to `path` after every completed epoch, for `resume_training`"
     order = 99
@@ -536,7 +577,8 @@ class EpochCheckpoint(Callback):
     def after_epoch(self):
         if self.epoch + 1 <= self.start: return
         st = {'epoch': self.epoch + 1, 'model': self.learn.model.state_dict(), 'opt': self.learn.opt.state_dict(),
-              'rng': _rng_state(self.learn), 'wall_s': time.perf_counter() - self.t0}
+              'rng': _rng_state(self.learn), 'wall_s': time.perf_counter() - self.t0,
+              'recorders': [cb.records for cb in _recorders(self.learn)]}
         atomic_write(self.path, lambda p: torch.save(st, p))
 
 def resume_training(
@@ -550,6 +592,7 @@ def resume_training(
     learn.model.load_state_dict(st['model'])
     learn.create_opt(); learn.opt.load_state_dict(st['opt'])
     _set_rng_state(learn, st['rng'])
+    for cb, records in zip(_recorders(learn), st.get('recorders', [])): cb.records = list(records)
     return st['epoch'], st.get('wall_s', 0.)
 
 # %% ../nbs/05_bench.ipynb #bc7bc255
@@ -633,6 +676,7 @@ def _record(cfg, key, method, seed, rho, res, learn, wall, start)->dict:
     per_class = per_class_accuracy(logits.argmax(1), y, learn.dls.c).tolist()
     return {'key': key, 'task': cfg.task, 'dataset': cfg.dataset, 'method': method, 'seed': seed, 'rho': rho,
             'metrics': res, 'collapse': collapse, 'class_margins': margins, 'per_class_accuracy': per_class,
+            'curves': {cb.module: cb.records for cb in learn.cbs if isinstance(cb, FineProbeRecorder)},
             'wall_s': wall, 'resumed_at_epoch': start, 'config': asdict(cfg),
             'method_detail': describe_method(method), 'versions': versions()}
 
@@ -737,19 +781,28 @@ def run_bench(
         if status == 'done': write_runs_table(out)
     return counts
 
+def run_records(
+    out, # a task's folder (`<bench out>/<task>`)
+    cfg:BenchConfig|None=None, # keep only the runs of this comparison (its settings, methods and seeds)
+)->list:
+    "The records (dicts) of the finished runs in `out`, those of `cfg` only when given"
+    recs = [json.loads(p.read_text()) for p in sorted(Path(out, 'runs').glob('*.json'))]
+    return [r for r in recs if cfg is None or (r['key'] == run_key(cfg, r['method'], r['seed'], r['rho'])
+                                               and r['method'] in cfg.methods and r['seed'] in cfg.seeds)]
+
+def records_frame(
+    recs:list, # run records (`run_records`)
+)->pd.DataFrame:
+    "One row per run: method, seed, rho, wall time, its metrics and its collapse measures (`collapse_*`)"
+    return pd.DataFrame([{'method': r['method'], 'seed': r['seed'], 'rho': r['rho'], 'wall_s': r['wall_s'],
+                          **r['metrics'], **{f'collapse_{k}': v for k, v in r['collapse'].items()}} for r in recs])
+
 def load_records(
     out, # a task's folder (`<bench out>/<task>`)
     cfg:BenchConfig|None=None, # keep only the runs of this comparison
 )->pd.DataFrame:
     "Finished runs in `out` (those of `cfg` only, when given) as one row per run"
-    rows = []
-    for p in sorted(Path(out, 'runs').glob('*.json')):
-        r = json.loads(p.read_text())
-        if cfg is not None and r['key'] != run_key(cfg, r['method'], r['seed'], r['rho']): continue
-        if cfg is not None and (r['method'] not in cfg.methods or r['seed'] not in cfg.seeds): continue
-        rows.append({'method': r['method'], 'seed': r['seed'], 'rho': r['rho'], 'wall_s': r['wall_s'], **r['metrics'],
-                     **{f'collapse_{k}': v for k, v in r['collapse'].items()}})
-    return pd.DataFrame(rows)
+    return records_frame(run_records(out, cfg))
 
 def _flat(prefix, d:dict)->dict:
     return {f'{prefix}{k}': (json.dumps(v) if isinstance(v, list) else v) for k, v in d.items()}
@@ -781,9 +834,17 @@ _CFG_KEYS = tuple(f.name for f in fields(BenchConfig) if f.name != 'task')
 def task_config(
     s:dict, # benchmark settings (see `PRESETS`)
     task:str, # one of its tasks
+    head:str|None=None, # the model head of this comparison (one of `s['heads']`); None: `s['head']` if set
 )->BenchConfig:
     "The `BenchConfig` of one task of the settings `s`"
-    return BenchConfig(task=task, **{k: s[k] for k in _CFG_KEYS if k in s})
+    kw = {k: s[k] for k in _CFG_KEYS if k in s}
+    return BenchConfig(task=task, **kw, **({'head': head} if head is not None else {}))
+
+def task_configs(
+    s:dict, # benchmark settings (see `PRESETS`)
+)->list:
+    "One `BenchConfig` per task of `s` and, when `s['heads']` lists several model heads, per head"
+    return [task_config(s, t, h) for t in s['tasks'] for h in (s.get('heads') or [None])]
 
 def run_benchmark(
     s:dict, # benchmark settings: a preset's, overridden (keys of `BenchConfig`, `tasks`)
@@ -794,7 +855,7 @@ def run_benchmark(
 )->dict: # counts of runs 'done', 'skipped', 'busy', 'failed' over all tasks
     "Run every missing run of every task of `s` into `out`"
     check_settings({**s, 'out': out, 'jobs': jobs, 'log': logger})
-    cfgs = [task_config(s, t) for t in s['tasks']]
+    cfgs = task_configs(s)
     total = dict(done=0, skipped=0, busy=0, failed=0)
     for cfg in cfgs:
         for k, v in run_bench(cfg, out, jobs=jobs, log=log, logger=logger).items(): total[k] += v

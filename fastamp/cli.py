@@ -46,6 +46,11 @@ def _parser():
     b.add_argument('--loader', choices=LOADERS, help="'item': fastai's per-item loaders; 'device': arrays resident on "
                    'the training device, augmented there (array datasets)')
     b.add_argument('--finetune-epochs', type=int, dest='finetune_epochs', help='also fine-tune on fine labels (c2f)')
+    b.add_argument('--heads', type=_csv(str), help="head of fastamp's models, one comparison each: one, two "
+                   '(default: the model\'s own)')
+    b.add_argument('--subset', type=int, help='c2f: train on a seeded subset of this many training images (per seed)')
+    b.add_argument('--probe-every', type=int, dest='probe_every', help='c2f: probe the fine classes every N epochs '
+                   'during training, for curves (0: at the end only)')
     b.add_argument('--device', help='cpu, cuda, cuda:1 (default: a GPU when there is one)')
     b.add_argument('--threads', type=int, help='CPU threads for torch (in each process)')
     b.add_argument('--jobs', type=int, default=1, help='runs at once, one process each (default 1)')
@@ -63,7 +68,7 @@ def bench_settings(
     from fastamp.bench import PRESETS, BenchConfig
     from dataclasses import fields
     s = dict(PRESETS['quick' if args.quick else args.preset])
-    for k in ['tasks'] + [f.name for f in fields(BenchConfig)]:
+    for k in ['tasks', 'heads'] + [f.name for f in fields(BenchConfig)]:
         if getattr(args, k, None) is not None: s[k] = getattr(args, k)
     return s
 
@@ -75,7 +80,7 @@ def _bench(args)->int:
     try: bench.check_settings({**s, 'out': args.out, 'threads': args.threads, 'jobs': args.jobs, 'log': args.log})
     except bench.SettingsError as e: return _fail(e)
     if args.threads: torch.set_num_threads(args.threads)
-    cfgs = [bench.task_config(s, t) for t in s['tasks']]
+    cfgs = bench.task_configs(s)
     print('methods: ' + '; '.join(f"{m} = {bench.describe_method(m)}" for m in s['methods']), flush=True)
     log = lambda line: print(line, flush=True)
     counts = bench.run_benchmark(s, args.out, jobs=args.jobs, log=log, logger=args.log)

@@ -230,8 +230,13 @@ class CollapseRecorder(Callback):
         store_attr(); self.records = []
     def before_fit(self):
         self._skip, self._inputs = hasattr(self.learn, 'lr_finder') or hasattr(self.learn, 'gather_preds'), None
+    # `validate`/`get_preds` also send `before_fit` and `after_epoch`, and a resumed fit sends `after_epoch` for the
+    # epochs it skips: only an epoch that trained is measured
+    def before_epoch(self): self._trained = False
+    def after_train(self): self._trained = True
     def after_epoch(self):
-        if getattr(self, '_skip', True) or ((self.epoch + 1) % self.every and self.epoch + 1 < self.n_epoch): return
+        if getattr(self, '_skip', True) or not getattr(self, '_trained', False): return
+        if (self.epoch + 1) % self.every and self.epoch + 1 < self.n_epoch: return
         t0 = time.perf_counter(); res = self.measure()
         self.records.append({'epoch': self.epoch, **res, 'seconds': time.perf_counter() - t0})
     def read_inputs(self):

@@ -4,15 +4,15 @@
 
 # %% ../nbs/05a_report.ipynb #cfa4bb29
 from __future__ import annotations
-import json
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.meta import delegates
-from .bench import TASKS, BenchConfig, atomic_write, load_records, run_key
+from .bench import TASKS, BenchConfig, atomic_write, run_records, records_frame
 from .evaluate import plot_align_uniform
 
 # %% auto #0
-__all__ = ['summarize', 'to_markdown', 'overhead_table', 'save_plots', 'task_section', 'results_page', 'write_results']
+__all__ = ['summarize', 'to_markdown', 'overhead_table', 'save_plots', 'probe_curves', 'curve_table', 'plot_probe_curves',
+           'task_section', 'results_page', 'write_results']
 
 # %% ../nbs/05a_report.ipynb #0aba5b61
 _NOT_METRICS = ('method', 'seed', 'rho', 'wall_s')
@@ -42,14 +42,16 @@ def summarize(
     rhos = sorted(set(table.index.get_level_values(0)), reverse=True)
     return table.reindex([(r, m) for r in rhos for m in order if (r, m) in table.index])
 
+def _cell(v)->str: return f'{v:g}' if isinstance(v, float) and v.is_integer() else str(v)  # rho 100, not 100.0
+
 def to_markdown(
     table:pd.DataFrame, # a table with named index levels (`summarize`'s)
 )->str:
     "A Markdown table (no extra dependency)"
     idx_names = [n or 'method' for n in (table.index.names or ['method'])]
     head = '| ' + ' | '.join(idx_names + list(table.columns)) + ' |'
-    cells = lambda i, r: [str(v) for v in (i if isinstance(i, tuple) else (i,))] + [str(v) for v in r]
-    rows = ['| ' + ' | '.join(cells(i, r)) + ' |' for i, r in zip(table.index, table.values)]
+    cells = lambda i, r: [_cell(v) for v in (i if isinstance(i, tuple) else (i,))] + [_cell(v) for v in r]
+    rows = ['| ' + ' | '.join(cells(i, r)) + ' |' for i, r in zip(table.index, table.itertuples(False, None))]
     return '\n'.join([head, '|' + ' --- |' * (len(idx_names) + len(table.columns))] + rows)
 
 def overhead_table(
@@ -63,6 +65,7 @@ def overhead_table(
 def save_plots(
     df:pd.DataFrame, # one row per run, with `collapse_alignment` and `collapse_uniformity`
     folder, # where the PNG files go
+    suffix:str='', # added to the file names (one setting of several in a folder)
 )->list:
     "Alignment-uniformity plane of each method (per rho) from the runs' collapse measures; returns the PNG paths"
     import matplotlib; matplotlib.use('Agg')
@@ -74,20 +77,83 @@ def save_plots(
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
         plot_align_uniform({k: (r.collapse_alignment, r.collapse_uniformity) for k, r in m.iterrows()}, ax=ax)
         ax.set_title('classifier-input features' + (f', rho={rho:g}' if has_rho else ''))
-        p = folder/(f'align_uniform_rho{rho:g}.png' if has_rho else 'align_uniform.png')
+        p = folder/((f'align_uniform_rho{rho:g}' if has_rho else 'align_uniform') + f'{suffix}.png')
         atomic_write(p, lambda t: fig.savefig(t, format='png', dpi=100, bbox_inches='tight'))
         plt.close(fig); paths.append(p)
     return paths
 
+# %% ../nbs/05a_report.ipynb #efc61e8e
+_PROBED = ('pooled', 'classifier')
+
+def probe_curves(
+    recs:list, # run records with `curves` (coarse-to-fine runs with `probe_every`)
+    place:str='pooled', # the probed place: 'pooled' or 'classifier'
+    metric:str='fine_linear_probe', # a column of `FineProbeRecorder.history`
+)->pd.DataFrame:
+    "One row per run and probed epoch: `method`, `seed`, `epoch` (counted from 1), `value` of `metric` at `place`"
+    rows = [{'method': r['method'], 'seed': r['seed'], 'epoch': row['epoch'] + 1, 'value': row[metric]}
+            for r in recs for row in (r.get('curves') or {}).get(place, [])]
+    return pd.DataFrame(rows, columns=['method', 'seed', 'epoch', 'value'])
+
+def _ordered(seen, methods)->list:
+    methods = methods or []
+    return [m for m in methods if m in seen] + [m for m in seen if m not in methods]
+
+def curve_table(
+    recs:list, # run records with `curves`
+    place:str='pooled', # 'pooled' or 'classifier'
+    metric:str='fine_linear_probe', # a column of `FineProbeRecorder.history`
+    n_points:int=6, # probed epochs shown, evenly spread from the first to the last
+    methods:list|None=None, # row order; others follow in order of appearance
+)->pd.DataFrame:
+    "Mean over seeds of `metric` at a few epochs, the peak of each method's mean curve and its epoch"
+    df = probe_curves(recs, place, metric)
+    if df.empty: return pd.DataFrame()
+    mean = df.groupby(['method', 'epoch'], sort=False)['value'].mean().unstack('epoch')
+    probed = list(mean.columns)
+    shown = sorted({probed[i] for i in np.linspace(0, len(probed) - 1, n_points).round().astype(int)})
+    t = mean[shown].round(4).rename(columns=lambda e: f'epoch {e}')
+    t['peak'], t['peak epoch'] = mean.max(axis=1).round(4), mean.idxmax(axis=1)
+    t['seeds'] = df.groupby('method', sort=False)['seed'].nunique()
+    return t.reindex(_ordered(list(t.index), methods))
+
+def plot_probe_curves(
+    recs:list, # run records with `curves`
+    metric:str='fine_linear_probe', # a column of `FineProbeRecorder.history`
+    title:str='', # the figure's title (the setting)
+    methods:list|None=None, # drawing order; others follow in order of appearance
+): # the matplotlib figure
+    "One panel per probed place: mean `metric` against epoch per method, with the min-max band over seeds"
+    import matplotlib.pyplot as plt
+    curves = {p: df for p in _PROBED if not (df := probe_curves(recs, p, metric)).empty}
+    fig, axs = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False, sharey=True)
+    colors = plt.get_cmap('tab20').colors
+    for ax, (place, df) in zip(axs[0], curves.items()):
+        for i, m in enumerate(_ordered(list(dict.fromkeys(df['method'])), methods)):
+            g = df[df['method'] == m].groupby('epoch')['value']
+            c = colors[i % len(colors)]
+            ax.plot(g.mean().index, g.mean().values, '-' if m.startswith('midpoint') else '--', color=c, label=m)
+            if g.size().max() > 1: ax.fill_between(g.mean().index, g.min().values, g.max().values, color=c, alpha=.12)
+        ax.set_title(f'{metric}, {place} features'); ax.set_xlabel('epoch'); ax.grid(alpha=.3)
+    axs[0][-1].legend(fontsize=7, loc='center left', bbox_to_anchor=(1, .5))
+    if title: fig.suptitle(title)
+    fig.tight_layout(); return fig
+
 # %% ../nbs/05a_report.ipynb #1a1d4fbd
-def _records(task_dir:Path)->list: return [json.loads(p.read_text()) for p in sorted(task_dir.glob('runs/*.json'))]
+def _setting(rec:dict)->str: return rec['key'].rsplit('_', 1)[-1]  # the hash of the settings that change numbers
+
+def _setting_name(cfg:dict)->str:
+    return cfg['dataset'] + (f", {cfg['arch']} with head {cfg['head']}" if cfg.get('head') else '')
 
 def _fixed(cfg:dict, recs:list)->str:
     "What a task held fixed across its methods"
     sched = 'one-cycle' if cfg.get('schedule', 'one_cycle') == 'one_cycle' else 'warm-up and step'
-    s = (f"dataset {cfg['dataset']}, arch {cfg['arch']}, {cfg['epochs']} epochs, batch size {cfg['bs']}, "
+    s = (f"dataset {cfg['dataset']}, arch {cfg['arch']}" + (f" with head {cfg['head']}" if cfg.get('head') else '')
+         + (f", a seeded subset of {cfg['subset']} training images per seed" if cfg.get('subset') else '')
+         + f", {cfg['epochs']} epochs, batch size {cfg['bs']}, "
          f"{cfg.get('opt', 'adam')} with {sched} lr {cfg['lr']}" + (', crop+flip' if cfg.get('augment') else '')
-         + f", seeds {sorted({r['seed'] for r in recs})}")
+         + f", seeds {sorted({r['seed'] for r in recs})}"
+         + (f", fine probes every {cfg['probe_every']} epoch(s) of training" if cfg.get('probe_every') else ''))
     if cfg['task'] == 'lt':
         rhos = ', '.join(f'{r:g}' for r in sorted({r['rho'] for r in recs}, reverse=True))
         s += (f", rho {rhos}, shot groups many > {cfg['many']}, "
@@ -103,28 +169,51 @@ def task_section(
     out, # the benchmark's output folder
     task:str, # a key of `fastamp.bench.TASKS`
     cfg:BenchConfig|None=None, # keep only this comparison's runs; default: every run in the task's folder
-    plots:bool=True, # also save the alignment-uniformity plots in `<out>/<task>/plots`
+    plots:bool=True, # also save the plots (alignment-uniformity, fine-probe curves) in `<out>/<task>/plots`
 )->str:
-    "The Markdown of one task: what it held fixed, its tables (empty when it has no finished run)"
+    "The Markdown of one task, a section per setting: what it held fixed, its tables (empty without finished runs)"
     d, title = Path(out)/task, TASKS[task].title
     if not TASKS[task].per_run:
         if not (d/'overhead.csv').exists(): return ''
         return (f"## {title} (median ms per step, interleaved repeats)\n\n"
                 + to_markdown(overhead_table(pd.read_csv(d/'overhead.csv'))))
-    df = load_records(d, cfg)
-    recs = [r for r in _records(d) if cfg is None or r['key'] == run_key(cfg, r['method'], r['seed'], r['rho'])]
-    if df.empty or not recs: return ''
+    settings = {}
+    for r in run_records(d, cfg): settings.setdefault(_setting(r), []).append(r)
+    return '\n\n'.join(_setting_section(d, title, recs, cfg, plots, len(settings) > 1) for recs in settings.values())
+
+def _curves_section(d:Path, recs:list, order:list, plots:bool)->list:
+    "The fine-probe curves of one setting: their PNG (when `plots`) and, per place, the table at a few epochs"
+    if not any(r.get('curves') for r in recs): return []
+    cfg, out = recs[0]['config'], []
+    if plots:
+        import matplotlib; matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+        name = (f"fine_probe_{cfg['dataset']}_{cfg['arch']}" + (f"_head-{cfg['head']}" if cfg.get('head') else '')
+                + f"_{_setting(recs[0])}.png")
+        fig = plot_probe_curves(recs, title=_setting_name(cfg), methods=order)
+        atomic_write(d/'plots'/name, lambda t: fig.savefig(t, format='png', dpi=100, bbox_inches='tight'))
+        plt.close(fig); out.append(f"![fine linear probe against epoch]({d.name}/plots/{name})")
+    for place in _PROBED:
+        if (t := curve_table(recs, place, methods=order)).empty: continue
+        out += [f"Fine linear probe of the {place} features during training (mean over seeds; these probes read "
+                "seeded subsets, so their last epoch differs slightly from the final probe above):", to_markdown(t)]
+    return out
+
+def _setting_section(d:Path, title:str, recs:list, cfg, plots:bool, several:bool)->str:
+    "The Markdown of the runs `recs` of one setting of a task"
+    df = records_frame(recs)
     order = cfg.methods if cfg is not None else recs[0]['config']['methods']
-    if plots: save_plots(df, d/'plots')
+    if plots: save_plots(df, d/'plots', suffix=f'_{_setting(recs[0])}' if several else '')
     coll = [c for c in df.columns if c.startswith('collapse_') and c != 'collapse_accuracy']
     return '\n\n'.join([
-        f"## {title}: {recs[0]['dataset']}", _fixed(recs[0]['config'], recs),
+        f"## {title}: {_setting_name(recs[0]['config'])}", _fixed(recs[0]['config'], recs),
         f"Runs: {len(recs)}; summed wall time {sum(r['wall_s'] for r in recs) / 60:.1f} min. Methods:\n\n"
         + '\n'.join(f"- `{m}`: {next(r['method_detail'] for r in recs if r['method'] == m)}"
                     for m in dict.fromkeys(r['method'] for r in recs)),
         "Mean ± std over seeds (best mean marked *):", to_markdown(summarize(df, methods=order)),
         f"### {title}: collapse measures of the classifier input on the held-out set (no best marked: the better "
-        "direction differs per measure)", to_markdown(summarize(df, coll, methods=order, mark_best=False))])
+        "direction differs per measure)", to_markdown(summarize(df, coll, methods=order, mark_best=False)),
+        *_curves_section(d, recs, order, plots)])
 
 def results_page(
     out, # the benchmark's output folder
@@ -137,7 +226,7 @@ def results_page(
     "The Markdown results page of a benchmark folder"
     out = Path(out)
     tasks = [(c.task, c) for c in (cfgs or [])] or [(t, None) for t in TASKS if (out/t).is_dir()]
-    recs = [r for t, _ in tasks for r in _records(out/t)]
+    recs = [r for t, _ in tasks for r in run_records(out/t)]
     head = [f'# {title}'] if title else []
     if command: head.append(f"Command: `{command}`")
     if recs: head.append(_machine(recs[0]))

@@ -149,3 +149,40 @@ def test_the_lt_recipe_runs_end_to_end_with_its_pieces(tmp_path):
     assert {k: rec['config'][k] for k in ('arch', 'opt', 'schedule', 'augment', 'wd', 'bs')} == \
            dict(arch='resnet32', opt='sgd', schedule='warmup_step', augment=True, wd=2e-4, bs=128)
     assert len(rec['per_class_accuracy']) == 10 and (tmp_path / 'runs.csv').exists()
+
+
+C2F = dict(task='c2f', methods=['midpoint'], seeds=[0], lr=1e-2, subset=500, probe_every=1, head='one', loader='device')
+
+
+def test_an_interrupted_c2f_run_keeps_its_probe_curves(tmp_path):
+    cfg = bench.BenchConfig(**C2F, epochs=3)
+    status, _ = bench.run_one(cfg, 'midpoint', 0, None, tmp_path / 'a', cbs=[_FailAfterEpoch(2)])
+    assert status == 'failed'
+    assert bench.run_one(cfg, 'midpoint', 0, None, tmp_path / 'a')[0] == 'done'
+    rec = bench.run_records(tmp_path / 'a' / 'c2f')[0]
+    bench.run_one(cfg, 'midpoint', 0, None, tmp_path / 'b')
+    ref = bench.run_records(tmp_path / 'b' / 'c2f')[0]
+    assert rec['resumed_at_epoch'] == 2
+    for place in ('pooled', 'classifier'):                  # restored epochs, no row for the skipped or extra passes
+        assert [r['epoch'] for r in rec['curves'][place]] == [0, 1, 2]
+        assert [r['fine_linear_probe'] for r in rec['curves'][place]] == \
+               pytest.approx([r['fine_linear_probe'] for r in ref['curves'][place]], abs=1e-6)
+    assert rec['metrics'] == pytest.approx(ref['metrics'], abs=1e-6)
+
+
+def test_cli_heads_give_one_setting_each_with_its_curves(tmp_path):
+    r = subprocess.run([FASTAMP, 'bench', '--quick', '--task', 'c2f', '--methods', 'erm,midpoint', '--seeds', '0',
+                        '--heads', 'one,two', '--subset', '400', '--probe-every', '1', '--loader', 'device',
+                        '--threads', '1', '--out', str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len([l for l in r.stdout.splitlines() if l.startswith('done ')]) == 4
+    recs = bench.run_records(tmp_path / 'c2f')
+    assert sorted((x['config']['head'], x['method']) for x in recs) == \
+           [('one', 'erm'), ('one', 'midpoint'), ('two', 'erm'), ('two', 'midpoint')]
+    assert all(len(x['curves']['pooled']) == 2 and x['config']['subset'] == 400 for x in recs)
+    page = (tmp_path / 'results.md').read_text()
+    assert 'digits, cnn with head one' in page and 'digits, cnn with head two' in page
+    pngs = sorted(p.name for p in (tmp_path / 'c2f' / 'plots').glob('fine_probe_*.png'))
+    assert len(pngs) == 2 and all(f'c2f/plots/{p}' in page for p in pngs)
+    bad = subprocess.run([FASTAMP, 'bench', '--quick', '--heads', 'three'], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--heads: unknown head 'three'" in bad.stderr
