@@ -659,9 +659,9 @@ def versions()->dict:
             'cpu_threads': torch.get_num_threads(),
             'cuda': torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
-def _collapse(learn)->tuple:
-    "Collapse measures of the trained model's classifier input on the held-out set, and per-class margins"
-    rep = learn.collapse_report()
+def _collapse(learn, features)->tuple:
+    "Collapse measures of the classifier input on the held-out set (`features` from `get_features`), class margins"
+    rep = learn.collapse_report(features=features)
     return rep['value'].to_dict(), [float(v) for v in rep.attrs['class_margins']]
 
 _DATA = {}
@@ -671,8 +671,9 @@ def _data(cfg:BenchConfig):
     return _DATA[k]
 
 def _record(cfg, key, method, seed, rho, res, learn, wall, start)->dict:
-    collapse, margins = _collapse(learn)
-    _, logits, y = learn.get_features()
+    features = learn.get_features()  # one pass over the held-out set for the measures and the per-class accuracy
+    collapse, margins = _collapse(learn, features)
+    _, logits, y = features
     per_class = per_class_accuracy(logits.argmax(1), y, learn.dls.c).tolist()
     return {'key': key, 'task': cfg.task, 'dataset': cfg.dataset, 'method': method, 'seed': seed, 'rho': rho,
             'metrics': res, 'collapse': collapse, 'class_margins': margins, 'per_class_accuracy': per_class,

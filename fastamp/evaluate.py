@@ -159,10 +159,11 @@ def collapse_report(self:Learner,
     seed:int=0, # which subset
     many:int=MANY_SHOT, # many-shot classes: more training items than this
     few:int=FEW_SHOT, # few-shot classes: fewer training items than this
+    features:tuple|None=None, # `(features, logits, targets)` of `dl` at `module` from `get_features`, when at hand
 )->pd.DataFrame: # columns `value` and `note`; per-class margins in `.attrs['class_margins']`
     "Table of collapse measures of the learner's features"
     target, notes = resolve_module(self.model, module), {}
-    h, logits, y = self.get_features(dl, module=target)
+    h, logits, y = features if features is not None else self.get_features(dl, module=target)
     clf = _margin_params(self.model, target)
     res, cm = _noted(notes, feature_measures, h, y, logits, n_classes=self.dls.c, **clf)
     if clf.get('cosine'): notes.setdefault('geometric_margin', 'cosine classifier: margins between the L2-normalised '
