@@ -9,10 +9,11 @@ import torch, torch.nn as nn
 from fastcore.basics import store_attr, basic_repr
 
 # %% auto #0
-__all__ = ['PARTNERS', 'unwrap_model', 'find_classifier', 'layers_after', 'pooled_features_module', 'resolve_module',
-           'residual_stages', 'check_partner', 'partner_weights', 'inter_class_partners', 'AsymptoticLam', 'LinearLam',
-           'ConstantLam', 'as_lam_schedule', 'pair_ratios', 'mix_features', 'class_means', 'intra_class_synthesis',
-           'remix_label_weight', 'train_class_counts', 'class_weight_holder', 'loss_class_weight']
+__all__ = ['PARTNERS', 'unwrap_model', 'plain_tensor', 'find_classifier', 'layers_after', 'pooled_features_module',
+           'resolve_module', 'residual_stages', 'check_partner', 'partner_weights', 'inter_class_partners',
+           'AsymptoticLam', 'LinearLam', 'ConstantLam', 'as_lam_schedule', 'pair_ratios', 'mix_features', 'class_means',
+           'intra_class_synthesis', 'remix_label_weight', 'train_class_counts', 'class_weight_holder',
+           'loss_class_weight']
 
 # %% ../nbs/00_core.ipynb #a437c349
 def unwrap_model(
@@ -21,6 +22,12 @@ def unwrap_model(
     "`model` without its `DistributedDataParallel`/`DataParallel` wrappers"
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)): model = model.module
     return model
+
+def plain_tensor(
+    t, # a tensor (or anything else, returned as it is)
+):
+    "`t` as a plain `torch.Tensor`: fastai's subclasses (`TensorImage`, `TensorCategory`) do not mix in every `F` call"
+    return t.as_subclass(torch.Tensor) if isinstance(t, torch.Tensor) and type(t) is not torch.Tensor else t
 
 # %% ../nbs/00_core.ipynb #cb175dbf
 def find_classifier(

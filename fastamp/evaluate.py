@@ -10,7 +10,7 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch, store_attr
 from fastai.learner import Learner, Metric
 from fastai.callback.core import Callback
-from .core import resolve_module, unwrap_model, train_class_counts, find_classifier
+from .core import resolve_module, unwrap_model, train_class_counts, find_classifier, plain_tensor
 from .models import NormedLinear
 from .datasets import seeded_subset
 from .metrics import *
@@ -20,8 +20,6 @@ __all__ = ['collect_features', 'feature_measures', 'CollapseRecorder', 'FineProb
            'plot_feature_map', 'plot_class_margins']
 
 # %% ../nbs/04_evaluate.ipynb #25543875
-def _plain(t): return t.as_subclass(torch.Tensor) if isinstance(t, torch.Tensor) else t  # no fastai tensor subclasses
-
 def collect_features(
     model:nn.Module, # the model (DDP-wrapped or not)
     dl, # batches of `(x, y)` (a fastai or torch DataLoader)
@@ -33,14 +31,14 @@ def collect_features(
     target = resolve_module(model, module)
     device = device or next(unwrap_model(model).parameters()).device
     feats, outs, ys, seen = [], [], [], 0
-    hook = lambda m, a: feats.append(_plain(a[0]).detach().float().flatten(1).cpu())
+    hook = lambda m, a: feats.append(plain_tensor(a[0]).detach().float().flatten(1).cpu())
     handle = target.register_forward_pre_hook(hook)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for xb, yb in dl:
-                outs.append(_plain(model(xb.to(device))).detach().float().cpu()); ys.append(_plain(yb).cpu())
+                outs.append(plain_tensor(model(xb.to(device))).detach().float().cpu()); ys.append(plain_tensor(yb).cpu())
                 seen += len(yb)
                 if n is not None and seen >= n: break
     finally:

@@ -10,7 +10,7 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import store_attr, basic_repr, patch, defaults
 from fastai.callback.core import Callback
 from fastai.learner import Learner
-from .core import train_class_counts, find_classifier, class_weight_holder
+from .core import train_class_counts, find_classifier, class_weight_holder, plain_tensor
 from .models import NormedLinear
 
 # %% auto #0
@@ -79,10 +79,6 @@ _NO_COUNTS = ("{name} has no class counts: they are counted on `learn.dls.train_
               "`LossSetup` callback, which fastamp adds to fastai's default callbacks. Pass `counts=` (e.g. "
               "`train_class_counts(dls)`), or add `cbs=LossSetup()` to a Learner built with `default_cbs=False`.")
 
-def _plain(t):
-    "`t` as a plain `torch.Tensor` (fastai's tensor subclasses, e.g. without `CastToTensor`, do not mix in `F` calls)"
-    return t.as_subclass(torch.Tensor) if isinstance(t, torch.Tensor) and type(t) is not torch.Tensor else t
-
 class _PerClass:
     "A per-class table made from the counts, kept on one device, made again when the counts or its parameters change"
     def __init__(self): self.key, self.value = None, None
@@ -122,7 +118,7 @@ class _ClassCountLoss:
             self.weight = w = torch.as_tensor(w, dtype=torch.float32, device=device)
         return w
     def _ce(self, z, y):
-        return F.cross_entropy(z, _plain(y).long(), weight=self._weight_on(z.device), reduction=self.reduction)
+        return F.cross_entropy(z, plain_tensor(y).long(), weight=self._weight_on(z.device), reduction=self.reduction)
     def decodes(self, x): return x.argmax(dim=-1)
 
 # %% ../nbs/01a_losses.ipynb #0aad27ec
@@ -145,10 +141,10 @@ class LogitAdjustedLoss(_ClassCountLoss):
     def _from_counts(self, counts): return log_prior(counts, self.tau)
     def adjusted(self, x:torch.Tensor)->torch.Tensor:
         "`x + tau * log(prior)` in float32: the logits the loss scores"
-        return _plain(x).float() + self._per_class(x.device)
+        return plain_tensor(x).float() + self._per_class(x.device)
     def __call__(self, x, y): return self._ce(self.adjusted(x), y)
     def activation(self, x):
-        return F.softmax(self.adjusted(x) if self.posterior == 'train' else _plain(x).float(), dim=-1)
+        return F.softmax(self.adjusted(x) if self.posterior == 'train' else plain_tensor(x).float(), dim=-1)
     __repr__ = basic_repr('tau,posterior')
 
 class BalancedSoftmaxLoss(LogitAdjustedLoss):
@@ -199,10 +195,10 @@ class LDAMLoss(_ClassCountLoss):
         super().setup(learn)
         if self.check_model: _check_cosine_classifier(learn.model)
     def __call__(self, x, y):
-        x, y = _plain(x).float(), _plain(y).long()
+        x, y = plain_tensor(x).float(), plain_tensor(y).long()
         m = self._per_class(x.device)[y]
         return self._ce(self.s * x.scatter_add(1, y[:, None], -m[:, None]), y)
-    def activation(self, x): return F.softmax(self.s * _plain(x).float(), dim=-1)
+    def activation(self, x): return F.softmax(self.s * plain_tensor(x).float(), dim=-1)
     __repr__ = basic_repr('max_m,s')
 
 # %% ../nbs/01a_losses.ipynb #c8c45d96
