@@ -24,7 +24,7 @@ from .datasets import ImageSet, load_digits, FASHION_MNIST_CLASSES, CIFAR10_CLAS
 # %% auto #0
 __all__ = ['CIFAR100_SUPERCLASSES', 'CIFAR100_COARSE', 'FASHION_MNIST_COARSE', 'CIFAR10_COARSE', 'DIGITS_COARSE', 'COARSE_MAPS',
            'ArrayImages', 'imageset_dls', 'digits_dls', 'CoarseMap', 'coarse_fine_dls', 'long_tailed_counts',
-           'long_tailed_indices', 'long_tailed', 'sampler_weights', 'ProgressiveSampling']
+           'long_tailed_indices', 'long_tailed', 'sampler_weights', 'train_weights', 'ProgressiveSampling']
 
 # %% ../nbs/02_data.ipynb #5b08eba5
 def _to_image(a, n_ch:int, size:tuple)->TensorImage:
@@ -84,7 +84,7 @@ def imageset_dls(
     bs:int=64, # batch size
     size:int|None=None, # square side the images are resized to; None keeps their size
     n_ch:int=3, # channels of in-memory images given to the model (grayscale is repeated)
-    sampler:str|None=None, # None, 'instance', 'class', 'sqrt' or 'progressive' (see `sampler_weights`)
+    sampler=None, # None, 'instance', 'class', 'sqrt', 'progressive' (see `sampler_weights`) or one weight per item
     **kwargs, # to `Datasets.dataloaders` (`batch_tfms`, `num_workers`, ...)
 )->DataLoaders:
     "`DataLoaders` over an `ImageSet`'s items"
@@ -105,9 +105,8 @@ def imageset_dls(
     splits = [list(range(len(train_idx))), list(range(len(train_idx), len(order)))]
     dsets = Datasets(items, [x_tfms, [label_of, Categorize(vocab=vocab, sort=False)]], splits=splits)
     dl_kwargs = dict(bs=bs, after_item=after_item, after_batch=after_batch, **kwargs)
-    if sampler in (None, 'instance'): return dsets.dataloaders(**dl_kwargs)
-    wgts = sampler_weights(labels[train_idx], 'instance' if sampler == 'progressive' else sampler)
-    return dsets.weighted_dataloaders(wgts, **dl_kwargs)
+    wgts = None if sampler is None else train_weights(sampler, labels[train_idx])
+    return dsets.dataloaders(**dl_kwargs) if wgts is None else dsets.weighted_dataloaders(wgts, **dl_kwargs)
 
 @delegates(imageset_dls, but=['data'])
 def digits_dls(
@@ -300,6 +299,19 @@ def sampler_weights(
     elif kind == 'sqrt': w = n ** -0.5
     elif kind == 'progressive': w = (1 - t) / len(labels) + t / (n * len(np.unique(labels)))
     else: raise ValueError(f"kind={kind!r}: use 'instance', 'class', 'sqrt' or 'progressive'.")
+    return w / w.sum()
+
+def train_weights(
+    sampler, # None, 'instance', 'class', 'sqrt', 'progressive' (starts as 'instance') or one weight per training item
+    train_labels:np.ndarray, # label of each training item
+)->np.ndarray|None: # normalised per-item weights; None for plain shuffling
+    "The training loader's per-item sampling weights for a `sampler` argument of `imageset_dls` or `device_dls`"
+    if sampler is None or (isinstance(sampler, str) and sampler == 'instance'): return None
+    if isinstance(sampler, str):
+        return sampler_weights(train_labels, 'instance' if sampler == 'progressive' else sampler)
+    w = np.asarray(sampler, dtype=np.float64)
+    if w.shape != (len(train_labels),): raise ValueError(f"sampler: {w.shape} weights for {len(train_labels)} "
+        "training items; pass one weight per item of `train_idx`, or a name such as 'class'.")
     return w / w.sum()
 
 class ProgressiveSampling(Callback):

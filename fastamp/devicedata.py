@@ -14,7 +14,7 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.torch_core import TensorImage, default_device, show_images
 from fasttransform import Transform
 from .datasets import ImageSet
-from .data import sampler_weights
+from .data import train_weights
 
 # %% auto #0
 __all__ = ['images_to_tensor', 'channel_stats', 'pad_crop_flip', 'PadCropFlip', 'DeviceImages', 'DeviceDL', 'DeviceDataLoaders',
@@ -272,16 +272,6 @@ def _stats(normalize, x_train:torch.Tensor, n_ch:int)->tuple:
         f"normalize: {len(mean)} means and {len(std)} stds for n_ch={n_ch} channels; give one of each per channel.")
     return mean, std
 
-def _train_wgts(sampler, train_labels:np.ndarray):
-    "Per-item weights of the training loader (None: uniform order)"
-    if sampler is None or (isinstance(sampler, str) and sampler == 'instance'): return None
-    if isinstance(sampler, str):
-        return sampler_weights(train_labels, 'instance' if sampler == 'progressive' else sampler)
-    w = np.asarray(sampler, dtype=np.float64)
-    if w.shape != (len(train_labels),): raise ValueError(f"sampler: {w.shape} weights for {len(train_labels)} "
-        "training items; pass one weight per item of `train_idx`, or a name such as 'class'.")
-    return w / w.sum()
-
 def device_dls(
     data:ImageSet, # an `ImageSet` whose `items` are a uint8 array (N, H, W) or (N, H, W, C)
     labels:np.ndarray|None=None, # labels to train on (default: `data.labels`), e.g. coarse labels
@@ -315,7 +305,7 @@ def device_dls(
     mean, std = _stats(normalize, xt, n_ch)
     common = dict(pad=pad, flip=flip, mean=mean, std=std, n_ch=n_ch, seed=seed, device=device)
     trn = DeviceDL(DeviceImages(xt, yt, vocab), bs=bs, shuffle=True, drop_last=True, augment=augment,
-                   wgts=_train_wgts(sampler, labels[train_idx]), **common)
+                   wgts=train_weights(sampler, labels[train_idx]), **common)
     val = DeviceDL(DeviceImages(xv, yv, vocab), bs=val_bs or bs, shuffle=False, drop_last=False, augment=False,
                    **common)
     return DeviceDataLoaders(trn, val, device=device)
