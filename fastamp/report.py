@@ -150,7 +150,7 @@ def _fixed(cfg:dict, recs:list)->str:
     sched = 'one-cycle' if cfg.get('schedule', 'one_cycle') == 'one_cycle' else 'warm-up and step'
     s = (f"dataset {cfg['dataset']}, arch {cfg['arch']}" + (f" with head {cfg['head']}" if cfg.get('head') else '')
          + (f", a seeded subset of {cfg['subset']} training images per seed" if cfg.get('subset') else '')
-         + f", {cfg['epochs']} epochs, batch size {cfg['bs']}, "
+         + f", {cfg['epochs']} epoch{'s' * (cfg['epochs'] != 1)}, batch size {cfg['bs']}, "
          f"{cfg.get('opt', 'adam')} with {sched} lr {cfg['lr']}" + (', crop+flip' if cfg.get('augment') else '')
          + f", seeds {sorted({r['seed'] for r in recs})}"
          + (f", fine probes every {cfg['probe_every']} epoch(s) of training" if cfg.get('probe_every') else ''))
