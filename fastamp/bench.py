@@ -34,9 +34,9 @@ __all__ = ['METHODS', 'METHOD_LOSSES', 'DATASETS', 'PRESETS', 'SCHEDULES', 'OPTI
            'method_loss', 'method_callbacks', 'describe_method', 'make_learner', 'load_dataset', 'SettingsError',
            'check_settings', 'BenchConfig', 'run_key', 'warmup_step_schedule', 'torch_sgd', 'run_c2f', 'run_lt',
            'measure_overhead', 'Task', 'atomic_write', 'RunLock', 'EpochCheckpoint', 'resume_training',
-           'MixValuesLogger', 'logger_callbacks', 'versions', 'run_one', 'run_bench', 'run_records', 'records_frame',
-           'load_records', 'runs_table', 'write_runs_table', 'task_config', 'task_configs', 'run_benchmark',
-           'interrupted_line']
+           'MixValuesLogger', 'logger_callbacks', 'versions', 'run_one', 'set_threads', 'run_bench', 'run_records',
+           'records_frame', 'load_records', 'runs_table', 'write_runs_table', 'task_config', 'task_configs',
+           'run_benchmark', 'interrupted_line']
 
 # %% ../nbs/05_bench.ipynb #23930531
 from fastai.losses import CrossEntropyLossFlat
@@ -396,7 +396,7 @@ def _fit(learn:Learner, cfg:BenchConfig, epochs:int, cbs=(), start_epoch:int=0):
                         start_epoch=start_epoch)
 
 _PLACES = ('pooled', 'classifier')  # where the c2f task probes: the pooled body features, the classifier's input
-_CURVE_N = 2000  # training and held-out items of the probes during training (the final probes use more)
+_CURVE_N = 1000  # training and held-out items of the probes during training (the final probes use more)
 
 def _probe(learn, module, data:ImageSet, train_idx, cfg, seed)->dict:
     "Fine linear probe, k-NN, coarse NC1 and same-coarse / different-fine alignment of the features entering `module`"
@@ -731,12 +731,20 @@ def _run_in_worker(*args, **kwargs):
     try: return run_one(*args, **kwargs)
     except SystemExit: os._exit(1)
 
+def set_threads(
+    threads:int, # CPU threads of this process
+):
+    "Use `threads` CPU threads in torch and in the BLAS and OpenMP pools that numpy and scikit-learn's probes call"
+    from threadpoolctl import threadpool_limits
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)  # else each process's BLAS takes every core: probes slow down ~10x next to another run
+
 def _worker_init(threads:int):
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # on Ctrl-C the parent ends the workers with SIGTERM
     signal.signal(signal.SIGTERM, _stop)
     warnings.filterwarnings('ignore', category=FutureWarning)
-    torch.set_num_threads(threads)
+    set_threads(threads)
 
 def _parallel(todo:list, jobs:int):
     "Yield `run_one`'s result of each `(args, kwargs)` of `todo`, as they finish, from `jobs` processes"

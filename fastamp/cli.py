@@ -74,12 +74,11 @@ def bench_settings(
 
 def _bench(args)->int:
     import warnings; warnings.filterwarnings('ignore', category=FutureWarning)
-    import torch
     from fastamp import bench, report
     s = bench_settings(args)
     try: bench.check_settings({**s, 'out': args.out, 'threads': args.threads, 'jobs': args.jobs, 'log': args.log})
     except bench.SettingsError as e: return _fail(e)
-    if args.threads: torch.set_num_threads(args.threads)
+    if args.threads: bench.set_threads(args.threads)
     cfgs = bench.task_configs(s)
     print('methods: ' + '; '.join(f"{m} = {bench.describe_method(m)}" for m in s['methods']), flush=True)
     log = lambda line: print(line, flush=True)
