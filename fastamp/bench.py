@@ -739,10 +739,16 @@ def set_threads(
     torch.set_num_threads(threads)
     threadpool_limits(threads)  # else each process's BLAS takes every core: probes slow down ~10x next to another run
 
+def _exit_with(ppid:int, every:float=1.):
+    "End this worker process when its parent is gone (killed without a chance to stop its workers)"
+    while os.getppid() == ppid: time.sleep(every)
+    os._exit(1)  # its lock names a dead process: the next run takes it over; its last checkpoint is whole
+
 def _worker_init(threads:int):
-    import signal
+    import signal, threading
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # on Ctrl-C the parent ends the workers with SIGTERM
     signal.signal(signal.SIGTERM, _stop)
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     warnings.filterwarnings('ignore', category=FutureWarning)
     set_threads(threads)
 

@@ -89,13 +89,15 @@ def _bench(args)->int:
         return _fail(f"every run tried failed ({counts['failed']}); see the FAILED lines above", code=1)
     return 0
 
-def main(
-    argv:list|None=None, # the arguments (default: the command line's)
-)->int:
-    "Entry point of the `fastamp` console script"
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try: args = _parser().parse_args(argv)
-    except SystemExit as e: return e.code if isinstance(e.code, int) else 2
+def _interrupt(*args): raise KeyboardInterrupt
+
+def _on_sigterm(handler):
+    "Install `handler` for SIGTERM (from the main thread only); return the one it replaces"
+    import signal, threading
+    if threading.current_thread() is not threading.main_thread(): return None
+    return signal.signal(signal.SIGTERM, handler)
+
+def _run(args, argv)->int:
     try: return args.func(args)
     except KeyboardInterrupt:
         from fastamp.bench import interrupted_line
@@ -103,3 +105,15 @@ def main(
         return 130
     except (FileNotFoundError, ValueError) as e:  # data that cannot be read
         return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+def main(
+    argv:list|None=None, # the arguments (default: the command line's)
+)->int:
+    "Entry point of the `fastamp` console script"
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try: args = _parser().parse_args(argv)
+    except SystemExit as e: return e.code if isinstance(e.code, int) else 2
+    prev = _on_sigterm(_interrupt)  # `kill` stops a benchmark as Ctrl-C does: workers ended, the resume line printed
+    try: return _run(args, argv)
+    finally:
+        if prev is not None: _on_sigterm(prev)

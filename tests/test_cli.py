@@ -1,5 +1,5 @@
 """End-to-end runs of the `fastamp` console script: reruns, Ctrl-C, bad input, failures, piped output, two processes."""
-import dataclasses, json, signal, subprocess, sys, time
+import dataclasses, json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 
@@ -156,14 +156,15 @@ def test_bad_input_from_the_console_script_exits_2_with_one_line(args, msg, tmp_
     assert len(err) == 1 and msg in err[0], r.stderr
 
 
-def test_ctrl_c_with_jobs_stops_the_workers_and_the_rerun_resumes_their_epochs(tmp_path):
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_with_jobs_stops_the_workers_and_the_rerun_resumes_their_epochs(sig, tmp_path):
     out = tmp_path / 'out'
     args = [FASTAMP, 'bench', '--quick', '--task', 'lt', '--jobs', '2', '--epochs', '6', '--out', str(out)]
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs = out / 'lt' / 'runs'
     deadline = time.time() + 300
     while time.time() < deadline and not list(runs.glob('*.ckpt')): time.sleep(0.1)
-    p.send_signal(signal.SIGINT); t = time.time(); _, err = p.communicate(timeout=120)
+    p.send_signal(sig); t = time.time(); _, err = p.communicate(timeout=120)
     assert p.returncode == 130 and time.time() - t < 30
     lines = error_lines(err)
     assert len(lines) == 1 and lines[0].startswith('interrupted:') and 'Traceback' not in err, err
@@ -172,3 +173,26 @@ def test_ctrl_c_with_jobs_stops_the_workers_and_the_rerun_resumes_their_epochs(t
     r = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'resumed at epoch' in r.stdout and len(list(runs.glob('*.json'))) == 4
+
+
+def _alive(pid:int)->bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    return True
+
+
+def test_workers_end_when_their_parent_is_killed_and_the_rerun_takes_their_runs_over(tmp_path):
+    out = tmp_path / 'out'
+    args = [FASTAMP, 'bench', '--quick', '--task', 'lt', '--jobs', '2', '--epochs', '30', '--out', str(out)]
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = out / 'lt' / 'runs'
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(runs.glob('*.ckpt')): time.sleep(0.1)
+    workers = [int(l.read_text()) for l in runs.glob('*.lock')]
+    p.kill(); p.wait()                                        # SIGKILL: the parent cannot stop its workers
+    deadline = time.time() + 10                            # a run lasts longer than that
+    while time.time() < deadline and any(_alive(w) for w in workers): time.sleep(0.2)
+    assert workers and not any(_alive(w) for w in workers)   # they end by themselves, not train on for hours
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(list(runs.glob('*.json'))) == 4 and not list(runs.glob('*.lock'))
