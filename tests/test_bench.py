@@ -1,5 +1,5 @@
 """The benchmark's long-tail recipe, optimizer, parallel runs, resume inside a run, run table and loggers."""
-import importlib.util, json, subprocess, sys
+import importlib.util, json, re, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest, torch
 from fastai.callback.core import Callback, CancelFitException
@@ -184,5 +184,11 @@ def test_cli_heads_give_one_setting_each_with_its_curves(tmp_path):
     assert 'digits, cnn with head one' in page and 'digits, cnn with head two' in page
     pngs = sorted(p.name for p in (tmp_path / 'c2f' / 'plots').glob('fine_probe_*.png'))
     assert len(pngs) == 2 and all(f'c2f/plots/{p}' in page for p in pngs)
+    script = Path(__file__).parents[1] / 'benchmarks' / 'write_results.py'
+    res = subprocess.run([sys.executable, str(script), str(tmp_path), 'c2f', 'cmd', '--figures', str(tmp_path / 'figs')],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    links = re.findall(r'\]\((figs/[^)]+\.png)\)', res.stdout)
+    assert len(links) == 2 and all((tmp_path / l).exists() for l in links)
     bad = subprocess.run([FASTAMP, 'bench', '--quick', '--heads', 'three'], capture_output=True, text=True)
     assert bad.returncode == 2 and "--heads: unknown head 'three'" in bad.stderr
