@@ -126,14 +126,17 @@ def plot_probe_curves(
     "One panel per probed place: mean `metric` against epoch per method, with the min-max band over seeds"
     import matplotlib.pyplot as plt
     curves = {p: df for p in _PROBED if not (df := probe_curves(recs, p, metric)).empty}
-    fig, axs = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False, sharey=True)
-    colors = plt.get_cmap('tab20').colors
+    fig, axs = plt.subplots(1, len(curves), figsize=(6.5 * len(curves), 4.5), squeeze=False, sharey=True)
+    palettes = {True: plt.get_cmap('Dark2').colors + plt.get_cmap('Set1').colors, False: plt.get_cmap('tab10').colors}
     for ax, (place, df) in zip(axs[0], curves.items()):
-        for i, m in enumerate(_ordered(list(dict.fromkeys(df['method'])), methods)):
+        order, seen = _ordered(list(dict.fromkeys(df['method'])), methods), {True: 0, False: 0}
+        for m in order:
+            am = m.startswith('midpoint')  # AM-mixup's variants: solid lines in their own colours; baselines dashed
+            c = palettes[am][seen[am] % len(palettes[am])]; seen[am] += 1
             g = df[df['method'] == m].groupby('epoch')['value']
-            c = colors[i % len(colors)]
-            ax.plot(g.mean().index, g.mean().values, '-' if m.startswith('midpoint') else '--', color=c, label=m)
-            if g.size().max() > 1: ax.fill_between(g.mean().index, g.min().values, g.max().values, color=c, alpha=.12)
+            several = g.size().max() > 1  # averaged over seeds: a thicker line and its min-max band
+            ax.plot(g.mean().index, g.mean().values, '-' if am else '--', color=c, lw=2 if several else 1, label=m)
+            if several: ax.fill_between(g.mean().index, g.min().values, g.max().values, color=c, alpha=.12)
         ax.set_title(f'{metric}, {place} features'); ax.set_xlabel('epoch'); ax.grid(alpha=.3)
     axs[0][-1].legend(fontsize=7, loc='center left', bbox_to_anchor=(1, .5))
     if title: fig.suptitle(title)
