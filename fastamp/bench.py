@@ -598,6 +598,12 @@ def resume_training(
 # %% ../nbs/05_bench.ipynb #bc7bc255
 def _scalar(v)->float: return float(v.float().mean()) if isinstance(v, torch.Tensor) else float(v)
 
+def _read_once(rows:list)->list:
+    "`rows` of `(step, {name: value})` with their tensor values read in one device-to-host transfer"
+    ts = [v for _, vals in rows for v in vals.values() if isinstance(v, torch.Tensor)]
+    got = iter(torch.stack([t.detach().float().mean() for t in ts]).tolist() if ts else [])
+    return [(i, {k: next(got) if isinstance(v, torch.Tensor) else float(v) for k, v in vals.items()}) for i, vals in rows]
+
 class MixValuesLogger(Callback):
     "Send the mixing callbacks' values of each training batch to the run's logger"
     order, run_valid = 70, False
@@ -605,28 +611,33 @@ class MixValuesLogger(Callback):
         kind:str, # 'csv', 'tensorboard' or 'wandb'
         path=None, # 'csv': the per-step file
     ): store_attr(); self.rows = []
-    def before_fit(self): self._seen = {}
+    def before_fit(self): self._seen, self._pending = {}, []
     def _values(self)->dict:
-        "What each mixing callback recorded since the last batch"
+        "What each mixing callback recorded since the last batch (tensors as they are)"
         out = {}
         for cb in self.learn.cbs:
             hist = getattr(cb, 'hist', None)
             if not isinstance(hist, list) or not hist or len(hist) == self._seen.get(id(cb)): continue
             self._seen[id(cb)] = len(hist)
             name = type(cb).__name__
-            out.update({f'{name}/{k}': _scalar(v) for k, v in hist[-1].items() if k not in ('iter', 'pct_train')})
+            out.update({f'{name}/{k}': v for k, v in hist[-1].items() if k not in ('iter', 'pct_train')})
         return out
     def after_batch(self):
         vals = self._values()
         if not vals: return
-        if self.kind == 'tensorboard':
-            tb = next((c for c in self.learn.cbs if hasattr(c, 'writer')), None)
-            if tb is not None:
-                for k, v in vals.items(): tb.writer.add_scalar(k, v, self.train_iter)
-        elif self.kind == 'wandb':
-            import wandb; wandb.log(vals, commit=False)
-        else: self.rows.append({'iter': self.train_iter, **vals})
+        if self.kind == 'wandb':
+            import wandb; wandb.log({k: _scalar(v) for k, v in vals.items()}, commit=False)
+        else: self._pending.append((self.train_iter, vals))
+    def _flush(self):
+        "Write the steps kept since the last flush, read from the device at once"
+        rows, self._pending = _read_once(self._pending), []
+        if self.kind == 'csv': self.rows += [{'iter': i, **vals} for i, vals in rows]
+        tb = next((c for c in self.learn.cbs if hasattr(c, 'writer')), None) if self.kind == 'tensorboard' else None
+        for i, vals in rows if tb is not None else []:
+            for k, v in vals.items(): tb.writer.add_scalar(k, v, i)
+    def after_epoch(self): self._flush()
     def after_fit(self):
+        self._flush()  # a fit cancelled inside an epoch
         if self.kind == 'wandb':
             import wandb; wandb.finish()
         if self.kind == 'csv' and self.rows and self.path:

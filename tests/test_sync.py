@@ -16,6 +16,7 @@ from fastamp.mixup import (MidpointMixup, FeatureMixup, ManifoldMixup, InputMixu
 from fastamp.losses import LogitAdjustedLoss, LDAMLoss, DRW
 from fastamp.datasets import load_digits
 from fastamp.devicedata import device_dls
+from fastamp.bench import MixValuesLogger
 
 ALWAYS_SYNC = {'_local_scalar_dense', 'nonzero', 'argwhere', 'masked_select', 'bincount', 'multinomial', 'equal',
                'is_nonzero', 'allclose', '_unique', '_unique2', 'unique_dim', 'unique_consecutive',
@@ -144,6 +145,14 @@ def test_training_step_has_no_synchronising_op(name, digits, erm_ops):
     found = sync_ops_of_steps(digits, CALLBACKS[name]())
     added = {k: v for k, v in found.items() if k not in erm_ops}
     assert not added, f"{name} synchronises host and device in a training step: {added}"
+
+
+@pytest.mark.parametrize('kind', ['csv', 'tensorboard'])
+def test_step_values_logging_has_no_synchronising_op(kind, digits, erm_ops):
+    "`--log csv|tensorboard` keeps each step's mixing values on the device and reads them once an epoch"
+    found = sync_ops_of_steps(digits, [MidpointMixup(), SynerMixIntra(), MixValuesLogger(kind)])
+    added = {k: v for k, v in found.items() if k not in erm_ops}
+    assert not added, f"logging the mixing values ({kind}) synchronises in a training step: {added}"
 
 
 LOSS_CASES = {
