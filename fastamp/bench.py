@@ -398,6 +398,11 @@ def _fit(learn:Learner, cfg:BenchConfig, epochs:int, cbs=(), start_epoch:int=0):
 _PLACES = ('pooled', 'classifier')  # where the c2f task probes: the pooled body features, the classifier's input
 _CURVE_N = 1000  # training and held-out items of the probes during training (the final probes use more)
 
+def _probe_recorders(cfg, data:ImageSet, train_idx, seed)->list:
+    "A `FineProbeRecorder` per probed place, every `cfg.probe_every` epochs of the coarse training"
+    return [FineProbeRecorder(data.labels[train_idx], data.labels[data.valid_idx], every=cfg.probe_every,
+                              n_train=_CURVE_N, n=_CURVE_N, module=place, seed=seed) for place in _PLACES]
+
 def _probe(learn, module, data:ImageSet, train_idx, cfg, seed)->dict:
     "Fine linear probe, k-NN, coarse NC1 and same-coarse / different-fine alignment of the features entering `module`"
     r = learn.fine_probe(data.labels[train_idx], data.labels[data.valid_idx], module=module,
@@ -421,8 +426,7 @@ def run_c2f(
     cdls, fdls = _coarse_fine_dls(cfg, data, coarse, size, sub)
     train_idx = data.train_idx if sub is None else sub
     learn = _learner(cfg, cdls, method)
-    if cfg.probe_every: learn.add_cbs([FineProbeRecorder(data.labels[train_idx], data.labels[data.valid_idx],
-        every=cfg.probe_every, n_train=_CURVE_N, n=_CURVE_N, module=p, seed=seed) for p in _PLACES])
+    if cfg.probe_every: learn.add_cbs(_probe_recorders(cfg, data, train_idx, seed))
     (train or (lambda l: _fit(l, cfg, cfg.epochs)))(learn)
     res = {'coarse_accuracy': float(learn.validate()[1])}
     for place in _PLACES:
