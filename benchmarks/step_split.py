@@ -18,7 +18,7 @@ Run: OMP_NUM_THREADS=1 python benchmarks/step_split.py [--out results/step_split
 """
 import argparse, os, platform, statistics, time
 from pathlib import Path
-import numpy as np, torch
+import torch
 
 torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 1)))
 
@@ -27,7 +27,7 @@ from fastai.learner import Learner  # noqa: E402
 from fastai.optimizer import SGD  # noqa: E402
 from fastai.callback.core import Callback, CancelFitException  # noqa: E402
 from fastai.torch_core import set_seed  # noqa: E402
-from fastamp.datasets import ImageSet  # noqa: E402
+from _synthetic import random_cifar  # noqa: E402
 from fastamp.devicedata import device_dls  # noqa: E402
 from fastamp.models import resnet32  # noqa: E402
 from fastamp.mixup import MidpointMixup  # noqa: E402
@@ -74,9 +74,7 @@ def main():
     p.add_argument('--repeats', type=int, default=3)
     a = p.parse_args()
     t0 = time.perf_counter()
-    rng = np.random.default_rng(0)
-    data = ImageSet(rng.integers(0, 256, (6_000, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 6_000),
-                    [str(c) for c in range(10)], np.arange(5_000, 6_000), name='random')
+    data = random_cifar(6_000, 1_000)
     dls = device_dls(data, bs=128, augment=True, seed=0)
     rows = {k: [] for k in configs()}
     learners = {}

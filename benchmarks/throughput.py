@@ -21,9 +21,10 @@ torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 1)))
 from fastai.vision.augment import Flip, RandomResizedCropGPU  # noqa: E402
 from fastai.data.transforms import Normalize  # noqa: E402
 from fastai.vision.core import imagenet_stats  # noqa: E402
-from fastamp.datasets import ImageSet, load_cifar, load_image_folder  # noqa: E402
+from fastamp.datasets import load_cifar, load_image_folder  # noqa: E402
 from fastamp.data import imageset_dls  # noqa: E402
 from fastamp.devicedata import device_dls  # noqa: E402
+from _synthetic import random_cifar  # noqa: E402
 
 BS = 128
 
@@ -88,9 +89,7 @@ def main():
     p.add_argument('--decode-budget', type=float, default=120.)
     a = p.parse_args()
     t0 = time.perf_counter()
-    rng = np.random.default_rng(0)
-    rand = ImageSet(rng.integers(0, 256, (60_000, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 60_000),
-                    [str(c) for c in range(10)], np.arange(50_000, 60_000), name='random')
+    rand = random_cifar(60_000, 10_000)
     rows = measure(rand, 'random uint8 (50000, 32, 32, 3)', a.item_batches, a.repeats)
     notes = []
     if os.environ.get('FASTAMP_CIFAR10'):
