@@ -30,10 +30,10 @@ from .models import MODELS, create_model, _HEADS
 from .mixup import *
 
 # %% auto #0
-__all__ = ['METHODS', 'METHOD_LOSSES', 'DATASETS', 'PRESETS', 'SCHEDULES', 'OPTIMIZERS', 'LOADERS', 'LOGGERS', 'TASKS',
-           'method_loss', 'method_callbacks', 'describe_method', 'make_learner', 'load_dataset', 'SettingsError',
-           'check_settings', 'BenchConfig', 'run_key', 'warmup_step_schedule', 'torch_sgd', 'run_c2f', 'run_lt',
-           'measure_overhead', 'Task', 'atomic_write', 'RunLock', 'EpochCheckpoint', 'resume_training',
+__all__ = ['METHODS', 'METHOD_LOSSES', 'DATASETS', 'PRESETS', 'SCHEDULES', 'OPTIMIZERS', 'LOADERS', 'LOGGERS', 'PROBE_PLACES',
+           'TASKS', 'method_loss', 'method_callbacks', 'describe_method', 'make_learner', 'load_dataset',
+           'SettingsError', 'check_settings', 'BenchConfig', 'run_key', 'warmup_step_schedule', 'torch_sgd', 'run_c2f',
+           'run_lt', 'measure_overhead', 'Task', 'atomic_write', 'RunLock', 'EpochCheckpoint', 'resume_training',
            'MixValuesLogger', 'logger_callbacks', 'versions', 'run_one', 'set_threads', 'run_bench', 'run_records',
            'records_frame', 'load_records', 'runs_table', 'write_runs_table', 'task_config', 'task_configs',
            'run_benchmark', 'interrupted_line']
@@ -132,15 +132,15 @@ def make_learner(
     dls, # the DataLoaders
     cbs, # callbacks of the method
     normed:bool=False, # a cosine classifier (`NormedLinear`), as the LDAM loss needs (fastamp's models only)
-    head:str|None=None, # fastamp's models: 'one' (pooled feature -> Linear) or 'two' (a hidden Linear first); None: theirs
+    head:str|None=None, # fastamp's models: 'one' (pooled -> Linear) or 'two' (a hidden Linear first); None: theirs
     **kwargs, # to `Learner` / `vision_learner` (`loss_func`, `opt_func`, `wd`, ...)
 )->Learner:
     "A quiet learner of `arch` on `dls` with callbacks `cbs`"
     if arch in MODELS:
         model = create_model(arch, dls.c, normed=normed, **({'head': head} if head else {}))
         return _quiet(Learner(dls, model, metrics=accuracy, cbs=cbs, **kwargs))
-    if head: raise ValueError(f"arch {arch!r}: head={head!r} chooses the head of fastamp's models ({', '.join(MODELS)}); "
-                              "a vision_learner has fastai's own head.")
+    if head: raise ValueError(f"arch {arch!r}: head={head!r} chooses the head of fastamp's models "
+                              f"({', '.join(MODELS)}); a vision_learner has fastai's own head: leave head out.")
     if not _is_arch(arch): raise ValueError(f"unknown arch {arch!r}: use {_archs()}.")
     if normed: raise ValueError(
         f"arch {arch!r}: a cosine classifier (the LDAM methods) needs one of fastamp's models: {', '.join(MODELS)}.")
@@ -260,8 +260,8 @@ def check_settings(
     heads = [h for h in [s.get('head'), *(s.get('heads') or [])] if h is not None]
     _known('heads', heads, _HEADS)
     if heads and s.get('arch', 'cnn') not in MODELS: raise SettingsError(
-        f"--heads chooses the head of fastamp's models ({', '.join(MODELS)}); --arch {s['arch']} has fastai's own head: "
-        "leave --heads out")
+        f"--heads chooses the head of fastamp's models ({', '.join(MODELS)}); --arch {s['arch']} has fastai's own "
+        "head: leave --heads out")
     ldam = [m for m in s.get('methods') or [] if METHOD_LOSSES.get(m) is LDAMLoss]
     if ldam and s.get('arch') and s['arch'] not in MODELS: raise SettingsError(
         f"--methods {ldam[0]}: LDAM needs a cosine classifier, as fastamp's models have: --arch {' or '.join(MODELS)}")
@@ -395,13 +395,13 @@ def _fit(learn:Learner, cfg:BenchConfig, epochs:int, cbs=(), start_epoch:int=0):
         else: learn.fit(epochs, cfg.lr, cbs=[ParamScheduler({'lr': warmup_step_schedule(cfg.lr)}), *cbs],
                         start_epoch=start_epoch)
 
-_PLACES = ('pooled', 'classifier')  # where the c2f task probes: the pooled body features, the classifier's input
+PROBE_PLACES = ('pooled', 'classifier')  # where the c2f task probes: the pooled body features, the classifier's input
 _CURVE_N = 1000  # training and held-out items of the probes during training (the final probes use more)
 
 def _probe_recorders(cfg, data:ImageSet, train_idx, seed)->list:
     "A `FineProbeRecorder` per probed place, every `cfg.probe_every` epochs of the coarse training"
     return [FineProbeRecorder(data.labels[train_idx], data.labels[data.valid_idx], every=cfg.probe_every,
-                              n_train=_CURVE_N, n=_CURVE_N, module=place, seed=seed) for place in _PLACES]
+                              n_train=_CURVE_N, n=_CURVE_N, module=place, seed=seed) for place in PROBE_PLACES]
 
 def _probe(learn, module, data:ImageSet, train_idx, cfg, seed)->dict:
     "Fine linear probe, k-NN, coarse NC1 and same-coarse / different-fine alignment of the features entering `module`"
@@ -429,7 +429,7 @@ def run_c2f(
     if cfg.probe_every: learn.add_cbs(_probe_recorders(cfg, data, train_idx, seed))
     (train or (lambda l: _fit(l, cfg, cfg.epochs)))(learn)
     res = {'coarse_accuracy': float(learn.validate()[1])}
-    for place in _PLACES:
+    for place in PROBE_PLACES:
         res.update({f'{k}_{place}': v for k, v in _probe(learn, place, data, train_idx, cfg, seed).items()})
     if cfg.finetune_epochs:
         set_seed(seed, reproducible=True)
@@ -606,7 +606,8 @@ def _read_once(rows:list)->list:
     "`rows` of `(step, {name: value})` with their tensor values read in one device-to-host transfer"
     ts = [v for _, vals in rows for v in vals.values() if isinstance(v, torch.Tensor)]
     got = iter(torch.stack([t.detach().float().mean() for t in ts]).tolist() if ts else [])
-    return [(i, {k: next(got) if isinstance(v, torch.Tensor) else float(v) for k, v in vals.items()}) for i, vals in rows]
+    read = lambda v: next(got) if isinstance(v, torch.Tensor) else float(v)
+    return [(i, {k: read(v) for k, v in vals.items()}) for i, vals in rows]
 
 class MixValuesLogger(Callback):
     "Send the mixing callbacks' values of each training batch to the run's logger"

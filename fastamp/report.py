@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.meta import delegates
-from .bench import TASKS, BenchConfig, atomic_write, run_records, records_frame
+from .bench import TASKS, PROBE_PLACES, BenchConfig, atomic_write, run_records, records_frame
 from .evaluate import plot_align_uniform
 
 # %% auto #0
@@ -16,6 +16,11 @@ __all__ = ['summarize', 'to_markdown', 'overhead_table', 'save_plots', 'probe_cu
 
 # %% ../nbs/05a_report.ipynb #0aba5b61
 _NOT_METRICS = ('method', 'seed', 'rho', 'wall_s')
+
+def _ordered(seen:list, methods:list|None)->list:
+    "The methods of `seen`: those of `methods` first, in its order, then the others in order of appearance"
+    methods = methods or []
+    return [m for m in methods if m in seen] + [m for m in seen if m not in methods]
 
 def summarize(
     df:pd.DataFrame, # one row per run (`fastamp.bench.load_records`)
@@ -35,9 +40,7 @@ def summarize(
         table[c] = [f"{m:.4f} ± {s:.4f}" + (' *' if mark_best and np.isclose(m, b) else '')
                     for m, s, b in zip(mean[c], std[c], np.broadcast_to(best, len(mean)))]
     table['seeds'] = n
-    methods = methods or []
-    seen = list(dict.fromkeys(df['method']))
-    order = [m for m in methods if m in seen] + [m for m in seen if m not in methods]
+    order = _ordered(list(dict.fromkeys(df['method'])), methods)
     if len(keys) == 1: return table.reindex(order)
     rhos = sorted(set(table.index.get_level_values(0)), reverse=True)
     return table.reindex([(r, m) for r in rhos for m in order if (r, m) in table.index])
@@ -83,8 +86,6 @@ def save_plots(
     return paths
 
 # %% ../nbs/05a_report.ipynb #efc61e8e
-_PROBED = ('pooled', 'classifier')
-
 def probe_curves(
     recs:list, # run records with `curves` (coarse-to-fine runs with `probe_every`)
     place:str='pooled', # the probed place: 'pooled' or 'classifier'
@@ -94,10 +95,6 @@ def probe_curves(
     rows = [{'method': r['method'], 'seed': r['seed'], 'epoch': row['epoch'] + 1, 'value': row[metric]}
             for r in recs for row in (r.get('curves') or {}).get(place, [])]
     return pd.DataFrame(rows, columns=['method', 'seed', 'epoch', 'value'])
-
-def _ordered(seen, methods)->list:
-    methods = methods or []
-    return [m for m in methods if m in seen] + [m for m in seen if m not in methods]
 
 def curve_table(
     recs:list, # run records with `curves`
@@ -125,7 +122,7 @@ def plot_probe_curves(
 ): # the matplotlib figure
     "One panel per probed place: mean `metric` against epoch per method, with the min-max band over seeds"
     import matplotlib.pyplot as plt
-    curves = {p: df for p in _PROBED if not (df := probe_curves(recs, p, metric)).empty}
+    curves = {p: df for p in PROBE_PLACES if not (df := probe_curves(recs, p, metric)).empty}
     fig, axs = plt.subplots(1, len(curves), figsize=(6.5 * len(curves), 4.5), squeeze=False, sharey=True)
     palettes = {True: plt.get_cmap('Dark2').colors + plt.get_cmap('Set1').colors, False: plt.get_cmap('tab10').colors}
     for ax, (place, df) in zip(axs[0], curves.items()):
@@ -196,7 +193,7 @@ def _curves_section(d:Path, recs:list, order:list, plots:bool)->list:
         fig = plot_probe_curves(recs, title=_setting_name(cfg), methods=order)
         atomic_write(d/'plots'/name, lambda t: fig.savefig(t, format='png', dpi=100, bbox_inches='tight'))
         plt.close(fig); out.append(f"![fine linear probe against epoch]({d.name}/plots/{name})")
-    for place in _PROBED:
+    for place in PROBE_PLACES:
         if (t := curve_table(recs, place, methods=order)).empty: continue
         out += [f"Fine linear probe of the {place} features during training (mean over seeds; these probes read "
                 "seeded subsets, so their last epoch differs slightly from the final probe above):", to_markdown(t)]
