@@ -6,6 +6,8 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.optimizer import SGD
 from fastai.torch_core import set_seed
 from fastamp import bench
+from fastamp.bench.training import _opt_func, _fit
+from fastamp.data import imageset_dls
 from fastamp.devicedata import PadCropFlip
 
 FASTAMP = str(Path(sys.executable).parent / 'fastamp')
@@ -30,7 +32,7 @@ class _Stop(Callback):
 def _learner(cfg, **kw):
     set_seed(0, reproducible=True)
     data, _, size = bench.load_dataset('digits')
-    dls = bench.imageset_dls(data, bs=cfg.bs, size=size, device='cpu', **({'after_batch': [PadCropFlip()]}
+    dls = imageset_dls(data, bs=cfg.bs, size=size, device='cpu', **({'after_batch': [PadCropFlip()]}
                                                                            if cfg.augment else {}))
     return bench.make_learner(cfg.arch, dls, [], **kw)
 
@@ -38,8 +40,8 @@ def _learner(cfg, **kw):
 def test_warmup_step_schedule_under_fastai_scales_with_epochs():
     cfg = bench.BenchConfig(**{**TINY, 'methods': ['erm'], 'lr': 0.1}, epochs=10, bs=128, schedule='warmup_step',
                             opt='sgd')
-    learn = _learner(cfg, opt_func=bench._opt_func(cfg))
-    bench._fit(learn, cfg, cfg.epochs)
+    learn = _learner(cfg, opt_func=_opt_func(cfg))
+    _fit(learn, cfg, cfg.epochs)
     lrs = np.array(learn.recorder.lrs); pct = np.arange(len(lrs)) / len(lrs)
     # linear warm-up over 5/200 of training, 0.1 until 160/200, then x0.1, and x0.1 again at 180/200
     want = np.select([pct < 0.025, pct < 0.8, pct < 0.9], [0.1 * pct / 0.025, 0.1, 0.01], 0.001)
@@ -51,9 +53,9 @@ def test_warmup_step_schedule_under_fastai_scales_with_epochs():
 def test_torch_sgd_in_a_learner_gives_fastai_sgd_updates():
     cfg = bench.BenchConfig(**{**TINY, 'lr': 0.1}, epochs=2, bs=64, schedule='warmup_step', opt='sgd', mom=0.9, wd=2e-4)
     params = []
-    for opt in (bench._opt_func(cfg), lambda ps, lr: SGD(ps, lr, mom=0.9, wd=2e-4, decouple_wd=False)):
+    for opt in (_opt_func(cfg), lambda ps, lr: SGD(ps, lr, mom=0.9, wd=2e-4, decouple_wd=False)):
         learn = _learner(cfg, opt_func=opt, wd_bn_bias=True)
-        bench._fit(learn, cfg, cfg.epochs, cbs=[_Stop(5)])
+        _fit(learn, cfg, cfg.epochs, cbs=[_Stop(5)])
         params.append([p.detach().clone() for p in learn.model.parameters()])
     for a, b in zip(*params): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert any((a != 0).any() for a in params[0])
