@@ -1,5 +1,5 @@
 """The benchmark's long-tail recipe, optimizer, parallel runs, resume inside a run, run table and loggers."""
-import importlib.util, json, re, subprocess, sys
+import importlib.util, json, os, re, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest, torch
 from fastai.callback.core import Callback, CancelFitException
@@ -10,7 +10,7 @@ from fastamp.bench.training import _opt_func, _fit
 from fastamp.data import imageset_dls
 from fastamp.devicedata import PadCropFlip
 
-FASTAMP = str(Path(sys.executable).parent / 'fastamp')
+from conftest import FASTAMP
 TINY = dict(task='lt', methods=['midpoint'], seeds=[0], rhos=[10], lr=1e-2)
 
 
@@ -113,6 +113,7 @@ def test_a_run_locked_by_a_live_process_is_not_started(tmp_path):
     assert status == 'busy' and 'another process' in line and not list(runs.glob('*.json'))
 
 
+@pytest.mark.slow
 def test_jobs_2_gives_the_numbers_of_jobs_1(tmp_path):
     recs = []
     for jobs in (1, 2):
@@ -172,6 +173,7 @@ def test_an_interrupted_c2f_run_keeps_its_probe_curves(tmp_path):
     assert rec['metrics'] == pytest.approx(ref['metrics'], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_heads_give_one_setting_each_with_its_curves(tmp_path):
     r = subprocess.run([FASTAMP, 'bench', '--quick', '--task', 'c2f', '--methods', 'erm,midpoint', '--seeds', '0',
                         '--heads', 'one,two', '--subset', '400', '--probe-every', '1', '--loader', 'device',
@@ -194,3 +196,23 @@ def test_cli_heads_give_one_setting_each_with_its_curves(tmp_path):
     assert len(links) == 2 and all((tmp_path / l).exists() for l in links)
     bad = subprocess.run([FASTAMP, 'bench', '--quick', '--heads', 'three'], capture_output=True, text=True)
     assert bad.returncode == 2 and "--heads: unknown head 'three'" in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, 'sched_setaffinity') or len(os.sched_getaffinity(0)) < 2, reason='needs 2 cores')
+@pytest.mark.parametrize('threads, expected', [((), 1), (('--threads', '2'), 2)])
+def test_jobs_share_the_cores_of_the_affinity_mask_unless_threads_is_given(tmp_path, threads, expected):
+    two = set(sorted(os.sched_getaffinity(0))[:2])
+    r = subprocess.run([FASTAMP, 'bench', '--quick', '--task', 'lt', '--methods', 'erm', '--epochs', '1', '--jobs', '2',
+                        *threads, '--out', str(tmp_path)], capture_output=True, text=True, timeout=600,
+                       preexec_fn=lambda: os.sched_setaffinity(0, two))
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = [json.loads(p.read_text()) for p in (tmp_path / 'lt' / 'runs').glob('*.json')]
+    assert len(recs) == 2 and [rec['versions']['cpu_threads'] for rec in recs] == [expected] * 2
+    assert 'note: --jobs' not in r.stdout  # 2 jobs on 2 cores cost nothing more
+
+
+def test_more_jobs_than_cores_is_said_in_one_line():
+    from fastamp.bench import jobs_cost_line, cpu_cores
+    line = jobs_cost_line(cpu_cores() + 2)
+    assert torch.cuda.is_available() or ('--jobs' in line and 'slower' in line and '\n' not in line)
