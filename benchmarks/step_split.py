@@ -3,7 +3,7 @@
 A CIFAR ResNet-32 at batch 128 on 32x32 images from the device-resident loader with crop + flip, trained through a
 fastai `Learner` for a few steps per repeat, once with fastai's own `SGD` (it updates parameter by parameter in Python)
 and once with torch's foreach SGD through fastai's `OptimWrapper` (`fastamp.bench.torch_sgd`, fused on a GPU), with
-plain training and with `MidpointMixup()`. The phases are timed by a callback at fastai's events:
+plain training and with `MidpointMixup()`. The phases are timed by `fastamp.bench.StepTimer` at fastai's events:
 
 - data: from the end of one step to the start of the next (`after_batch` -> `before_batch`: fetching the batch);
 - forward: `before_batch` -> `after_pred` (the callbacks' `before_batch` and the mixing hooks included);
@@ -12,7 +12,7 @@ plain training and with `MidpointMixup()`. The phases are timed by a callback at
 - optimizer: `before_step` -> `after_step`.
 
 Medians over the timed steps of all repeats; the configurations take their repeats in turn, so that they share the
-machine's load. On a GPU every mark synchronises first (`torch.cuda.synchronize`), so phases are the GPU's time.
+machine's load. On a GPU the marks are CUDA events read once at the end, so phases are the GPU's time.
 
 Run: OMP_NUM_THREADS=1 python benchmarks/step_split.py [--out results/step_split.md]
 """
@@ -25,38 +25,14 @@ torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 1)))
 import fastai  # noqa: E402
 from fastai.learner import Learner  # noqa: E402
 from fastai.optimizer import SGD  # noqa: E402
-from fastai.callback.core import Callback, CancelFitException  # noqa: E402
 from fastai.torch_core import set_seed  # noqa: E402
 from _synthetic import random_cifar  # noqa: E402
 from fastamp.devicedata import device_dls  # noqa: E402
 from fastamp.models import resnet32  # noqa: E402
 from fastamp.mixup import MidpointMixup  # noqa: E402
-from fastamp.bench import torch_sgd  # noqa: E402
+from fastamp.bench import torch_sgd, StepTimer  # noqa: E402
 
 PHASES = ('data', 'forward', 'loss', 'backward', 'optimizer')
-
-
-class StepTimer(Callback):
-    "Time the phases of `n` training steps after `warmup` ones, then cancel the fit"
-    order = 100
-    def __init__(self, n:int, warmup:int): self.n, self.warmup, self.rows, self._end = n, warmup, [], None
-    def _now(self):
-        if torch.cuda.is_available(): torch.cuda.synchronize()
-        return time.perf_counter()
-    def before_batch(self): self._t = {'start': self._now()}
-    def after_pred(self): self._t['pred'] = self._now()
-    def after_loss(self): self._t['loss'] = self._now()
-    def after_backward(self): self._t['backward'] = self._now()
-    def before_step(self): self._t['before_step'] = self._now()
-    def after_step(self): self._t['step'] = self._now()
-    def after_batch(self):
-        t, end = self._t, self._now()
-        if self._end is not None and self.train_iter > self.warmup:
-            self.rows.append({'data': t['start'] - self._end, 'forward': t['pred'] - t['start'],
-                              'loss': t['loss'] - t['pred'], 'backward': t['backward'] - t['loss'],
-                              'optimizer': t['step'] - t['before_step'], 'step': end - self._end})
-        self._end = end
-        if len(self.rows) >= self.n: raise CancelFitException()
 
 
 def configs():
@@ -83,7 +59,7 @@ def main():
         learners[k] = Learner(dls, resnet32(10), opt_func=opt, cbs=[c() for c in cbs], wd_bn_bias=True)
     for _ in range(a.repeats):
         for k, learn in learners.items():
-            timer = StepTimer(a.steps, warmup=2)
+            timer = StepTimer(a.steps, warmup=2, cuda=torch.cuda.is_available())
             with learn.no_bar(), learn.no_logging(): learn.fit(1, 0.1, cbs=timer)
             rows[k] += timer.rows
     write(rows, a, time.perf_counter() - t0)

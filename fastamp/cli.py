@@ -21,21 +21,23 @@ def _csv(kind):
     return lambda s: [kind(v) for v in s.split(',') if v.strip()]
 
 def _parser():
-    from fastamp.bench import PRESETS, LOGGERS, LOADERS
-    from fastamp.models import MODELS
+    from fastamp.bench import PRESETS, LOGGERS, LOADERS, METHODS, DATASETS, TASKS
+    from fastamp.bench.training import _archs
     from fastamp.metrics import MANY_SHOT, FEW_SHOT
     p = _Parser(prog='fastamp', description='Asymptotic Midpoint Mixup for fastai')
     sub = p.add_subparsers(dest='cmd', required=True, parser_class=_Parser)
     b = sub.add_parser('bench', help='compare MidpointMixup with its baselines (no option: digits, ~2 min on CPU)')
     b.add_argument('--preset', choices=list(PRESETS), default='default', help='named settings; options override them')
     b.add_argument('--quick', action='store_true', help='same as --preset quick (seconds)')
-    b.add_argument('--task', dest='tasks', type=_csv(str), help="comma list of c2f, lt, overhead")
-    b.add_argument('--dataset', help='digits, fmnist, cifar10, cifar100')
+    b.add_argument('--list', action='store_true', help='list the methods (callbacks, loss), presets, datasets and '
+                   'tasks, and exit')
+    b.add_argument('--task', dest='tasks', type=_csv(str), help=f"comma list of {', '.join(TASKS)}")
+    b.add_argument('--dataset', help=', '.join(DATASETS))
     b.add_argument('--data', help='folder or archive of the dataset (CIFAR; Fashion-MNIST default: $FASTAMP_DATA or '
                    'the Debian package)')
-    b.add_argument('--methods', type=_csv(str), help='comma list, e.g. erm,mixup,feature,midpoint '
-                   '(see fastamp.bench.METHODS)')
-    b.add_argument('--arch', help=f"{', '.join(MODELS)} (fastamp.models), resnet18, resnet34, timm:<name>")
+    b.add_argument('--methods', type=_csv(str), help=f"comma list of {len(METHODS)} methods, e.g. "
+                   f"{','.join(list(METHODS)[:4])} (all with their callbacks: --list)")
+    b.add_argument('--arch', help=_archs())
     b.add_argument('--epochs', type=int, help='training epochs of each run (the schedule keeps its shape)')
     b.add_argument('--bs', type=int, help='batch size')
     b.add_argument('--lr', type=float, help='peak learning rate')
@@ -52,7 +54,8 @@ def _parser():
     b.add_argument('--probe-every', type=int, dest='probe_every', help='c2f: probe the fine classes every N epochs '
                    'during training, for curves (0: at the end only)')
     b.add_argument('--device', help='cpu, cuda, cuda:1 (default: a GPU when there is one)')
-    b.add_argument('--threads', type=int, help='CPU threads for torch (in each process)')
+    b.add_argument('--threads', type=int, help='CPU threads of each process (default: with --jobs N, '
+                   'an equal share of the cores, cores // N)')
     b.add_argument('--jobs', type=int, default=1, help='runs at once, one process each (default 1)')
     b.add_argument('--log', help=f"attach fastai's logger: {', '.join(LOGGERS)}")
     b.add_argument('--out', default='bench_out', help='output folder (finished runs there are skipped, '
@@ -75,6 +78,7 @@ def bench_settings(
 def _bench(args)->int:
     import warnings; warnings.filterwarnings('ignore', category=FutureWarning)
     from fastamp import bench, report
+    if args.list: print(bench.catalog_listing()); return 0
     s = bench_settings(args)
     try: bench.check_settings({**s, 'out': args.out, 'threads': args.threads, 'jobs': args.jobs, 'log': args.log})
     except bench.SettingsError as e: return _fail(e)
@@ -82,7 +86,7 @@ def _bench(args)->int:
     cfgs = bench.task_configs(s)
     print('methods: ' + '; '.join(f"{m} = {bench.describe_method(m)}" for m in s['methods']), flush=True)
     log = lambda line: print(line, flush=True)
-    counts = bench.run_benchmark(s, args.out, jobs=args.jobs, log=log, logger=args.log)
+    counts = bench.run_benchmark(s, args.out, jobs=args.jobs, log=log, logger=args.log, threads=args.threads)
     print('\n' + report.write_results(args.out, cfgs=cfgs), flush=True)
     print(f"runs, reports and tables in {args.out}/ (all runs: {args.out}/runs.csv)")
     if counts['failed'] and not counts['done']:

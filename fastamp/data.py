@@ -23,8 +23,9 @@ from .datasets import ImageSet, load_digits, FASHION_MNIST_CLASSES, CIFAR10_CLAS
 
 # %% auto #0
 __all__ = ['CIFAR100_SUPERCLASSES', 'CIFAR100_COARSE', 'FASHION_MNIST_COARSE', 'CIFAR10_COARSE', 'DIGITS_COARSE', 'COARSE_MAPS',
-           'ArrayImages', 'imageset_dls', 'digits_dls', 'CoarseMap', 'coarse_fine_dls', 'long_tailed_counts',
-           'long_tailed_indices', 'long_tailed', 'sampler_weights', 'train_weights', 'ProgressiveSampling']
+           'ArrayImages', 'labelled_split', 'imageset_dls', 'digits_dls', 'CoarseMap', 'coarse_fine_dls',
+           'long_tailed_counts', 'long_tailed_indices', 'long_tailed', 'sampler_weights', 'train_weights',
+           'ProgressiveSampling']
 
 # %% ../nbs/02_data.ipynb #5b08eba5
 def _to_image(a, n_ch:int, size:tuple)->TensorImage:
@@ -75,6 +76,18 @@ class _LabelOf(Transform):
     def __init__(self, lookup:dict, names:list): store_attr()
     def encodes(self, x): return self.names[int(self.lookup[_key(x)])]
 
+def labelled_split(
+    data:ImageSet, # the items, labels and split
+    labels=None, # labels to train on; None: `data.labels`
+    vocab=None, # their names; None: `data.vocab`
+    train_idx=None, # training items; None: `data.train_idx`
+    valid_idx=None, # held-out items; None: `data.valid_idx`
+)->tuple:
+    "`(labels, vocab, train_idx, valid_idx)` as arrays and a list, each the one given or else the `ImageSet`'s own"
+    pick = lambda v, own: own if v is None else v
+    return (np.asarray(pick(labels, data.labels)), list(pick(vocab, data.vocab)),
+            np.asarray(pick(train_idx, data.train_idx)), np.asarray(pick(valid_idx, data.valid_idx)))
+
 def imageset_dls(
     data:ImageSet, # the items, labels and split
     labels:np.ndarray|None=None, # labels to train on (default: `data.labels`), e.g. coarse labels
@@ -88,9 +101,7 @@ def imageset_dls(
     **kwargs, # to `Datasets.dataloaders` (`batch_tfms`, `num_workers`, ...)
 )->DataLoaders:
     "`DataLoaders` over an `ImageSet`'s items"
-    labels = np.asarray(data.labels if labels is None else labels); vocab = list(data.vocab if vocab is None else vocab)
-    train_idx = np.asarray(data.train_idx if train_idx is None else train_idx)
-    valid_idx = np.asarray(data.valid_idx if valid_idx is None else valid_idx)
+    labels, vocab, train_idx, valid_idx = labelled_split(data, labels, vocab, train_idx, valid_idx)
     order = np.concatenate([train_idx, valid_idx])
     if isinstance(data.items, np.ndarray):
         items = [int(i) for i in order]

@@ -14,7 +14,7 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.torch_core import TensorImage, default_device, show_images
 from fasttransform import Transform
 from .datasets import ImageSet
-from .data import train_weights
+from .data import train_weights, labelled_split
 
 # %% auto #0
 __all__ = ['images_to_tensor', 'channel_stats', 'pad_crop_flip', 'PadCropFlip', 'DeviceImages', 'DeviceDL', 'DeviceDataLoaders',
@@ -294,9 +294,7 @@ def device_dls(
     if not isinstance(data.items, np.ndarray): raise TypeError(
         f"{data.name or 'this ImageSet'} holds {type(data.items).__name__} items (image files?): the device-resident "
         "path needs a uint8 array; decode the images into an array first, or use `fastamp.data.imageset_dls`.")
-    labels = np.asarray(data.labels if labels is None else labels); vocab = list(data.vocab if vocab is None else vocab)
-    train_idx = np.asarray(data.train_idx if train_idx is None else train_idx)
-    valid_idx = np.asarray(data.valid_idx if valid_idx is None else valid_idx)
+    labels, vocab, train_idx, valid_idx = labelled_split(data, labels, vocab, train_idx, valid_idx)
     device = torch.device(device) if device is not None else default_device()
     xt, xv = (images_to_tensor(data.items[i], size, device) for i in (train_idx, valid_idx))
     if xt.shape[1] not in (1, n_ch): raise ValueError(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.meta import delegates
-from .bench import TASKS, PROBE_PLACES, BenchConfig, atomic_write, run_records, records_frame
+from .bench.records import TASKS, PROBE_PLACES, BenchConfig, atomic_write, run_records, records_frame
 from .evaluate import plot_align_uniform
 
 # %% auto #0
@@ -17,13 +17,13 @@ __all__ = ['summarize', 'to_markdown', 'overhead_table', 'save_plots', 'probe_cu
 # %% ../nbs/05a_report.ipynb #0aba5b61
 _NOT_METRICS = ('method', 'seed', 'rho', 'wall_s')
 
-def _ordered(seen:list, methods:list|None)->list:
+def _method_order(seen:list, methods:list|None)->list:
     "The methods of `seen`: those of `methods` first, in its order, then the others in order of appearance"
     methods = methods or []
     return [m for m in methods if m in seen] + [m for m in seen if m not in methods]
 
 def summarize(
-    df:pd.DataFrame, # one row per run (`fastamp.bench.load_records`)
+    df:pd.DataFrame, # one row per run (`fastamp.bench.records.load_records`)
     metrics:list|None=None, # columns to summarize; default: every metric but the collapse measures
     methods:list|None=None, # row order of the methods; others follow in order of appearance
     mark_best:bool=True, # mark the highest mean of each column (per rho) with '*'
@@ -40,7 +40,7 @@ def summarize(
         table[c] = [f"{m:.4f} ± {s:.4f}" + (' *' if mark_best and np.isclose(m, b) else '')
                     for m, s, b in zip(mean[c], std[c], np.broadcast_to(best, len(mean)))]
     table['seeds'] = n
-    order = _ordered(list(dict.fromkeys(df['method'])), methods)
+    order = _method_order(list(dict.fromkeys(df['method'])), methods)
     if len(keys) == 1: return table.reindex(order)
     rhos = sorted(set(table.index.get_level_values(0)), reverse=True)
     return table.reindex([(r, m) for r in rhos for m in order if (r, m) in table.index])
@@ -58,7 +58,7 @@ def to_markdown(
     return '\n'.join([head, '|' + ' --- |' * (len(idx_names) + len(table.columns))] + rows)
 
 def overhead_table(
-    df:pd.DataFrame, # `fastamp.bench.measure_overhead`'s result (or its `overhead.csv`)
+    df:pd.DataFrame, # `fastamp.bench.tasks.measure_overhead`'s result (or its `overhead.csv`)
 )->pd.DataFrame:
     "The overhead measurements by method, rounded for reading"
     return df.set_index('method').round({'step_ms': 1, 'step_ms_min': 1, 'step_ms_max': 1, 'ratio_to_erm': 3,
@@ -112,7 +112,7 @@ def curve_table(
     t = mean[shown].round(4).rename(columns=lambda e: f'epoch {e}')
     t['peak'], t['peak epoch'] = mean.max(axis=1).round(4), mean.idxmax(axis=1)
     t['seeds'] = df.groupby('method', sort=False)['seed'].nunique()
-    return t.reindex(_ordered(list(t.index), methods))
+    return t.reindex(_method_order(list(t.index), methods))
 
 def plot_probe_curves(
     recs:list, # run records with `curves`
@@ -126,7 +126,7 @@ def plot_probe_curves(
     fig, axs = plt.subplots(1, len(curves), figsize=(6.5 * len(curves), 4.5), squeeze=False, sharey=True)
     palettes = {True: plt.get_cmap('Dark2').colors + plt.get_cmap('Set1').colors, False: plt.get_cmap('tab10').colors}
     for ax, (place, df) in zip(axs[0], curves.items()):
-        order, seen = _ordered(list(dict.fromkeys(df['method'])), methods), {True: 0, False: 0}
+        order, seen = _method_order(list(dict.fromkeys(df['method'])), methods), {True: 0, False: 0}
         for m in order:
             am = m.startswith('midpoint')  # AM-mixup's variants: solid lines in their own colours; baselines dashed
             c = palettes[am][seen[am] % len(palettes[am])]; seen[am] += 1
@@ -167,7 +167,7 @@ def _machine(rec:dict)->str:
 
 def task_section(
     out, # the benchmark's output folder
-    task:str, # a key of `fastamp.bench.TASKS`
+    task:str, # a key of `fastamp.bench.tasks.TASKS`
     cfg:BenchConfig|None=None, # keep only this comparison's runs; default: every run in the task's folder
     plots:bool=True, # also save the plots (alignment-uniformity, fine-probe curves) in `<out>/<task>/plots`
 )->str:

@@ -1,4 +1,5 @@
-import os, warnings
+import os, sys, warnings
+from pathlib import Path
 import pytest, torch
 from fastai.vision.all import Learner, accuracy, set_seed
 from fastamp.data import digits_dls
@@ -6,6 +7,8 @@ from fastamp.models import small_cnn
 
 warnings.filterwarnings('ignore', category=FutureWarning)
 torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 2)))
+
+FASTAMP = str(Path(sys.executable).parent / 'fastamp')  # the console script of this environment
 
 
 @pytest.fixture(scope='session')

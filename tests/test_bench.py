@@ -1,14 +1,16 @@
 """The benchmark's long-tail recipe, optimizer, parallel runs, resume inside a run, run table and loggers."""
-import importlib.util, json, re, subprocess, sys
+import importlib.util, json, os, re, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest, torch
 from fastai.callback.core import Callback, CancelFitException
 from fastai.optimizer import SGD
 from fastai.torch_core import set_seed
 from fastamp import bench
+from fastamp.bench.training import _opt_func, _fit
+from fastamp.data import imageset_dls
 from fastamp.devicedata import PadCropFlip
 
-FASTAMP = str(Path(sys.executable).parent / 'fastamp')
+from conftest import FASTAMP
 TINY = dict(task='lt', methods=['midpoint'], seeds=[0], rhos=[10], lr=1e-2)
 
 
@@ -30,7 +32,7 @@ class _Stop(Callback):
 def _learner(cfg, **kw):
     set_seed(0, reproducible=True)
     data, _, size = bench.load_dataset('digits')
-    dls = bench.imageset_dls(data, bs=cfg.bs, size=size, device='cpu', **({'after_batch': [PadCropFlip()]}
+    dls = imageset_dls(data, bs=cfg.bs, size=size, device='cpu', **({'after_batch': [PadCropFlip()]}
                                                                            if cfg.augment else {}))
     return bench.make_learner(cfg.arch, dls, [], **kw)
 
@@ -38,8 +40,8 @@ def _learner(cfg, **kw):
 def test_warmup_step_schedule_under_fastai_scales_with_epochs():
     cfg = bench.BenchConfig(**{**TINY, 'methods': ['erm'], 'lr': 0.1}, epochs=10, bs=128, schedule='warmup_step',
                             opt='sgd')
-    learn = _learner(cfg, opt_func=bench._opt_func(cfg))
-    bench._fit(learn, cfg, cfg.epochs)
+    learn = _learner(cfg, opt_func=_opt_func(cfg))
+    _fit(learn, cfg, cfg.epochs)
     lrs = np.array(learn.recorder.lrs); pct = np.arange(len(lrs)) / len(lrs)
     # linear warm-up over 5/200 of training, 0.1 until 160/200, then x0.1, and x0.1 again at 180/200
     want = np.select([pct < 0.025, pct < 0.8, pct < 0.9], [0.1 * pct / 0.025, 0.1, 0.01], 0.001)
@@ -51,9 +53,9 @@ def test_warmup_step_schedule_under_fastai_scales_with_epochs():
 def test_torch_sgd_in_a_learner_gives_fastai_sgd_updates():
     cfg = bench.BenchConfig(**{**TINY, 'lr': 0.1}, epochs=2, bs=64, schedule='warmup_step', opt='sgd', mom=0.9, wd=2e-4)
     params = []
-    for opt in (bench._opt_func(cfg), lambda ps, lr: SGD(ps, lr, mom=0.9, wd=2e-4, decouple_wd=False)):
+    for opt in (_opt_func(cfg), lambda ps, lr: SGD(ps, lr, mom=0.9, wd=2e-4, decouple_wd=False)):
         learn = _learner(cfg, opt_func=opt, wd_bn_bias=True)
-        bench._fit(learn, cfg, cfg.epochs, cbs=[_Stop(5)])
+        _fit(learn, cfg, cfg.epochs, cbs=[_Stop(5)])
         params.append([p.detach().clone() for p in learn.model.parameters()])
     for a, b in zip(*params): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert any((a != 0).any() for a in params[0])
@@ -111,6 +113,7 @@ def test_a_run_locked_by_a_live_process_is_not_started(tmp_path):
     assert status == 'busy' and 'another process' in line and not list(runs.glob('*.json'))
 
 
+@pytest.mark.slow
 def test_jobs_2_gives_the_numbers_of_jobs_1(tmp_path):
     recs = []
     for jobs in (1, 2):
@@ -170,6 +173,7 @@ def test_an_interrupted_c2f_run_keeps_its_probe_curves(tmp_path):
     assert rec['metrics'] == pytest.approx(ref['metrics'], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_heads_give_one_setting_each_with_its_curves(tmp_path):
     r = subprocess.run([FASTAMP, 'bench', '--quick', '--task', 'c2f', '--methods', 'erm,midpoint', '--seeds', '0',
                         '--heads', 'one,two', '--subset', '400', '--probe-every', '1', '--loader', 'device',
@@ -192,3 +196,23 @@ def test_cli_heads_give_one_setting_each_with_its_curves(tmp_path):
     assert len(links) == 2 and all((tmp_path / l).exists() for l in links)
     bad = subprocess.run([FASTAMP, 'bench', '--quick', '--heads', 'three'], capture_output=True, text=True)
     assert bad.returncode == 2 and "--heads: unknown head 'three'" in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, 'sched_setaffinity') or len(os.sched_getaffinity(0)) < 2, reason='needs 2 cores')
+@pytest.mark.parametrize('threads, expected', [((), 1), (('--threads', '2'), 2)])
+def test_jobs_share_the_cores_of_the_affinity_mask_unless_threads_is_given(tmp_path, threads, expected):
+    two = set(sorted(os.sched_getaffinity(0))[:2])
+    r = subprocess.run([FASTAMP, 'bench', '--quick', '--task', 'lt', '--methods', 'erm', '--epochs', '1', '--jobs', '2',
+                        *threads, '--out', str(tmp_path)], capture_output=True, text=True, timeout=600,
+                       preexec_fn=lambda: os.sched_setaffinity(0, two))
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = [json.loads(p.read_text()) for p in (tmp_path / 'lt' / 'runs').glob('*.json')]
+    assert len(recs) == 2 and [rec['versions']['cpu_threads'] for rec in recs] == [expected] * 2
+    assert 'note: --jobs' not in r.stdout  # 2 jobs on 2 cores cost nothing more
+
+
+def test_more_jobs_than_cores_is_said_in_one_line():
+    from fastamp.bench import jobs_cost_line, cpu_cores
+    line = jobs_cost_line(cpu_cores() + 2)
+    assert torch.cuda.is_available() or ('--jobs' in line and 'slower' in line and '\n' not in line)

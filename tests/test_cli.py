@@ -3,7 +3,7 @@ import dataclasses, json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 
-FASTAMP = str(Path(sys.executable).parent / 'fastamp')
+from conftest import FASTAMP
 
 
 def run(*args, timeout=600):
@@ -14,6 +14,7 @@ def error_lines(stderr):
     return [l for l in stderr.splitlines() if l.strip() and 'Warning' not in l and 'warnings.warn' not in l]
 
 
+@pytest.mark.slow
 def test_quick_bench_end_to_end_rerun_and_piped_output(tmp_path):
     out = tmp_path / 'out'
     r = run('bench', '--quick', '--out', str(out), '--threads', '2')
@@ -39,6 +40,7 @@ def test_quick_bench_end_to_end_rerun_and_piped_output(tmp_path):
     assert tables(r.stdout) == tables(r2.stdout)                  # same numbers from the saved runs
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers(tmp_path):
     outs = []
     for k in range(2):
@@ -49,6 +51,7 @@ def test_same_seed_same_numbers(tmp_path):
     assert outs[0] == outs[1]
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_with_one_line_and_keeps_finished_runs(tmp_path):
     out = tmp_path / 'out'
     p = subprocess.Popen([FASTAMP, 'bench', '--quick', '--task', 'c2f', '--out', str(out)], stdout=subprocess.PIPE,
@@ -69,6 +72,7 @@ def test_ctrl_c_ends_with_one_line_and_keeps_finished_runs(tmp_path):
     assert len(list(runs.glob('*.json'))) == 4
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_out_train_each_run_once(tmp_path):
     out = tmp_path / 'out'
     args = [FASTAMP, 'bench', '--quick', '--task', 'lt', '--out', str(out), '--threads', '1']
@@ -149,6 +153,7 @@ def test_out_naming_a_file_is_rejected(tmp_path, capsys):
     (['bench', '--epochs', '0'], '--epochs 0'),
     (['bench', '--bs', 'x'], "invalid int value: 'x'"),
 ])
+@pytest.mark.slow
 def test_bad_input_from_the_console_script_exits_2_with_one_line(args, msg, tmp_path):
     r = run(*args, '--out', str(tmp_path / 'o'), timeout=120)
     assert r.returncode == 2
@@ -156,6 +161,7 @@ def test_bad_input_from_the_console_script_exits_2_with_one_line(args, msg, tmp_
     assert len(err) == 1 and msg in err[0], r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_with_jobs_stops_the_workers_and_the_rerun_resumes_their_epochs(sig, tmp_path):
     out = tmp_path / 'out'
@@ -181,6 +187,7 @@ def _alive(pid:int)->bool:
     return True
 
 
+@pytest.mark.slow
 def test_workers_end_when_their_parent_is_killed_and_the_rerun_takes_their_runs_over(tmp_path):
     out = tmp_path / 'out'
     args = [FASTAMP, 'bench', '--quick', '--task', 'lt', '--jobs', '2', '--epochs', '30', '--out', str(out)]

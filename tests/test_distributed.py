@@ -3,6 +3,8 @@ import subprocess, sys
 import pandas as pd, pytest, torch
 from pathlib import Path
 
+pytestmark = pytest.mark.slow  # starts torchrun processes: left out of the fast loop (-m 'not slow')
+
 SCRIPT = Path(__file__).parent / 'ddp_train.py'
 pytest.importorskip('accelerate', reason="fastai's distrib_ctx needs accelerate (installed by '.[dev]')")
 

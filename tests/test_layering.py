@@ -1,35 +1,56 @@
-"""The module map of DESIGN.md, checked on the package's own imports: no module imports one above it, no cycle."""
+"""The module map of DESIGN.md, checked on the package's own imports: no module imports one above it, no cycle.
+
+Modules of a subpackage are named with their package (`bench.catalog`); inside layer 4 the bench modules have an
+order of their own (each imports only those before it)."""
 import ast
 from pathlib import Path
 
 PKG = Path(__file__).parents[1]/'fastamp'
+BENCH = ['catalog', 'store', 'training', 'resume', 'loggers', 'tasks', 'config', 'records', 'runner']
 LAYERS = {  # layer of each module; `all` re-exports everything and sits above the rest
-    'core': 1, 'metrics': 1, 'models': 1, 'datasets': 1,
+    'core': 1, 'metrics': 1, 'models': 1, 'datasets': 1, 'hooks': 1,
     'losses': 2, 'mixup': 2, 'data': 2, 'devicedata': 2,
     'transfer': 3, 'evaluate': 3,
-    'bench': 4, 'report': 4,
-    'cli': 5,
-    'all': 6,
+    **{f'bench.{m}': 4 + i / 100 for i, m in enumerate(BENCH)}, 'bench': 4.5,  # `bench/__init__` re-exports them
+    'report': 5,
+    'cli': 6,
+    'all': 7,
 }
 
 
-def fastamp_imports(path:Path)->set:
-    "Names of the fastamp modules that `path` imports, lazily imported ones included"
+def _name(path:Path)->str:
+    "`bench.catalog` for fastamp/bench/catalog.py, `bench` for its __init__, `core` for fastamp/core.py"
+    parts = path.relative_to(PKG).with_suffix('').parts
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def _exists(name:str)->bool:
+    p = PKG.joinpath(*name.split('.'))
+    return p.with_suffix('.py').exists() or (p/'__init__.py').exists()
+
+
+def fastamp_imports(path:Path, name:str|None=None)->set:
+    "Names of the fastamp modules that `path` (module `name`) imports, lazily imported ones included, dotted"
+    name = name or _name(path)
+    here = name.split('.')[:-1] if path.name != '__init__.py' else name.split('.')
     found = set()
+    def add(base:list, mod:str, names):
+        target = [*base, *(mod.split('.') if mod else [])]
+        found.update('.'.join(target + [a.name]) for a in names)  # `from .bench import catalog`: a module or a name
+        found.add('.'.join(target))
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             mod = node.module or ''
-            if node.level == 1: found.add(mod.split('.')[0] if mod else None)
-            elif mod.startswith('fastamp.'): found.add(mod.split('.')[1])
-            elif mod == 'fastamp': found.update(a.name for a in node.names)
-            if node.level == 1 and not mod: found.update(a.name for a in node.names)
+            if node.level: add(here[:len(here) - node.level + 1], mod, node.names)
+            elif mod == 'fastamp' or mod.startswith('fastamp.'): add([], mod[len('fastamp.'):], node.names)
         elif isinstance(node, ast.Import):
-            found.update(a.name.split('.')[1] for a in node.names if a.name.startswith('fastamp.'))
-    return {m for m in found if m and not m.startswith('_') and (PKG/f'{m}.py').exists()}
+            found.update(a.name[len('fastamp.'):] for a in node.names if a.name.startswith('fastamp.'))
+    return {m for m in found if m and not m.split('.')[-1].startswith('_') and _exists(m)} - {name}
 
 
 def graph():
-    return {p.stem: fastamp_imports(p) for p in PKG.glob('*.py') if not p.stem.startswith('_')}
+    return {_name(p): fastamp_imports(p) for p in PKG.rglob('*.py')
+            if not p.name.startswith('_') or p.name == '__init__.py' and p.parent != PKG}
 
 
 def test_every_module_has_a_layer():
@@ -40,6 +61,10 @@ def test_every_module_has_a_layer():
 def test_no_module_imports_a_higher_layer():
     bad = [(m, d) for m, deps in graph().items() for d in deps if LAYERS[d] > LAYERS[m]]
     assert not bad, f'imports against the layering (module -> higher-layer module): {bad}'
+
+
+def test_report_reads_the_benchmark_through_its_records_only():
+    assert {d for d in graph()['report'] if d.startswith('bench')} == {'bench.records'}
 
 
 def test_no_import_cycle():
@@ -53,7 +78,16 @@ def test_no_import_cycle():
 def test_the_checker_sees_relative_and_absolute_imports(tmp_path):
     p = tmp_path/'x.py'
     p.write_text('from .core import a\nimport fastamp.mixup\ndef f():\n    from fastamp.models import b\n')
-    assert fastamp_imports(p) == {'core', 'mixup', 'models'}
+    assert fastamp_imports(p, 'x') == {'core', 'mixup', 'models'}
+    p.write_text('from .store import a\nfrom fastamp.bench.catalog import b\n')
+    assert fastamp_imports(p, 'bench.x') == {'bench.store', 'bench.catalog'}
+
+
+def test_the_checker_sees_subpackage_imports():
+    g = graph()
+    assert {'bench.catalog', 'bench.training', 'bench.tasks'} <= g['bench.config']
+    assert 'bench.store' in g['bench.runner'] and 'mixup' in g['bench.catalog']
+    assert set(g['bench']) >= {f'bench.{m}' for m in BENCH}
 
 
 def test_all_brings_every_public_name_and_the_patched_methods():
@@ -61,8 +95,16 @@ def test_all_brings_every_public_name_and_the_patched_methods():
     import importlib
     import fastamp.all as everything
     from fastai.learner import Learner
-    for m in [m for m, layer in LAYERS.items() if layer <= 3 and (PKG/f'{m}.py').exists()]:
+    for m in [m for m, layer in LAYERS.items() if layer <= 3 and _exists(m)]:
         missing = [n for n in importlib.import_module(f'fastamp.{m}').__all__ if not hasattr(everything, n)]
         assert not missing, f'fastamp.all lacks {missing} of fastamp.{m}'
     for meth in ('get_features', 'collapse_report', 'fine_probe', 'get_adjusted_preds'):
         assert hasattr(Learner, meth), meth
+
+
+def test_bench_reexports_every_public_name_of_its_modules():
+    import importlib
+    import fastamp.bench as bench
+    for m in BENCH:
+        missing = [n for n in importlib.import_module(f'fastamp.bench.{m}').__all__ if not hasattr(bench, n)]
+        assert not missing, f'fastamp.bench lacks {missing} of fastamp.bench.{m}'

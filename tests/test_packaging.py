@@ -3,6 +3,8 @@ import os, subprocess, sys, sysconfig, tarfile, venv
 from pathlib import Path
 import pytest
 
+pytestmark = pytest.mark.slow  # builds a wheel and a venv: left out of the fast loop (-m 'not slow')
+
 ROOT = Path(__file__).parents[1]
 
 

@@ -1,0 +1,27 @@
+"""The experiments behind fastamp's claims, run resumably and in parallel into records, one comparison at a time.
+
+Written by hand, as `fastamp/all.py` is: it re-exports the public names of the modules of this package (each generated
+from its notebook in `nbs/05_bench/`), so that `from fastamp.bench import X` works for every public X. The modules, in
+their import order (each imports only those before it):
+
+- `catalog`: methods, datasets, the task record and presets: the one place to add a method, a dataset or a preset
+- `store`: atomic writes and run locks
+- `training`: the learner recipe, optimizers, schedules, loaders, fit, step timing
+- `resume`: checkpoints and random states
+- `loggers`: fastai's loggers and the mixing values
+- `tasks`: coarse-to-fine, long-tailed, overhead, and the task table `TASKS`
+- `config`: `BenchConfig`, `check_settings` (reading the tables above), run keys, the `--list` text
+- `records`: run records, `runs.csv` (what `fastamp.report` reads)
+- `runner`: one run, a comparison, a set of settings, worker processes and their threads
+"""
+from .catalog import *
+from .store import *
+from .training import *
+from .resume import *
+from .loggers import *
+from .tasks import *
+from .config import *
+from .records import *
+from .runner import *
+
+run_bench = run_comparison  # its name before the package split, kept for code written then
