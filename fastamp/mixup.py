@@ -268,7 +268,7 @@ def before_batch(self:FeatureMixHandler):
     self._y, self._s = y, (None if s is None else torch.full((), float(s), device=y.device))
     self.hist.step(fit=self._fit, iter=self.train_iter, pct_train=float(self.pct_train),
                    **({'place': k} if len(self._places) > 1 else {}))
-    self._hook.open(self.xb[0], k)
+    self._hook.open(lambda: self.learn.xb[0], k)   # the batch as the forward pass gets it
 
 @patch
 def after_pred(self:FeatureMixHandler):
