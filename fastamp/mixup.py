@@ -203,6 +203,11 @@ class FeatureMixHandler(Callback):
         self.hist.record(**kw)
 
     @property
+    def batch_state(self):
+        "What `mix` returned for the batch being trained (None outside a training step): for checks and tests"
+        return self._state
+
+    @property
     def progress(self)->float:
         "Fraction of training done: fastai's `pct_train`, measured over the whole `fine_tune` inside one"
         return (self._done + float(self.pct_train) * self.n_epoch) / self._total
