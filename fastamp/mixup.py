@@ -270,7 +270,8 @@ def before_batch(self:FeatureMixHandler):
     _check_classes(y, type(self).__name__)
     k = random.randrange(len(self._places)) if len(self._places) > 1 else 0   # on the host: no synchronisation
     s = self.scalar()
-    self._y, self._s = y, (None if s is None else torch.full((), float(s), device=y.device))
+    self._y = plain_tensor(y)   # fastai's `TensorCategory` would not trace under `torch.compile`
+    self._s = None if s is None else torch.full((), float(s), device=y.device)   # a tensor: no recompile per step
     self.hist.step(fit=self._fit, iter=self.train_iter, pct_train=float(self.pct_train),
                    **({'place': k} if len(self._places) > 1 else {}))
     self._hook.open(lambda: self.learn.xb[0], k)   # the batch as the forward pass gets it
