@@ -143,7 +143,7 @@ class FeatureMixHandler(Callback):
     ):
         self.module, self.loss_func = module, loss_func
         self.hist, self._warned, self._fit, self._span = MixHistory(), False, -1, None
-        self._hook = self._state = None
+        self._hook = self._batch_state = None
 
     # ---- one learner per callback object ----
     @property
@@ -205,7 +205,7 @@ class FeatureMixHandler(Callback):
     @property
     def batch_state(self):
         "What `mix` returned for the batch being trained (None outside a training step): for checks and tests"
-        return self._state
+        return self._batch_state
 
     @property
     def progress(self)->float:
@@ -233,11 +233,11 @@ class FeatureMixHandler(Callback):
     def unhook(self):
         "Remove the hook from the model and forget this batch (every exit of a fit calls it)"
         if self._hook is not None: self._hook.remove()
-        self._hook = self._state = self._out = self._y = self._s = None
+        self._hook = self._batch_state = self._out = self._y = self._s = None
 
     def __getstate__(self):
         self.hist.gather()   # no device tensor and no hook in an export
-        return {**self.__dict__, '_hook': None, '_state': None, '_out': None, '_y': None, '_s': None, '_lf': None}
+        return {**self.__dict__, '_hook': None, '_batch_state': None, '_out': None, '_y': None, '_s': None, '_lf': None}
 
 # %% ../nbs/01_mixup.ipynb #dd380b1c
 @patch
@@ -280,7 +280,7 @@ def before_batch(self:FeatureMixHandler):
 def after_pred(self:FeatureMixHandler):
     "Close the hook; check that the place ran once; keep the batch rows' predictions for the metrics"
     hook, module = self._hook, self._places[self._hook.active][0]
-    calls, (self._state, self._out) = hook.calls, hook.close()
+    calls, (self._batch_state, self._out) = hook.calls, hook.close()
     if calls == 0: raise RuntimeError(
         f"{type(self).__name__}: the forward pass never called {type(module).__name__}, so nothing was mixed. "
         "Pass `module=` a layer that the model runs on every batch.")
@@ -291,14 +291,14 @@ def after_pred(self:FeatureMixHandler):
 
 @patch
 def after_loss(self:FeatureMixHandler):
-    loss = self.batch_loss(self._state)
+    loss = self.batch_loss(self._batch_state)
     self.learn.loss_grad, self.learn.loss = loss, loss.detach().clone()
 
 @patch
 def after_batch(self:FeatureMixHandler):
     "This batch's state is dropped: nothing of it outlives the step"
     if self._hook is not None: self._hook.close()
-    self._state = self._out = self._y = self._s = None
+    self._batch_state = self._out = self._y = self._s = None
 
 FeatureMixHandler.after_cancel_batch = FeatureMixHandler.after_batch
 FeatureMixHandler.after_train = lambda self: self.hist.gather()
