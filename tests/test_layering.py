@@ -4,7 +4,7 @@ from pathlib import Path
 
 PKG = Path(__file__).parents[1]/'fastamp'
 LAYERS = {  # layer of each module; `all` re-exports everything and sits above the rest
-    'core': 1, 'metrics': 1, 'models': 1, 'datasets': 1,
+    'core': 1, 'hooks': 1, 'metrics': 1, 'models': 1, 'datasets': 1,
     'losses': 2, 'mixup': 2, 'data': 2, 'devicedata': 2,
     'transfer': 3, 'evaluate': 3,
     'bench': 4, 'report': 4,
