@@ -223,7 +223,7 @@ def pair_ratios(
     generator:torch.Generator|None=None, # random generator (default: torch's global one)
 )->torch.Tensor:
     "The ratio of each of `n` pairs, in float32 (cast to the features' dtype when mixing)"
-    if isinstance(lam, torch.Tensor): lam = lam.float().clamp(0.5, 1.)   # no `float(lam)`: that would wait for the device
+    if isinstance(lam, torch.Tensor): lam = lam.float().clamp(0.5, 1.)   # no `float(lam)`: a device wait
     else: lam = min(max(float(lam), 0.5), 1.)
     if not per_pair: return lam.expand(n) if isinstance(lam, torch.Tensor) else torch.full((n,), lam, device=device)
     return lam + (1 - lam) * torch.rand(n, device=device, generator=generator)
