@@ -4,6 +4,7 @@ Written by hand, as fastai's own `all.py` files are: it only re-exports the publ
 importing it also brings the `Learner` methods they patch (`get_features`, `collapse_report`, `fine_probe`,
 `get_adjusted_preds`)."""
 from .core import *
+from .hooks import *
 from .models import *
 from .datasets import *
 from .mixup import *

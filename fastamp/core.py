@@ -216,15 +216,16 @@ def as_lam_schedule(
 
 # %% ../nbs/00_core.ipynb #1c993281
 def pair_ratios(
-    lam:float, # the scheduled ratio `lam(p)`, in [0.5, 1]
+    lam, # the scheduled ratio `lam(p)`, in [0.5, 1]: a number, or a 0-d tensor on `device` (read in place, no copy)
     n:int, # number of pairs
     per_pair:bool=False, # draw each pair's ratio uniformly in `[lam, 1]`
     device=None, # where to draw them (the features' device: no copy from the host)
     generator:torch.Generator|None=None, # random generator (default: torch's global one)
 )->torch.Tensor:
     "The ratio of each of `n` pairs, in float32 (cast to the features' dtype when mixing)"
-    lam = min(max(float(lam), 0.5), 1.)
-    if not per_pair: return torch.full((n,), lam, device=device)
+    if isinstance(lam, torch.Tensor): lam = lam.float().clamp(0.5, 1.)   # no `float(lam)`: a device wait
+    else: lam = min(max(float(lam), 0.5), 1.)
+    if not per_pair: return lam.expand(n) if isinstance(lam, torch.Tensor) else torch.full((n,), lam, device=device)
     return lam + (1 - lam) * torch.rand(n, device=device, generator=generator)
 
 # %% ../nbs/00_core.ipynb #9d3c7847

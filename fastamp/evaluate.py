@@ -10,6 +10,7 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch, store_attr
 from fastai.learner import Learner, Metric
 from fastai.callback.core import Callback
+from .hooks import BatchHook
 from .core import resolve_module, unwrap_model, train_class_counts, find_classifier, plain_tensor
 from .models import NormedLinear
 from .datasets import seeded_subset
@@ -31,18 +32,19 @@ def collect_features(
     target = resolve_module(model, module)
     device = device or next(unwrap_model(model).parameters()).device
     feats, outs, ys, seen = [], [], [], 0
-    hook = lambda m, a: feats.append(plain_tensor(a[0]).detach().float().flatten(1).cpu())
-    handle = target.register_forward_pre_hook(hook)
+    keep = lambda h: (None, plain_tensor(h).detach().float().flatten(1).cpu())   # the feature, as the hook's state
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), BatchHook(model, [(target, 'input')], keep) as hook:
             for xb, yb in dl:
-                outs.append(plain_tensor(model(xb.to(device))).detach().float().cpu()); ys.append(plain_tensor(yb).cpu())
+                x = xb.to(device)
+                hook.open(x)
+                outs.append(plain_tensor(model(x)).detach().float().cpu()); ys.append(plain_tensor(yb).cpu())
+                feats.append(hook.close()[0])
                 seen += len(yb)
                 if n is not None and seen >= n: break
-    finally:
-        handle.remove(); model.train(was_training)
+    finally: model.train(was_training)
     h, logits, y = torch.cat(feats), torch.cat(outs), torch.cat(ys)
     return (h, logits, y) if n is None else (h[:n], logits[:n], y[:n])
 

@@ -196,11 +196,12 @@ def test_manifold_default_places_are_stage_outputs(arch, dls):
     body = learn.model[0]
     stages = ([body[k] for k in range(4, 8)] if arch is resnet18 else
               [getattr(body.model, f'layer{k}') for k in range(1, 5)])
-    targets = cb.targets(learn.model)
-    assert targets[0] == (learn.model, 'input')
-    assert [m for m, _ in targets[1:]] == stages and all(w == 'output' for _, w in targets[1:])
+    places = cb.places(learn.model)
+    assert places[0] == (learn.model, 'input')
+    assert [m for m, _ in places[1:]] == stages and all(w == 'output' for _, w in places[1:])
     fit_quiet(learn, 1, 1e-3, method='fit')
-    assert set(spy.during) == {1} and set(spy.after) == {0}   # one place hooked per batch, none left after it
+    # registered once for the fit (a gate, the 5 places, the end hook), unchanged from step to step
+    assert set(spy.during) == {7} and set(spy.after) == {7}
     assert cb.history['place'].nunique() == 5                 # every place gets drawn
     assert not hooks_on(learn.model)
 
