@@ -7,7 +7,10 @@
 Cells are run as `nbdev_test` runs them (same working folder, `#| eval: false` and flagged cells skipped, their old
 outputs cleared), figures are saved as plain PNG (not retina, to keep them small), and the notebook is then cleaned
 with `nbdev_clean` so that CI's "notebooks are clean" check still passes. The first error stops the run and leaves the
-notebook as it was. Outputs depend on the data found (`FASTAMP_DATA`, `FASTAMP_CIFAR10`): run it where CI runs.
+notebook as it was. Two warnings that are fastai's and not the reader's concern are filtered (torch's deprecation of
+`torch.jit.script`, which fastai uses, and `load_learner`'s blanket note on pickle), and progress bars are hidden
+(the epoch tables stay). Run it as a fresh clone would, without `FASTAMP_CIFAR10`: the pages then show the data the
+package builds offline where Fashion-MNIST or CIFAR are absent, and name no local path.
 """
 from __future__ import annotations
 import argparse, os, re, subprocess, sys, time
@@ -16,6 +19,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT/'nbs'
 SKIP_FLAGS = {'slow', 'gpu'}  # settings.ini's tst_flags: cells CI does not run
+# fastai's warnings that are noise to a reader (torch.jit.script deprecated at its import; pickle in `load_learner`),
+# and fastprogress's console bars (this shell is no notebook) would leave every step's bar in the saved outputs
+QUIET = ("import warnings; warnings.filterwarnings('ignore', message='.*torch.jit.script', category=FutureWarning)\n"
+         "warnings.filterwarnings('ignore', message='load_learner. uses Python.s insecure pickle')\n"
+         "import fastprogress.fastprogress; fastprogress.fastprogress.NO_BAR = True")
+
+
+def settle(text: str) -> str:
+    "Stream text as a terminal leaves it: what a carriage return overwrote is gone (fastprogress's probe prints)"
+    return '\n'.join(line.rsplit('\r', 1)[-1] if '\r' in line else line for line in text.split('\n'))
+
+
+def tidy(outputs: list) -> list:
+    "The outputs with stream text settled, and streams left empty dropped"
+    for o in outputs:
+        if o.get('output_type') == 'stream': o['text'] = settle(''.join(o['text'])).splitlines(True)
+    return [o for o in outputs if o.get('output_type') != 'stream' or ''.join(o['text']).strip()]
 
 
 def doc_notebooks() -> list[Path]:
@@ -46,6 +66,7 @@ def execute(path: Path, flags: set) -> float:
     from fastcore.xtras import working_directory
     nb, start = read_nb(path), time.time()
     shell = CaptureShell(path, mpl_format='png')
+    shell.run_cell(QUIET)
     with working_directory(path.parent):
         for cell in nb.cells:
             if skipped(cell, flags):
@@ -53,6 +74,7 @@ def execute(path: Path, flags: set) -> float:
                 continue
             shell.cell(cell)
             if shell.exc: raise RuntimeError(shell.prettytb(fname=path))
+            cell.outputs = tidy(cell.outputs)
     write_nb(nb, path)
     return time.time() - start
 
@@ -66,7 +88,7 @@ def main(argv=None):
     os.environ.setdefault('MPLBACKEND', 'Agg')
     paths = [n.resolve() for n in args.notebooks] or doc_notebooks()
     for path in paths:
-        print(f'{path.relative_to(ROOT)}: {execute(path, flags):.0f} s', flush=True)
+        print(f'{os.path.relpath(path, ROOT)}: {execute(path, flags):.0f} s', flush=True)
     subprocess.run([Path(sys.executable).parent/'nbdev_clean'], cwd=ROOT, check=True)
 
 
