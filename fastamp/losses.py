@@ -4,13 +4,14 @@
 
 # %% ../nbs/01a_losses.ipynb #6f9be5a5
 from __future__ import annotations
-import warnings, weakref
+import warnings
 from functools import partial
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import store_attr, basic_repr, patch, defaults
 from fastai.callback.core import Callback
 from fastai.learner import Learner
-from .core import train_class_counts, find_classifier, class_weight_holder, plain_tensor
+from .core import (train_class_counts, TrainCounts, DeviceCache, find_classifier, class_weight_holder,
+                          plain_tensor)
 from .models import NormedLinear
 
 # %% auto #0
@@ -42,21 +43,6 @@ def log_prior(
     return torch.log((c / c.sum()) ** tau + 1e-12)
 
 # %% ../nbs/01a_losses.ipynb #307de988
-class _TrainCounts:
-    "Class counts given by the user, or counted on the learner's training set, again only when that set changes"
-    def __init__(self, counts=None):
-        self.given = None if counts is None else _as_counts(counts)
-        self.value, self._src = self.given, None
-
-    def update(self, dls):
-        if self.given is not None: return
-        ds = getattr(dls, 'train_ds', None)
-        if ds is None or not len(ds) or (self._src is not None and self._src() is ds): return
-        self.value = _as_counts(train_class_counts(dls))
-        try: self._src = weakref.ref(ds)
-        except TypeError: self._src = None
-    def __getstate__(self): return {**self.__dict__, '_src': None}
-
 def _losses_of(learn)->list:
     "The learner's loss and the `loss_func` of each callback that has its own, each once"
     res = []
@@ -79,22 +65,15 @@ _NO_COUNTS = ("{name} has no class counts: they are counted on `learn.dls.train_
               "`LossSetup` callback, which fastamp adds to fastai's default callbacks. Pass `counts=` (e.g. "
               "`train_class_counts(dls)`), or add `cbs=LossSetup()` to a Learner built with `default_cbs=False`.")
 
-class _PerClass:
-    "A per-class table made from the counts, kept on one device, made again when the counts or its parameters change"
-    def __init__(self): self.key, self.value = None, None
-    def get(self, counts, params, device, make)->torch.Tensor:
-        device = torch.device(device or 'cpu')
-        if self.value is None or self.key[0] is not counts or self.key[1] != params or self.value.device != device:
-            self.key, self.value = (counts, params), make(counts).to(device)
-        return self.value
-    def __getstate__(self): return {'key': None, 'value': None}
+def _float32(w): return torch.as_tensor(w, dtype=torch.float32)
 
 class _ClassCountLoss:
     "Base of the long-tail losses: logits and integer targets, per-class `weight`, `reduction`, counts from the data"
     y_int = True
     _params = ()
     def __init__(self, counts=None, weight=None, reduction='mean'):
-        self._counts, self.weight, self.reduction, self._table = _TrainCounts(counts), weight, reduction, _PerClass()
+        self._counts, self.weight, self.reduction = TrainCounts(counts, _as_counts), weight, reduction
+        self._table, self._weights = DeviceCache(), DeviceCache()   # the per-class table and `weight`, on the device
 
     @property
     def class_counts(self)->torch.Tensor|None:
@@ -109,14 +88,10 @@ class _ClassCountLoss:
         "The loss's per-class table on `device`, made again only when the counts or the parameters change"
         c = self._counts.value
         if c is None: raise RuntimeError(_NO_COUNTS.format(name=type(self).__name__))
-        return self._table.get(c, tuple(getattr(self, p) for p in self._params), device, self._from_counts)
+        return self._table.get(c, device, self._from_counts, tuple(getattr(self, p) for p in self._params))
 
     def _weight_on(self, device):
-        w = self.weight
-        if w is None: return None
-        if not isinstance(w, torch.Tensor) or w.device != device or w.dtype != torch.float32:
-            self.weight = w = torch.as_tensor(w, dtype=torch.float32, device=device)
-        return w
+        return None if self.weight is None else self._weights.get(self.weight, device, _float32)
     def _ce(self, z, y):
         return F.cross_entropy(z, plain_tensor(y).long(), weight=self._weight_on(z.device), reduction=self.reduction)
     def decodes(self, x): return x.argmax(dim=-1)
@@ -263,7 +238,7 @@ class DRW(Callback):
         if not 0 <= switch_pct <= 1: raise ValueError(f"switch_pct={switch_pct}: a fraction of epochs is in [0, 1].")
         if not 0 <= beta < 1: raise ValueError(f"beta={beta}: beta must be in [0, 1).")
         store_attr('switch_pct,switch_epoch,beta')
-        self._counts, self._saved, self._table = _TrainCounts(counts), [], _PerClass()
+        self._counts, self._saved, self._table = TrainCounts(counts, _as_counts), [], DeviceCache()
 
     # the learner's loss gets its own weights back whenever the callback leaves a learner (fastai sets `cb.learn`)
     @property
@@ -285,7 +260,7 @@ class DRW(Callback):
         "The class-balanced weights of the current counts, on `device`"
         c = self._counts.value
         if c is None: raise RuntimeError("DRW has no class counts: pass `counts=`, or fit on data with a training set.")
-        return self._table.get(c, self.beta, device, partial(class_balanced_weights, beta=self.beta))
+        return self._table.get(c, device, partial(class_balanced_weights, beta=self.beta), self.beta)
 
     def before_fit(self):
         self.restore()

@@ -35,10 +35,7 @@ def per_sample_loss(
     "`loss_func(pred, y)` without reduction: one value per sample"
     with NoneReduce(loss_func) as lf: return lf(pred, y)
 
-def _label_weights(loss_func, y):
-    "The class weight of each label `y` under `loss_func` (e.g. set by `DRW`), or None where it weighs classes alike"
-    w = loss_class_weight(loss_func)
-    return None if w is None else torch.as_tensor(w, dtype=torch.float32).to(y.device)[y]
+def _float32(w): return torch.as_tensor(w, dtype=torch.float32)
 
 def _weighted_mean(loss, wt, wy=None):
     "Mean of `loss` over the rows of weight `wt` (0 or 1), normalised by the rows' class weights `wy` as PyTorch's is"
@@ -142,6 +139,7 @@ class FeatureMixHandler(Callback):
         self.module, self.loss_func = module, loss_func
         self.hist, self._warned, self._fit, self._span = MixHistory(), False, -1, None
         self._hook = self._batch_state = None
+        self._weights = DeviceCache()   # the loss's class weights on the device
 
     # ---- one learner per callback object ----
     @property
@@ -196,6 +194,12 @@ class FeatureMixHandler(Callback):
             f"{type(self).__name__}: the model returned {full.shape[0]} rows for {len(self.yb[0])} samples and "
             f"{start + n - len(self.yb[0])} augmented features; layers after the mixing module must work row by row.")
         return full[start:start + n]
+    def label_weights(self,
+        y:torch.Tensor, # integer classes
+    )->torch.Tensor|None:
+        "The class weight of each label `y` under the policy's loss (e.g. set by `DRW`), None if it weighs classes alike"
+        w = loss_class_weight(self._lf)
+        return None if w is None else self._weights.get(w, y.device, _float32)[y]
     def record(self, **kw):
         "Record values of this step in `hist` (device tensors are read once per epoch)"
         self.hist.record(**kw)

@@ -11,7 +11,7 @@ from fastcore.basics import store_attr, basic_repr
 from fastai.callback.core import Callback
 from .core import *
 from .mixing import FitSpan, MixHistory, FeatureMixHandler, per_sample_loss
-from .mixing import _weighted_mean, _label_weights, _check_finite, _learner_n_classes
+from .mixing import _weighted_mean, _check_finite, _learner_n_classes
 
 _all_ = ['FitSpan', 'MixHistory', 'FeatureMixHandler', 'per_sample_loss']  # the mechanism, re-exported
 
@@ -60,7 +60,7 @@ class MidpointMixup(FeatureMixHandler):
         "The clean loss (if `clean`) plus `w` times the mean loss of the augmented rows, under one-sided labels"
         clean, y, valid = self.learn.loss_grad, state['y'], state['valid']
         aug = _weighted_mean(per_sample_loss(self._lf, self.appended_preds(state['rows']), y),
-                             valid if self.clean else torch.ones_like(valid), _label_weights(self._lf, y))
+                             valid if self.clean else torch.ones_like(valid), self.label_weights(y))
         self.record(lam=self.current_lam(), progress=self.progress, n_aug=valid.sum(), loss_clean=clean.detach(),
                     loss_aug=aug.detach())
         return (clean if self.clean else 0) + self.w * aug
@@ -114,7 +114,7 @@ class FeatureMixup(FeatureMixHandler):
         pred = self.learn.pred
         lw = lw.to(pred.device).float()
         loss = torch.lerp(per_sample_loss(self._lf, pred, y_j), per_sample_loss(self._lf, pred, y), lw)
-        w_i, w_j = _label_weights(self._lf, y), _label_weights(self._lf, y_j)
+        w_i, w_j = self.label_weights(y), self.label_weights(y_j)
         loss = loss.mean() if w_i is None else loss.sum() / torch.lerp(w_j, w_i, lw).sum()   # PyTorch's weighted mean
         self.record(alpha=self.current_alpha(), lam=lam.mean(), loss_mix=loss.detach())
         return loss
@@ -156,6 +156,13 @@ class InputMixup(ManifoldMixup):
     __repr__ = basic_repr('alpha,label_rule')
 
 # %% ../nbs/01_mixup.ipynb #4b3e6572
+def _remix_counts(counts)->torch.Tensor:
+    "`counts` as a tensor: one finite training count per class"
+    c = torch.as_tensor(counts)
+    if c.ndim != 1 or c.is_floating_point() and not torch.isfinite(c).all(): raise ValueError(
+        f"Remix(counts={counts!r}): pass one finite training count per class, in class order.")
+    return c
+
 class Remix:
     "Remix label rule for `InputMixup`, `FeatureMixup` and `ManifoldMixup` (`label_rule=Remix()`)"
     def __init__(self,
@@ -166,35 +173,23 @@ class Remix:
         _check_finite('kappa', kappa, 1, what='the count ratio')
         _check_finite('tau', tau, 0, 1, what='tau')
         store_attr()
-        self._counts, self._moved = (None if counts is None else torch.as_tensor(counts)), None
-        if self._counts is not None and (self._counts.ndim != 1 or self._counts.is_floating_point() and
-                                         not torch.isfinite(self._counts).all()): raise ValueError(
-            f"Remix(counts={counts!r}): pass one finite training count per class, in class order.")
+        self._counts, self._on_device = TrainCounts(counts, _remix_counts), DeviceCache()
     __repr__ = basic_repr('kappa,tau,counts')
 
     def setup(self,
-        learn, # the learner whose fit starts: its training counts, number of classes and device
+        learn, # the learner whose fit starts: its training set and its number of classes
     ):
-        "Count the training classes (unless `counts` was given), check them, and put them on the learner's device"
-        counts = train_class_counts(learn.dls) if self.counts is None else self._counts
-        n = _learner_n_classes(learn)
-        if n is not None and len(counts) != n: raise ValueError(
+        "Count the training classes (unless `counts` was given, or this training set was counted) and check them"
+        counts, n = self._counts.update(learn.dls), _learner_n_classes(learn)
+        if counts is not None and n is not None and len(counts) != n: raise ValueError(
             f"Remix(counts=...) has {len(counts)} entries but the learner has {n} classes: pass `counts=` one "
             "training count per class, in the order of `learn.dls.vocab` (or leave `counts=None` to count "
             "`learn.dls.train_ds`).")
-        self._counts = counts.to(getattr(learn.dls, 'device', None) or next(learn.model.parameters()).device)
-        self._moved = None
-
-    def _counts_on(self, device):
-        "The counts on `device`: moved there once, not at every step"
-        if self._counts.device == device: return self._counts
-        if self._moved is None or self._moved.device != device: self._moved = self._counts.to(device)
-        return self._moved
 
     def __call__(self, lam, y_i, y_j):
-        if self._counts is None: raise RuntimeError(
+        if self._counts.value is None: raise RuntimeError(
             "Remix has no class counts: pass `counts=` or use it inside a callback's fit.")
-        c = self._counts_on(y_i.device)
+        c = self._on_device.get(self._counts.value, y_i.device)   # moved once, not at every step
         return remix_label_weight(lam, c[y_i], c[y_j], self.kappa, self.tau)
 
 # %% ../nbs/01_mixup.ipynb #93a45a8b
@@ -215,7 +210,7 @@ class IntraClassSynthesis:
         present = state['present']
         classes = torch.arange(len(present), device=present.device)
         loss = _weighted_mean(per_sample_loss(self._lf, self.appended_preds(state['rows']), classes), present,
-                              _label_weights(self._lf, classes))
+                              self.label_weights(classes))
         self.record(n_synth=present.sum(), loss_intra=loss.detach())
         return loss
 

@@ -295,11 +295,10 @@ def test_repr_lists_the_hyper_parameters():
     assert repr(SynerMix(beta=0.3)).endswith("SynerMix(beta=0.3, alpha=1.0, label_rule=None, module=None)")
 
 
-def test_remix_moves_its_counts_once():
-    "On another device than its counts, Remix moves them at the first call and reuses the copy afterwards"
+def test_remix_gives_its_weights_on_the_batch_device():
+    "On another device than its counts, Remix weighs there (its counts moved once: `fastamp.core.DeviceCache`)"
     rule, meta = Remix(counts=[500, 50, 10]), torch.device('meta')
-    first = rule._counts_on(meta)
-    assert first.device == meta and rule._counts_on(meta) is first
-    assert rule._counts_on(torch.device('cpu')) is rule._counts
-    y = torch.tensor([0, 2], device=meta)
-    assert rule(torch.full((2,), 0.3, device=meta), y, y.flip(0)).device == meta and rule._counts_on(meta) is first
+    y, lam = torch.tensor([0, 2]), torch.full((2,), 0.3)
+    torch.testing.assert_close(rule(lam, y, y.flip(0)), torch.tensor([0., 0.3]))
+    for _ in range(2): assert rule(lam.to(meta), y.to(meta), y.flip(0).to(meta)).device == meta
+    torch.testing.assert_close(rule(lam, y, y.flip(0)), torch.tensor([0., 0.3]))
