@@ -299,11 +299,15 @@ class ShotAccuracy(Metric):
             raise ValueError(f"group={group!r}: use None, 'many', 'medium' or 'few'.")
         store_attr(); self._counts = TrainCounts(counts)
     def reset(self): self.preds, self.targs, self.used = [], [], None
-    def train_counts(self, dls)->torch.Tensor:
+    def train_counts(self,
+        dls, # the learner's `DataLoaders`
+    )->torch.Tensor:
         "`counts` if given, else those of `dls.train_ds`, counted again when the training set is another object"
         c = self._counts.update(dls)
         return train_class_counts(dls) if c is None else c   # nothing known and no training items: zeros
-    def accumulate(self, learn):
+    def accumulate(self,
+        learn, # the learner, after a validation batch
+    ):
         self.used = self.train_counts(learn.dls)
         self.preds.append(learn.pred.argmax(-1).cpu()); self.targs.append(learn.yb[0].cpu())
     @property

@@ -79,7 +79,9 @@ class _ClassCountLoss:
     def class_counts(self)->torch.Tensor|None:
         "The training count of each class the loss uses (None until counted)"
         return self._counts.value
-    def setup(self, learn):
+    def setup(self,
+        learn, # the learner whose fit starts
+    ):
         "Count the classes of `learn.dls.train_ds`, unless `counts` was given (called by `LossSetup`)"
         self._counts.update(learn.dls)
 
@@ -94,7 +96,9 @@ class _ClassCountLoss:
         return None if self.weight is None else self._weights.get(self.weight, device, _float32)
     def _ce(self, z, y):
         return F.cross_entropy(z, plain_tensor(y).long(), weight=self._weight_on(z.device), reduction=self.reduction)
-    def decodes(self, x): return x.argmax(dim=-1)
+    def decodes(self,
+        x, # logits (B, C)
+    ): return x.argmax(dim=-1)
 
 # %% ../nbs/01a_losses.ipynb #0aad27ec
 _POSTERIORS = ('balanced', 'train')
@@ -114,17 +118,29 @@ class LogitAdjustedLoss(_ClassCountLoss):
         store_attr('tau,posterior')
 
     def _from_counts(self, counts): return log_prior(counts, self.tau)
-    def adjusted(self, x:torch.Tensor)->torch.Tensor:
+    def adjusted(self,
+        x:torch.Tensor, # logits (B, C)
+    )->torch.Tensor:
         "`x + tau * log(prior)` in float32: the logits the loss scores"
         return plain_tensor(x).float() + self._per_class(x.device)
-    def __call__(self, x, y): return self._ce(self.adjusted(x), y)
-    def activation(self, x):
+    def __call__(self,
+        x, # logits (B, C)
+        y, # integer targets (B,)
+    ): return self._ce(self.adjusted(x), y)
+    def activation(self,
+        x, # logits (B, C)
+    ):
         return F.softmax(self.adjusted(x) if self.posterior == 'train' else plain_tensor(x).float(), dim=-1)
     __repr__ = basic_repr('tau,posterior')
 
 class BalancedSoftmaxLoss(LogitAdjustedLoss):
     "Balanced Softmax (Ren et al., 2020): cross-entropy on `logits + log n_c`, i.e. `LogitAdjustedLoss(tau=1)`"
-    def __init__(self, counts=None, posterior:str='balanced', weight=None, reduction:str='mean'):
+    def __init__(self,
+        counts=None, # training items per class; default: counted at the start of `fit`
+        posterior:str='balanced', # `activation`: 'balanced' = softmax(logits), 'train' = softmax(logits + log pi)
+        weight=None, # per-class weight, as in `nn.CrossEntropyLoss` (`DRW` sets it)
+        reduction:str='mean', # 'mean' (weighted mean when `weight` is set), 'sum' or 'none'
+    ):
         super().__init__(1., counts, posterior, weight, reduction)
     __repr__ = basic_repr('posterior')
 
@@ -165,15 +181,22 @@ class LDAMLoss(_ClassCountLoss):
         store_attr('max_m,s,check_model')
 
     def _from_counts(self, counts): return ldam_margins(counts, self.max_m)
-    def setup(self, learn):
+    def setup(self,
+        learn, # the learner whose fit starts
+    ):
         "Count the classes (unless `counts` was given) and check that the model ends in a `NormedLinear`"
         super().setup(learn)
         if self.check_model: _check_cosine_classifier(learn.model)
-    def __call__(self, x, y):
+    def __call__(self,
+        x, # cosine logits (B, C) in [-1, 1]
+        y, # integer targets (B,)
+    ):
         x, y = plain_tensor(x).float(), plain_tensor(y).long()
         m = self._per_class(x.device)[y]
         return self._ce(self.s * x.scatter_add(1, y[:, None], -m[:, None]), y)
-    def activation(self, x): return F.softmax(self.s * plain_tensor(x).float(), dim=-1)
+    def activation(self,
+        x, # cosine logits (B, C)
+    ): return F.softmax(self.s * plain_tensor(x).float(), dim=-1)
     __repr__ = basic_repr('max_m,s')
 
 # %% ../nbs/01a_losses.ipynb #c8c45d96
@@ -248,7 +271,9 @@ class DRW(Callback):
         if learn is not self.__dict__.get('_learn'): self.restore()
         self.__dict__['_learn'] = learn
 
-    def switch_at(self, n_epoch:int)->int:
+    def switch_at(self,
+        n_epoch:int, # epochs of the fit
+    )->int:
         "The first epoch (0-based) trained with class-balanced weights, in a fit of `n_epoch` epochs"
         return self.switch_epoch if self.switch_epoch is not None else int(round(self.switch_pct * n_epoch))
     def is_on(self)->bool:
@@ -256,7 +281,9 @@ class DRW(Callback):
         l = self.learn
         return bool(l.training) and l.epoch >= self.switch_at(l.n_epoch)
 
-    def weights(self, device=None)->torch.Tensor:
+    def weights(self,
+        device=None, # where the weights are needed; None: the CPU
+    )->torch.Tensor:
         "The class-balanced weights of the current counts, on `device`"
         c = self._counts.value
         if c is None: raise RuntimeError("DRW has no class counts: pass `counts=`, or fit on data with a training set.")

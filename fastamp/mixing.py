@@ -65,14 +65,23 @@ import fastai.callback.schedule  # defines `Learner.fine_tune`
 
 class FitSpan:
     "The epochs of one `fine_tune` call: `freeze` frozen ones, then the rest, `total` in all"
-    def __init__(self, freeze:int, total:int): store_attr()
+    def __init__(self,
+        freeze:int, # epochs trained frozen
+        total:int, # epochs in all (frozen ones included)
+    ): store_attr()
     __repr__ = basic_repr('freeze,total')
 
 def _plain(f): return getattr(f, '_fastamp_plain', f)   # fastai's own method, whatever wraps it (a re-run cell)
 
 _fine_tune = _plain(Learner.fine_tune)
 @patch
-def fine_tune(self:Learner, epochs, base_lr=2e-3, freeze_epochs=1, *args, **kwargs):
+def fine_tune(self:Learner,
+    epochs, # epochs after the frozen ones
+    base_lr=2e-3, # fastai's base learning rate
+    freeze_epochs=1, # epochs trained with the body frozen
+    *args, # to fastai's `fine_tune`
+    **kwargs,
+):
     "fastai's `fine_tune`, with `learn.fine_tune_span` set for the duration of the call"
     prev, self.fine_tune_span = self.__dict__.get('fine_tune_span'), FitSpan(freeze_epochs, freeze_epochs + epochs)
     try: return _fine_tune(self, epochs, base_lr, freeze_epochs, *args, **kwargs)
@@ -81,7 +90,14 @@ Learner.fine_tune._fastamp_plain = _fine_tune
 
 _plain_fit = _plain(Learner.fit)
 @patch
-def fit(self:Learner, n_epoch, lr=None, wd=None, cbs=None, reset_opt=False, start_epoch=0):
+def fit(self:Learner,
+    n_epoch, # epochs to train
+    lr=None, # learning rate (default: `learn.lr`)
+    wd=None, # weight decay
+    cbs=None, # callbacks for this fit only
+    reset_opt=False, # make a new optimizer
+    start_epoch=0, # first epoch (to resume)
+):
     "fastai's `fit`; on every exit, fastamp's mixing callbacks remove their hooks"
     mixers = [cb for cb in list(self.cbs) + list(L(cbs)) if isinstance(cb, FeatureMixHandler)]
     try: return _plain_fit(self, n_epoch, lr, wd, cbs, reset_opt, start_epoch)
@@ -184,10 +200,15 @@ class FeatureMixHandler(Callback):
         raise NotImplementedError(f"{type(self).__name__}: a policy defines `batch_loss(state)`")
 
     # ---- helpers for policies ----
-    def append(self, h, rows)->tuple:
+    def append(self,
+        h, # the hooked tensor
+        rows, # rows to append (cast to `h.dtype`)
+    )->tuple:
         "`(h with rows appended, where they are)`: pass the second to `appended_preds`"
         return torch.cat([h, rows.to(h.dtype)]), (h.shape[0], rows.shape[0])
-    def appended_preds(self, where)->torch.Tensor:
+    def appended_preds(self,
+        where, # what `append` returned for the rows
+    )->torch.Tensor:
         "The model's predictions for the rows `append` put `where`"
         (start, n), full = where, self._out
         if full.shape[0] < start + n: raise RuntimeError(
@@ -197,7 +218,7 @@ class FeatureMixHandler(Callback):
     def label_weights(self,
         y:torch.Tensor, # integer classes
     )->torch.Tensor|None:
-        "The class weight of each label `y` under the policy's loss (e.g. set by `DRW`), None if it weighs classes alike"
+        "The class weight of each label `y` under the policy's loss (e.g. set by `DRW`); None: classes weigh alike"
         w = loss_class_weight(self._lf)
         return None if w is None else self._weights.get(w, y.device, _float32)[y]
     def record(self, **kw):
