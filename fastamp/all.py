@@ -7,6 +7,7 @@ from .core import *
 from .hooks import *
 from .models import *
 from .datasets import *
+from .mixing import *
 from .mixup import *
 from .losses import *
 from .data import *

@@ -188,7 +188,9 @@ class CoarseMap:
         if len(source) != len(fine_vocab): raise ValueError(
             f"the list map has {len(source)} entries for {len(fine_vocab)} fine classes: give one per fine class.")
         return cls(dict(zip(fine_vocab, source)))
-    def __call__(self, fine:str)->str:
+    def __call__(self,
+        fine:str, # a fine class name
+    )->str:
         try: return self.mapping[str(fine)]
         except KeyError: raise KeyError(f"fine class {fine!r} is not in the coarse map: add it to the map "
                                         f"(known fine classes: {sorted(self.mapping)[:8]}...).") from None

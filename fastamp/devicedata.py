@@ -104,7 +104,9 @@ class DeviceImages:
     def c(self): return None if self.vocab is None else len(self.vocab)
     def __len__(self): return len(self.x)
     def __getitem__(self, i): return (self.x[i],) if self.y is None else (self.x[i], self.y[i])
-    def to(self, device):
+    def to(self,
+        device, # where the images and labels go
+    ):
         "Move the tensors to `device` (in place: every loader sharing this dataset follows)"
         self.x = self.x.to(device)
         if self.y is not None: self.y = self.y.to(device)
@@ -123,7 +125,7 @@ class DeviceImages:
 class DeviceDL(DataLoader):
     "A fastai `DataLoader` over `DeviceImages`: one gather per batch, crop+flip and normalisation as batch work"
     def __init__(self,
-        dataset:DeviceImages|None=None,
+        dataset:DeviceImages|None=None, # the images (and labels), held on the device
         augment:bool=False, # random crop of the `pad`-padded image and horizontal flip, per sample
         pad:int=4, # crop offsets in [-pad, pad]
         flip:bool=True, # horizontal flips (with `augment`)
@@ -158,7 +160,9 @@ class DeviceDL(DataLoader):
 
     def sample(self): return self._DataLoader__idxs  # the epoch's indices as they are, no per-index generator
 
-    def create_batches(self, samps):
+    def create_batches(self,
+        samps, # the batch's item indices, in order (from fastai's sampler)
+    ):
         idxs = torch.as_tensor(list(samps), dtype=torch.long).to(self.dataset.x.device)
         for b in idxs.split(self.bs):
             if self.drop_last and len(b) < self.bs: break
@@ -215,13 +219,19 @@ class DeviceDL(DataLoader):
         return show_images([s[0].clamp(0, 1) for s in samples], ncols=ncols,
                            titles=[str(s[1]) if len(s) > 1 else None for s in samples], **kwargs)
 
-    def new(self, dataset=None, cls=None, **kwargs):
+    def new(self,
+        dataset=None, # another `DeviceImages`; None: the same
+        cls=None, # class of the copy (fastai's)
+        **kwargs, # to fastai's `DataLoader.new` (bs, shuffle, ...)
+    ):
         "A copy with the same batch work; the weights stay only for the same dataset"
         keep = dict(augment=self.augment, pad=self.pad, flip=self.flip, mean=self.mean, std=self.std, n_ch=self.n_ch,
                     seed=self.seed, wgts=self.wgts if dataset is None else None)
         return super().new(dataset, cls, **{**keep, **kwargs})
 
-    def to(self, device):
+    def to(self,
+        device, # where the batches are made
+    ):
         "Move the loader, its dataset and its statistics to `device`"
         super().to(device)
         if self.device is not None:
@@ -230,9 +240,7 @@ class DeviceDL(DataLoader):
         self._gens = {}
         return self
 
-    def __getstate__(self):
-        d = self.__dict__.copy(); d['_gens'] = {}  # generators are rebuilt from `seed` where the loader is loaded
-        return d
+    def __getstate__(self): return {**self.__dict__, '_gens': {}}  # generators: rebuilt from `seed` where loaded
 
 # %% ../nbs/02a_devicedata.ipynb #9582fed7
 class DeviceDataLoaders(DataLoaders):

@@ -11,7 +11,8 @@ from fastcore.basics import patch, store_attr
 from fastai.learner import Learner, Metric
 from fastai.callback.core import Callback
 from .hooks import BatchHook
-from .core import resolve_module, unwrap_model, train_class_counts, find_classifier, plain_tensor
+from .core import (resolve_module, unwrap_model, train_class_counts, TrainCounts, find_classifier,
+                          plain_tensor)
 from .models import NormedLinear
 from .datasets import seeded_subset
 from .metrics import *
@@ -296,15 +297,17 @@ class ShotAccuracy(Metric):
     ):
         if group not in (None, 'many', 'medium', 'few'):
             raise ValueError(f"group={group!r}: use None, 'many', 'medium' or 'few'.")
-        store_attr(); self._counted = None   # `(training set, its counts)` read from a learner
+        store_attr(); self._counts = TrainCounts(counts)
     def reset(self): self.preds, self.targs, self.used = [], [], None
-    def train_counts(self, dls)->torch.Tensor:
+    def train_counts(self,
+        dls, # the learner's `DataLoaders`
+    )->torch.Tensor:
         "`counts` if given, else those of `dls.train_ds`, counted again when the training set is another object"
-        if self.counts is not None: return torch.as_tensor(self.counts)
-        if self._counted is None or self._counted[0] is not dls.train_ds:
-            self._counted = (dls.train_ds, train_class_counts(dls))
-        return self._counted[1]
-    def accumulate(self, learn):
+        c = self._counts.update(dls)
+        return train_class_counts(dls) if c is None else c   # nothing known and no training items: zeros
+    def accumulate(self,
+        learn, # the learner, after a validation batch
+    ):
         self.used = self.train_counts(learn.dls)
         self.preds.append(learn.pred.argmax(-1).cpu()); self.targs.append(learn.yb[0].cpu())
     @property

@@ -4,13 +4,14 @@
 
 # %% ../nbs/01a_losses.ipynb #6f9be5a5
 from __future__ import annotations
-import warnings, weakref
+import warnings
 from functools import partial
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import store_attr, basic_repr, patch, defaults
 from fastai.callback.core import Callback
 from fastai.learner import Learner
-from .core import train_class_counts, find_classifier, class_weight_holder, plain_tensor
+from .core import (train_class_counts, TrainCounts, DeviceCache, find_classifier, class_weight_holder,
+                          plain_tensor)
 from .models import NormedLinear
 
 # %% auto #0
@@ -42,21 +43,6 @@ def log_prior(
     return torch.log((c / c.sum()) ** tau + 1e-12)
 
 # %% ../nbs/01a_losses.ipynb #307de988
-class _TrainCounts:
-    "Class counts given by the user, or counted on the learner's training set, again only when that set changes"
-    def __init__(self, counts=None):
-        self.given = None if counts is None else _as_counts(counts)
-        self.value, self._src = self.given, None
-
-    def update(self, dls):
-        if self.given is not None: return
-        ds = getattr(dls, 'train_ds', None)
-        if ds is None or not len(ds) or (self._src is not None and self._src() is ds): return
-        self.value = _as_counts(train_class_counts(dls))
-        try: self._src = weakref.ref(ds)
-        except TypeError: self._src = None
-    def __getstate__(self): return {**self.__dict__, '_src': None}
-
 def _losses_of(learn)->list:
     "The learner's loss and the `loss_func` of each callback that has its own, each once"
     res = []
@@ -79,28 +65,23 @@ _NO_COUNTS = ("{name} has no class counts: they are counted on `learn.dls.train_
               "`LossSetup` callback, which fastamp adds to fastai's default callbacks. Pass `counts=` (e.g. "
               "`train_class_counts(dls)`), or add `cbs=LossSetup()` to a Learner built with `default_cbs=False`.")
 
-class _PerClass:
-    "A per-class table made from the counts, kept on one device, made again when the counts or its parameters change"
-    def __init__(self): self.key, self.value = None, None
-    def get(self, counts, params, device, make)->torch.Tensor:
-        device = torch.device(device or 'cpu')
-        if self.value is None or self.key[0] is not counts or self.key[1] != params or self.value.device != device:
-            self.key, self.value = (counts, params), make(counts).to(device)
-        return self.value
-    def __getstate__(self): return {'key': None, 'value': None}
+def _float32(w): return torch.as_tensor(w, dtype=torch.float32)
 
 class _ClassCountLoss:
     "Base of the long-tail losses: logits and integer targets, per-class `weight`, `reduction`, counts from the data"
     y_int = True
     _params = ()
     def __init__(self, counts=None, weight=None, reduction='mean'):
-        self._counts, self.weight, self.reduction, self._table = _TrainCounts(counts), weight, reduction, _PerClass()
+        self._counts, self.weight, self.reduction = TrainCounts(counts, _as_counts), weight, reduction
+        self._table, self._weights = DeviceCache(), DeviceCache()   # the per-class table and `weight`, on the device
 
     @property
     def class_counts(self)->torch.Tensor|None:
         "The training count of each class the loss uses (None until counted)"
         return self._counts.value
-    def setup(self, learn):
+    def setup(self,
+        learn, # the learner whose fit starts
+    ):
         "Count the classes of `learn.dls.train_ds`, unless `counts` was given (called by `LossSetup`)"
         self._counts.update(learn.dls)
 
@@ -109,17 +90,15 @@ class _ClassCountLoss:
         "The loss's per-class table on `device`, made again only when the counts or the parameters change"
         c = self._counts.value
         if c is None: raise RuntimeError(_NO_COUNTS.format(name=type(self).__name__))
-        return self._table.get(c, tuple(getattr(self, p) for p in self._params), device, self._from_counts)
+        return self._table.get(c, device, self._from_counts, tuple(getattr(self, p) for p in self._params))
 
     def _weight_on(self, device):
-        w = self.weight
-        if w is None: return None
-        if not isinstance(w, torch.Tensor) or w.device != device or w.dtype != torch.float32:
-            self.weight = w = torch.as_tensor(w, dtype=torch.float32, device=device)
-        return w
+        return None if self.weight is None else self._weights.get(self.weight, device, _float32)
     def _ce(self, z, y):
         return F.cross_entropy(z, plain_tensor(y).long(), weight=self._weight_on(z.device), reduction=self.reduction)
-    def decodes(self, x): return x.argmax(dim=-1)
+    def decodes(self,
+        x, # logits (B, C)
+    ): return x.argmax(dim=-1)
 
 # %% ../nbs/01a_losses.ipynb #0aad27ec
 _POSTERIORS = ('balanced', 'train')
@@ -139,17 +118,29 @@ class LogitAdjustedLoss(_ClassCountLoss):
         store_attr('tau,posterior')
 
     def _from_counts(self, counts): return log_prior(counts, self.tau)
-    def adjusted(self, x:torch.Tensor)->torch.Tensor:
+    def adjusted(self,
+        x:torch.Tensor, # logits (B, C)
+    )->torch.Tensor:
         "`x + tau * log(prior)` in float32: the logits the loss scores"
         return plain_tensor(x).float() + self._per_class(x.device)
-    def __call__(self, x, y): return self._ce(self.adjusted(x), y)
-    def activation(self, x):
+    def __call__(self,
+        x, # logits (B, C)
+        y, # integer targets (B,)
+    ): return self._ce(self.adjusted(x), y)
+    def activation(self,
+        x, # logits (B, C)
+    ):
         return F.softmax(self.adjusted(x) if self.posterior == 'train' else plain_tensor(x).float(), dim=-1)
     __repr__ = basic_repr('tau,posterior')
 
 class BalancedSoftmaxLoss(LogitAdjustedLoss):
     "Balanced Softmax (Ren et al., 2020): cross-entropy on `logits + log n_c`, i.e. `LogitAdjustedLoss(tau=1)`"
-    def __init__(self, counts=None, posterior:str='balanced', weight=None, reduction:str='mean'):
+    def __init__(self,
+        counts=None, # training items per class; default: counted at the start of `fit`
+        posterior:str='balanced', # `activation`: 'balanced' = softmax(logits), 'train' = softmax(logits + log pi)
+        weight=None, # per-class weight, as in `nn.CrossEntropyLoss` (`DRW` sets it)
+        reduction:str='mean', # 'mean' (weighted mean when `weight` is set), 'sum' or 'none'
+    ):
         super().__init__(1., counts, posterior, weight, reduction)
     __repr__ = basic_repr('posterior')
 
@@ -190,15 +181,22 @@ class LDAMLoss(_ClassCountLoss):
         store_attr('max_m,s,check_model')
 
     def _from_counts(self, counts): return ldam_margins(counts, self.max_m)
-    def setup(self, learn):
+    def setup(self,
+        learn, # the learner whose fit starts
+    ):
         "Count the classes (unless `counts` was given) and check that the model ends in a `NormedLinear`"
         super().setup(learn)
         if self.check_model: _check_cosine_classifier(learn.model)
-    def __call__(self, x, y):
+    def __call__(self,
+        x, # cosine logits (B, C) in [-1, 1]
+        y, # integer targets (B,)
+    ):
         x, y = plain_tensor(x).float(), plain_tensor(y).long()
         m = self._per_class(x.device)[y]
         return self._ce(self.s * x.scatter_add(1, y[:, None], -m[:, None]), y)
-    def activation(self, x): return F.softmax(self.s * plain_tensor(x).float(), dim=-1)
+    def activation(self,
+        x, # cosine logits (B, C)
+    ): return F.softmax(self.s * plain_tensor(x).float(), dim=-1)
     __repr__ = basic_repr('max_m,s')
 
 # %% ../nbs/01a_losses.ipynb #c8c45d96
@@ -263,7 +261,7 @@ class DRW(Callback):
         if not 0 <= switch_pct <= 1: raise ValueError(f"switch_pct={switch_pct}: a fraction of epochs is in [0, 1].")
         if not 0 <= beta < 1: raise ValueError(f"beta={beta}: beta must be in [0, 1).")
         store_attr('switch_pct,switch_epoch,beta')
-        self._counts, self._saved, self._table = _TrainCounts(counts), [], _PerClass()
+        self._counts, self._saved, self._table = TrainCounts(counts, _as_counts), [], DeviceCache()
 
     # the learner's loss gets its own weights back whenever the callback leaves a learner (fastai sets `cb.learn`)
     @property
@@ -273,7 +271,9 @@ class DRW(Callback):
         if learn is not self.__dict__.get('_learn'): self.restore()
         self.__dict__['_learn'] = learn
 
-    def switch_at(self, n_epoch:int)->int:
+    def switch_at(self,
+        n_epoch:int, # epochs of the fit
+    )->int:
         "The first epoch (0-based) trained with class-balanced weights, in a fit of `n_epoch` epochs"
         return self.switch_epoch if self.switch_epoch is not None else int(round(self.switch_pct * n_epoch))
     def is_on(self)->bool:
@@ -281,11 +281,13 @@ class DRW(Callback):
         l = self.learn
         return bool(l.training) and l.epoch >= self.switch_at(l.n_epoch)
 
-    def weights(self, device=None)->torch.Tensor:
+    def weights(self,
+        device=None, # where the weights are needed; None: the CPU
+    )->torch.Tensor:
         "The class-balanced weights of the current counts, on `device`"
         c = self._counts.value
         if c is None: raise RuntimeError("DRW has no class counts: pass `counts=`, or fit on data with a training set.")
-        return self._table.get(c, self.beta, device, partial(class_balanced_weights, beta=self.beta))
+        return self._table.get(c, device, partial(class_balanced_weights, beta=self.beta), self.beta)
 
     def before_fit(self):
         self.restore()

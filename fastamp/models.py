@@ -23,7 +23,9 @@ class NormedLinear(nn.Linear):
         super().__init__(in_features, out_features, bias=False)
         nn.init.uniform_(self.weight, -1, 1)
         with torch.no_grad(): self.weight.renorm_(2, 0, 1e-5).mul_(1e5)
-    def forward(self, x): return F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
+    def forward(self,
+        x, # features (B, in_features)
+    ): return F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
 
 # %% ../nbs/00a_models.ipynb #ca70f3cc
 _HEADS = ('one', 'two')
@@ -74,7 +76,9 @@ class BasicBlock(nn.Module):
         self.conv1 = nn.Conv2d(n_in, n_out, 3, stride, 1, bias=False); self.bn1 = nn.BatchNorm2d(n_out)
         self.conv2 = nn.Conv2d(n_out, n_out, 3, 1, 1, bias=False); self.bn2 = nn.BatchNorm2d(n_out)
         self.shortcut = _PadShortcut(n_out - n_in) if stride != 1 or n_in != n_out else nn.Identity()
-    def forward(self, x):
+    def forward(self,
+        x, # feature maps (B, n_in, H, W)
+    ):
         out = F.relu(self.bn1(self.conv1(x)))
         return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
@@ -102,28 +106,28 @@ def cifar_resnet(
 @delegates(cifar_resnet, but=['depth', 'n_out'])
 def resnet20(
     n_out:int=10, # number of classes
-    **kwargs,
+    **kwargs, # to `cifar_resnet` (`n_in`, `head`, `normed`)
 )->nn.Sequential:
     "ResNet-20 (0.27M parameters), see `cifar_resnet`"
     return cifar_resnet(20, n_out, **kwargs)
 @delegates(cifar_resnet, but=['depth', 'n_out'])
 def resnet32(
     n_out:int=10, # number of classes
-    **kwargs,
+    **kwargs, # to `cifar_resnet` (`n_in`, `head`, `normed`)
 )->nn.Sequential:
     "ResNet-32 (0.46M parameters), the long-tail literature's CIFAR model; see `cifar_resnet`"
     return cifar_resnet(32, n_out, **kwargs)
 @delegates(cifar_resnet, but=['depth', 'n_out'])
 def resnet44(
     n_out:int=10, # number of classes
-    **kwargs,
+    **kwargs, # to `cifar_resnet` (`n_in`, `head`, `normed`)
 )->nn.Sequential:
     "ResNet-44 (0.66M parameters), see `cifar_resnet`"
     return cifar_resnet(44, n_out, **kwargs)
 @delegates(cifar_resnet, but=['depth', 'n_out'])
 def resnet56(
     n_out:int=10, # number of classes
-    **kwargs,
+    **kwargs, # to `cifar_resnet` (`n_in`, `head`, `normed`)
 )->nn.Sequential:
     "ResNet-56 (0.85M parameters), see `cifar_resnet`"
     return cifar_resnet(56, n_out, **kwargs)

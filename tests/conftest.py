@@ -1,7 +1,7 @@
 import os, sys, warnings
 from pathlib import Path
-import pytest, torch
-from fastai.vision.all import Learner, accuracy, set_seed
+import pytest, torch, torch.nn as nn
+from fastai.vision.all import Learner, Callback, accuracy, set_seed
 from fastamp.data import digits_dls
 from fastamp.models import small_cnn
 
@@ -28,3 +28,29 @@ def hooks_on(model):
     "Every forward (pre-)hook left on `model`'s modules"
     return [(name, h) for name, m in model.named_modules()
             for h in list(m._forward_hooks.values()) + list(m._forward_pre_hooks.values())]
+
+
+def fit_quiet(learn, *args, method='fit_one_cycle', **kw):
+    "`learn.<method>(*args, **kw)` without progress bar or logging"
+    with learn.no_bar(), learn.no_logging(): getattr(learn, method)(*args, **kw)
+
+
+class RaiseAt(Callback):
+    "Raise `exc` at training iteration `n`, from event `event`"
+    order = 5
+    def __init__(self, exc, n=3, event='after_batch'): self.exc, self.n, self.event = exc, n, event
+    def __getattr__(self, k):
+        if k == self.__dict__.get('event'): return self._maybe_raise
+        return super().__getattr__(k)
+    def _maybe_raise(self):
+        if self.training and self.train_iter == self.n: raise self.exc
+
+
+class RaiseInForward(nn.Module):
+    "A body layer that raises at its `n`-th training call"
+    def __init__(self, exc, n=3): super().__init__(); self.exc, self.n, self.calls = exc, n, 0
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.n: raise self.exc
+        return x

@@ -4,7 +4,7 @@ import pytest, torch, torch.nn as nn
 from fastai.vision.all import (vision_learner, resnet18, accuracy, MixUp, CutMix, GradientAccumulation,
                                CancelFitException, Callback, load_learner, ClassificationInterpretation, set_seed)
 from fastamp.mixup import MidpointMixup, FeatureMixup, ManifoldMixup, InputMixup, Remix, SynerMix, SynerMixIntra, INPUT
-from conftest import hooks_on
+from conftest import hooks_on, fit_quiet, RaiseAt, RaiseInForward
 
 CALLBACKS = {
     'midpoint': lambda: MidpointMixup(),
@@ -15,10 +15,6 @@ CALLBACKS = {
     'synermix_intra': lambda: SynerMixIntra(),
     'synermix': lambda: SynerMix(),
 }
-
-
-def fit_quiet(learn, *args, method='fit_one_cycle', **kw):
-    with learn.no_bar(), learn.no_logging(): getattr(learn, method)(*args, **kw)
 
 
 @pytest.mark.parametrize('name', CALLBACKS)
@@ -60,27 +56,6 @@ def test_lr_find_restores(name, cnn_learner):
     with learn.no_bar(), learn.no_logging(): learn.lr_find(num_it=20, show_plot=False)
     assert learn.loss_func is lf and not hooks_on(learn.model)
     fit_quiet(learn, 1, 1e-2)
-
-
-class RaiseAt(Callback):
-    "Raise `exc` at training iteration `n`, from event `event`"
-    order = 5
-    def __init__(self, exc, n=3, event='after_batch'): self.exc, self.n, self.event = exc, n, event
-    def __getattr__(self, k):
-        if k == self.__dict__.get('event'): return self._maybe_raise
-        return super().__getattr__(k)
-    def _maybe_raise(self):
-        if self.training and self.train_iter == self.n: raise self.exc
-
-
-class RaiseInForward(nn.Module):
-    "A body layer that raises at its `n`-th training call"
-    def __init__(self, exc, n=3): super().__init__(); self.exc, self.n, self.calls = exc, n, 0
-    def forward(self, x):
-        if self.training:
-            self.calls += 1
-            if self.calls == self.n: raise self.exc
-        return x
 
 
 @pytest.mark.parametrize('name', ['midpoint', 'feature', 'manifold', 'synermix'])
@@ -295,11 +270,10 @@ def test_repr_lists_the_hyper_parameters():
     assert repr(SynerMix(beta=0.3)).endswith("SynerMix(beta=0.3, alpha=1.0, label_rule=None, module=None)")
 
 
-def test_remix_moves_its_counts_once():
-    "On another device than its counts, Remix moves them at the first call and reuses the copy afterwards"
+def test_remix_gives_its_weights_on_the_batch_device():
+    "On another device than its counts, Remix weighs there (its counts moved once: `fastamp.core.DeviceCache`)"
     rule, meta = Remix(counts=[500, 50, 10]), torch.device('meta')
-    first = rule._counts_on(meta)
-    assert first.device == meta and rule._counts_on(meta) is first
-    assert rule._counts_on(torch.device('cpu')) is rule._counts
-    y = torch.tensor([0, 2], device=meta)
-    assert rule(torch.full((2,), 0.3, device=meta), y, y.flip(0)).device == meta and rule._counts_on(meta) is first
+    y, lam = torch.tensor([0, 2]), torch.full((2,), 0.3)
+    torch.testing.assert_close(rule(lam, y, y.flip(0)), torch.tensor([0., 0.3]))
+    for _ in range(2): assert rule(lam.to(meta), y.to(meta), y.flip(0).to(meta)).device == meta
+    torch.testing.assert_close(rule(lam, y, y.flip(0)), torch.tensor([0., 0.3]))

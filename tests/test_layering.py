@@ -9,12 +9,16 @@ PKG = Path(__file__).parents[1]/'fastamp'
 BENCH = ['catalog', 'store', 'training', 'resume', 'loggers', 'tasks', 'config', 'records', 'runner']
 LAYERS = {  # layer of each module; `all` re-exports everything and sits above the rest
     'core': 1, 'metrics': 1, 'models': 1, 'datasets': 1, 'hooks': 1,
-    'losses': 2, 'mixup': 2, 'data': 2, 'devicedata': 2,
+    'losses': 2, 'mixing': 2, 'mixup': 2, 'data': 2, 'devicedata': 2,
     'transfer': 3, 'evaluate': 3,
     **{f'bench.{m}': 4 + i / 100 for i, m in enumerate(BENCH)}, 'bench': 4.5,  # `bench/__init__` re-exports them
     'report': 5,
     'cli': 6,
     'all': 7,
+}
+SAME_LAYER = {  # the imports inside one layer, each clearly one-way (DESIGN.md): the policies on their mechanism, ...
+    ('mixup', 'mixing'),
+    ('devicedata', 'data'),  # ... the device-resident loaders on the per-item recipes
 }
 
 
@@ -61,6 +65,12 @@ def test_every_module_has_a_layer():
 def test_no_module_imports_a_higher_layer():
     bad = [(m, d) for m, deps in graph().items() for d in deps if LAYERS[d] > LAYERS[m]]
     assert not bad, f'imports against the layering (module -> higher-layer module): {bad}'
+
+
+def test_same_layer_imports_are_the_listed_one_way_ones():
+    same = {(m, d) for m, deps in graph().items() for d in deps if LAYERS[d] == LAYERS[m] and LAYERS[m] < 4}
+    assert same == SAME_LAYER, f'imports inside a layer that the map does not list: {same - SAME_LAYER}'
+    assert not {(d, m) for m, d in SAME_LAYER} & same
 
 
 def test_report_reads_the_benchmark_through_its_records_only():

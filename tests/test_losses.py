@@ -10,8 +10,7 @@ from fastamp.data import load_digits, long_tailed, imageset_dls
 from fastamp.models import small_cnn, NormedLinear
 from fastamp.mixup import MidpointMixup, FeatureMixup, InputMixup, Remix, SynerMix, SynerMixIntra
 from fastamp.losses import LogitAdjustedLoss, LDAMLoss, DRW, LossSetup, class_balanced_weights
-from conftest import hooks_on
-from test_callbacks import RaiseAt, RaiseInForward, fit_quiet
+from conftest import hooks_on, fit_quiet, RaiseAt, RaiseInForward
 
 LOSSES = {'ce': CrossEntropyLossFlat, 'la': LogitAdjustedLoss, 'ldam': LDAMLoss}
 MIXES = {

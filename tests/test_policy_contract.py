@@ -1,7 +1,7 @@
-"""A policy written on the contract alone trains, exports and restores, with no change to `fastamp.mixup`."""
+"""A policy written on the contract alone trains, exports and restores, with no change to `fastamp.mixing`."""
 import inspect, re, torch
 from fastai.vision.all import load_learner
-from fastamp import mixup
+from fastamp import mixing
 from fastamp.mixup import FeatureMixHandler, per_sample_loss
 from conftest import hooks_on
 
@@ -33,7 +33,7 @@ def test_a_new_policy_trains_exports_and_restores(cnn_learner, tmp_path):
 
 
 def test_the_base_class_names_no_policy_field():
-    src = inspect.getsource(mixup)
+    src = inspect.getsource(mixing)
     base = src[src.index('class FeatureMixHandler'):src.index('_COMPOSE = ')]
     policy_fields = {'clean', 'label_rule', 'symmetric', 'partner', 'per_pair', 'beta', 'alpha', '_pairs', '_perm',
                      '_lam', '_present', '_aug_w', 'schedule', 'modules'}

@@ -57,3 +57,10 @@ def test_the_sdist_carries_what_setup_py_reads():
     manifest = (ROOT / 'MANIFEST.in').read_text().split()
     for f in ('settings.ini', 'LICENSE', 'README.md'): assert f in manifest
     assert 'Apache License' in (ROOT / 'LICENSE').read_text()
+
+
+def test_no_test_file_imports_another():
+    "Helpers shared by test files live in tests/conftest.py"
+    bad = [(p.name, m) for p in (ROOT/'tests').glob('*.py')
+           for m in re.findall(r'^\s*(?:from|import)\s+(test_\w+)', p.read_text(), re.M)]
+    assert not bad, bad
