@@ -114,7 +114,7 @@ class RunLock:
 
     def _create(self)->bool:
         "Create the lock file whole, naming this process, unless it exists"
-        self._mine = json.dumps(this_process())
+        self._mine = json.dumps({**this_process(), 'token': uuid.uuid4().hex})  # this very lock, for `__exit__`
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f'.{self.path.name}.', suffix='.tmp')
         try:
             with os.fdopen(fd, 'w') as f: f.write(self._mine)
