@@ -20,8 +20,27 @@ def _fail(msg, code:int=2)->int:
 def _csv(kind):
     return lambda s: [kind(v) for v in s.split(',') if v.strip()]
 
+def _sweep_options(b):
+    "Options of `fastamp bench` beyond one process: devices, shards, locks"
+    from fastamp.bench import LOCK_TIMEOUT
+    b.add_argument('--devices', type=_csv(str), help='comma list of devices dealt to the --jobs workers in turn, each '
+                   'worker seeing only its GPU, e.g. cuda:0,cuda:1 (default with --jobs > 1: every visible GPU)')
+    b.add_argument('--shard', help='i/N: run only shard i of N (0 <= i < N) of the sweep, for N commands or nodes '
+                   'sharing --out (same options but --shard); auto: this task of a SLURM job array '
+                   '(SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT)')
+    b.add_argument('--lock-timeout', type=float, dest='lock_timeout', default=LOCK_TIMEOUT, help='seconds without a '
+                   f'heartbeat after which a run locked by another host is taken over (default {LOCK_TIMEOUT:g})')
+
+def _report_parser(sub):
+    "`fastamp report`: the tables of a benchmark folder, any time"
+    r = sub.add_parser('report', help='rebuild runs.csv, the tables, plots and results.md of a benchmark folder from '
+                       'its records (a sweep half done included)')
+    r.add_argument('--out', default='bench_out', help='the benchmark folder (fastamp bench --out)')
+    r.add_argument('--no-plots', dest='plots', action='store_false', help='tables only')
+    r.set_defaults(func=_report)
+
 def _parser():
-    from fastamp.bench import PRESETS, LOGGERS, LOADERS, METHODS, DATASETS, TASKS, LOCK_TIMEOUT
+    from fastamp.bench import PRESETS, LOGGERS, LOADERS, METHODS, DATASETS, TASKS
     from fastamp.bench.training import _archs
     from fastamp.metrics import MANY_SHOT, FEW_SHOT
     p = _Parser(prog='fastamp', description='Asymptotic Midpoint Mixup for fastai')
@@ -57,22 +76,11 @@ def _parser():
     b.add_argument('--threads', type=int, help='CPU threads of each process (default: with --jobs N, '
                    'an equal share of the cores, cores // N)')
     b.add_argument('--jobs', type=int, default=1, help='runs at once, one process each (default 1)')
-    b.add_argument('--devices', type=_csv(str), help='comma list of devices dealt to the --jobs workers in turn, each '
-                   'worker seeing only its GPU, e.g. cuda:0,cuda:1 (default with --jobs > 1: every visible GPU)')
-    b.add_argument('--shard', help='i/N: run only shard i of N (0 <= i < N) of the sweep, for N commands or nodes '
-                   'sharing --out (same options but --shard); auto: this task of a SLURM job array '
-                   '(SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT)')
-    b.add_argument('--lock-timeout', type=float, dest='lock_timeout', default=LOCK_TIMEOUT, help='seconds without a '
-                   f'heartbeat after which a run locked by another host is taken over (default {LOCK_TIMEOUT:g})')
     b.add_argument('--log', help=f"attach fastai's logger: {', '.join(LOGGERS)}")
     b.add_argument('--out', default='bench_out', help='output folder (finished runs there are skipped, '
                    'interrupted ones resume)')
     b.set_defaults(func=_bench)
-    r = sub.add_parser('report', help='rebuild runs.csv, the tables, plots and results.md of a benchmark folder from '
-                       'its records (a sweep half done included)')
-    r.add_argument('--out', default='bench_out', help='the benchmark folder (fastamp bench --out)')
-    r.add_argument('--no-plots', dest='plots', action='store_false', help='tables only')
-    r.set_defaults(func=_report)
+    _sweep_options(b); _report_parser(sub)
     return p
 
 # %% ../nbs/06_cli.ipynb #be6ec5dc

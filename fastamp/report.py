@@ -221,7 +221,8 @@ def _setting_section(d:Path, title:str, recs:list, cfg, plots:bool, several:bool
         f"Mean ± std over seeds (best mean marked *), {_runs(recs, planned)}:",
         to_markdown(summarize(df, methods=order)),
         f"### {title}: collapse measures of the classifier input on the held-out set (no best marked: the better "
-        f"direction differs per measure), {_runs(recs, planned)}", to_markdown(summarize(df, coll, methods=order, mark_best=False)),
+        f"direction differs per measure), {_runs(recs, planned)}",
+        to_markdown(summarize(df, coll, methods=order, mark_best=False)),
         *_curves_section(d, recs, order, plots)])
 
 def results_page(

@@ -41,7 +41,8 @@ _RULES = [  # (setting, test, what to give instead)
     ('subset', lambda v: v >= 1, 'a positive number of training items, or leave it out for all'),
     ('probe_every', lambda v: v >= 0, 'a number of epochs >= 0 (0: probe only at the end)'),
     ('heads', len, "one or more heads, e.g. --heads one,two"),
-    ('lock_timeout', _positive, 'a positive number of seconds'), ('devices', len, 'one or more devices, e.g. cuda:0,cuda:1'),
+    ('lock_timeout', _positive, 'a positive number of seconds'),
+    ('devices', len, 'one or more devices, e.g. cuda:0,cuda:1'),
 ]
 
 def _known(k, values, known):

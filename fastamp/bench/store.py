@@ -35,9 +35,9 @@ def write_json(
 
 
 # %% ../../nbs/05_bench/01_store.ipynb #b7e1a002
-LOCK_TIMEOUT = 30 * 60 # seconds without a heartbeat after which a lock held elsewhere is stale: a training run beats
-                       # at least every `HEARTBEAT`, so this is 30 missed beats (a stalled filesystem, a long measurement
-                       # after training), and a dead node's runs are taken over within half an hour
+LOCK_TIMEOUT = 30 * 60 # seconds without a heartbeat after which a lock held elsewhere is stale: a training run
+                       # beats at least every `HEARTBEAT`, so this is 30 missed beats (a stalled filesystem, a long
+                       # measurement after training), and a dead node's runs are taken over within half an hour
 HEARTBEAT = 60 # seconds between two touches of a held lock while its run trains
 
 def _read(path)->str|None:
