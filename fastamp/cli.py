@@ -20,6 +20,25 @@ def _fail(msg, code:int=2)->int:
 def _csv(kind):
     return lambda s: [kind(v) for v in s.split(',') if v.strip()]
 
+def _sweep_options(b):
+    "Options of `fastamp bench` beyond one process: devices, shards, locks"
+    from fastamp.bench import LOCK_TIMEOUT
+    b.add_argument('--devices', type=_csv(str), help='comma list of devices dealt to the --jobs workers in turn, each '
+                   'worker seeing only its GPU, e.g. cuda:0,cuda:1 (default with --jobs > 1: every visible GPU)')
+    b.add_argument('--shard', help='i/N: run only shard i of N (0 <= i < N) of the sweep, for N commands or nodes '
+                   'sharing --out (same options but --shard); auto: this task of a SLURM job array '
+                   '(SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT)')
+    b.add_argument('--lock-timeout', type=float, dest='lock_timeout', default=LOCK_TIMEOUT, help='seconds without a '
+                   f'heartbeat after which a run locked by another host is taken over (default {LOCK_TIMEOUT:g})')
+
+def _report_parser(sub):
+    "`fastamp report`: the tables of a benchmark folder, any time"
+    r = sub.add_parser('report', help='rebuild runs.csv, the tables, plots and results.md of a benchmark folder from '
+                       'its records (a sweep half done included)')
+    r.add_argument('--out', default='bench_out', help='the benchmark folder (fastamp bench --out)')
+    r.add_argument('--no-plots', dest='plots', action='store_false', help='tables only')
+    r.set_defaults(func=_report)
+
 def _parser():
     from fastamp.bench import PRESETS, LOGGERS, LOADERS, METHODS, DATASETS, TASKS
     from fastamp.bench.training import _archs
@@ -61,6 +80,7 @@ def _parser():
     b.add_argument('--out', default='bench_out', help='output folder (finished runs there are skipped, '
                    'interrupted ones resume)')
     b.set_defaults(func=_bench)
+    _sweep_options(b); _report_parser(sub)
     return p
 
 # %% ../nbs/06_cli.ipynb #be6ec5dc
@@ -80,17 +100,32 @@ def _bench(args)->int:
     from fastamp import bench, report
     if args.list: print(bench.catalog_listing()); return 0
     s = bench_settings(args)
-    try: bench.check_settings({**s, 'out': args.out, 'threads': args.threads, 'jobs': args.jobs, 'log': args.log})
+    opts = dict(threads=args.threads, devices=args.devices, shard=args.shard, lock_timeout=args.lock_timeout)
+    try: bench.check_settings({**s, 'out': args.out, 'jobs': args.jobs, 'log': args.log, **opts})
     except bench.SettingsError as e: return _fail(e)
     if args.threads: bench.set_threads(args.threads)
     cfgs = bench.task_configs(s)
     print('methods: ' + '; '.join(f"{m} = {bench.describe_method(m)}" for m in s['methods']), flush=True)
     log = lambda line: print(line, flush=True)
-    counts = bench.run_benchmark(s, args.out, jobs=args.jobs, log=log, logger=args.log, threads=args.threads)
-    print('\n' + report.write_results(args.out, cfgs=cfgs), flush=True)
-    print(f"runs, reports and tables in {args.out}/ (all runs: {args.out}/runs.csv)")
+    counts = bench.run_benchmark(s, args.out, jobs=args.jobs, log=log, logger=args.log, **opts)
+    print('\n' + report.write_report(args.out, cfgs=cfgs), flush=True)
+    print(f"runs, reports and tables in {args.out}/ (all runs: {args.out}/runs.csv; any time: fastamp report --out "
+          f"{args.out})")
     if counts['failed'] and not counts['done']:
         return _fail(f"every run tried failed ({counts['failed']}); see the FAILED lines above", code=1)
+    if counts['busy']: return _fail(
+        f"{counts['busy']} run(s) still held by other processes (the busy lines above): rerun the same command once "
+        f"they finish (finished runs are skipped); a holder silent for --lock-timeout ({args.lock_timeout:g} s) "
+        "is taken over", code=1)
+    return 0
+
+def _report(args)->int:
+    import warnings; warnings.filterwarnings('ignore', category=FutureWarning)
+    from fastamp import report
+    from pathlib import Path
+    if not Path(args.out).is_dir(): return _fail(f"--out {args.out}: no such folder; give a fastamp bench --out")
+    print(report.write_report(args.out, plots=args.plots), flush=True)
+    print(f"tables in {args.out}/results.md, all runs in {args.out}/runs.csv")
     return 0
 
 def _interrupt(*args): raise KeyboardInterrupt

@@ -7,12 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.meta import delegates
-from .bench.records import TASKS, PROBE_PLACES, BenchConfig, atomic_write, run_records, records_frame
+from .bench.records import (TASKS, PROBE_PLACES, BenchConfig, atomic_write, run_records, records_frame,
+                                   planned_keys, write_runs_table)
 from .evaluate import plot_align_uniform
 
 # %% auto #0
 __all__ = ['summarize', 'to_markdown', 'overhead_table', 'save_plots', 'probe_curves', 'curve_table', 'plot_probe_curves',
-           'task_section', 'results_page', 'write_results']
+           'task_section', 'results_page', 'write_results', 'write_report']
 
 # %% ../nbs/05a_report.ipynb #0aba5b61
 _NOT_METRICS = ('method', 'seed', 'rho', 'wall_s')
@@ -165,6 +166,11 @@ def _machine(rec:dict)->str:
     return (f"Machine: {v['machine']}, {v['cpu_threads']} torch thread(s), GPU: {v['cuda'] or 'none'}; python "
             f"{v['python']}, torch {v['torch']}, fastai {v['fastai']}, fastamp {v['fastamp']}.")
 
+def _runs(recs:list, planned:set|None)->str:
+    "`k of n planned runs` where the plan is known, else `k runs`"
+    if planned is None: return f"{len(recs)} run{'s' * (len(recs) != 1)}"
+    return f"{len(recs)} of {len(planned)} planned runs"
+
 def task_section(
     out, # the benchmark's output folder
     task:str, # a key of `fastamp.bench.tasks.TASKS`
@@ -177,9 +183,11 @@ def task_section(
         if not (d/'overhead.csv').exists(): return ''
         return (f"## {title} (median ms per step, interleaved repeats)\n\n"
                 + to_markdown(overhead_table(pd.read_csv(d/'overhead.csv'))))
-    settings = {}
+    settings, planned = {}, planned_keys(out, task, cfg)
     for r in run_records(d, cfg): settings.setdefault(_setting(r), []).append(r)
-    return '\n\n'.join(_setting_section(d, title, recs, cfg, plots, len(settings) > 1) for recs in settings.values())
+    plan = lambda h: None if planned is None else {k for k in planned if k.endswith(f'_{h}')}
+    return '\n\n'.join(_setting_section(d, title, recs, cfg, plots, len(settings) > 1, plan(h))
+                        for h, recs in settings.items())
 
 def _curves_section(d:Path, recs:list, order:list, plots:bool)->list:
     "The fine-probe curves of one setting: their PNG (when `plots`) and, per place, the table at a few epochs"
@@ -199,7 +207,7 @@ def _curves_section(d:Path, recs:list, order:list, plots:bool)->list:
                 "seeded subsets, so their last epoch differs slightly from the final probe above):", to_markdown(t)]
     return out
 
-def _setting_section(d:Path, title:str, recs:list, cfg, plots:bool, several:bool)->str:
+def _setting_section(d:Path, title:str, recs:list, cfg, plots:bool, several:bool, planned:set|None)->str:
     "The Markdown of the runs `recs` of one setting of a task"
     df = records_frame(recs)
     order = cfg.methods if cfg is not None else recs[0]['config']['methods']
@@ -207,12 +215,14 @@ def _setting_section(d:Path, title:str, recs:list, cfg, plots:bool, several:bool
     coll = [c for c in df.columns if c.startswith('collapse_') and c != 'collapse_accuracy']
     return '\n\n'.join([
         f"## {title}: {_setting_name(recs[0]['config'])}", _fixed(recs[0]['config'], recs),
-        f"Runs: {len(recs)}; summed wall time {sum(r['wall_s'] for r in recs) / 60:.1f} min. Methods:\n\n"
+        f"Runs: {_runs(recs, planned)}; summed wall time {sum(r['wall_s'] for r in recs) / 60:.1f} min. Methods:\n\n"
         + '\n'.join(f"- `{m}`: {next(r['method_detail'] for r in recs if r['method'] == m)}"
                     for m in dict.fromkeys(r['method'] for r in recs)),
-        "Mean ± std over seeds (best mean marked *):", to_markdown(summarize(df, methods=order)),
+        f"Mean ± std over seeds (best mean marked *), {_runs(recs, planned)}:",
+        to_markdown(summarize(df, methods=order)),
         f"### {title}: collapse measures of the classifier input on the held-out set (no best marked: the better "
-        "direction differs per measure)", to_markdown(summarize(df, coll, methods=order, mark_best=False)),
+        f"direction differs per measure), {_runs(recs, planned)}",
+        to_markdown(summarize(df, coll, methods=order, mark_best=False)),
         *_curves_section(d, recs, order, plots)])
 
 def results_page(
@@ -231,6 +241,8 @@ def results_page(
     if command: head.append(f"Command: `{command}`")
     if recs: head.append(_machine(recs[0]))
     if elapsed: head.append(f"Elapsed for the whole command: {elapsed}.")
+    planned = [p for t, c in tasks if TASKS[t].per_run and (p := planned_keys(out, t, c)) is not None]
+    if planned: head.append(f"Finished: {_runs(recs, set().union(*planned))}.")
     body = [s for t, c in tasks if (s := task_section(out, t, c, plots))]
     return '\n\n'.join(head + body) + '\n'
 
@@ -243,3 +255,12 @@ def write_results(
     page = results_page(out, **kwargs)
     atomic_write(Path(out)/'results.md', lambda p: p.write_text(page))
     return page
+
+def write_report(
+    out, # the benchmark's output folder (finished or not)
+    cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
+    **kwargs, # more for `results_page` (title, command, elapsed, plots)
+)->str:
+    "Rebuild `runs.csv`, the tables, plots and `results.md` of `out` from its records; return the page"
+    write_runs_table(out)
+    return write_results(out, cfgs=cfgs, **kwargs)

@@ -189,13 +189,14 @@ def _alive(pid:int)->bool:
 
 @pytest.mark.slow
 def test_workers_end_when_their_parent_is_killed_and_the_rerun_takes_their_runs_over(tmp_path):
+    from fastamp import bench
     out = tmp_path / 'out'
     args = [FASTAMP, 'bench', '--quick', '--task', 'lt', '--jobs', '2', '--epochs', '30', '--out', str(out)]
     p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = out / 'lt' / 'runs'
     deadline = time.time() + 300
     while time.time() < deadline and not list(runs.glob('*.ckpt')): time.sleep(0.1)
-    workers = [int(l.read_text()) for l in runs.glob('*.lock')]
+    workers = [bench.read_lock(l)['pid'] for l in runs.glob('*.lock')]
     p.kill(); p.wait()                                        # SIGKILL: the parent cannot stop its workers
     deadline = time.time() + 10                            # a run lasts longer than that
     while time.time() < deadline and any(_alive(w) for w in workers): time.sleep(0.2)

@@ -5,14 +5,14 @@ from its notebook in `nbs/05_bench/`), so that `from fastamp.bench import X` wor
 their import order (each imports only those before it):
 
 - `catalog`: methods, datasets, the task record and presets: the one place to add a method, a dataset or a preset
-- `store`: atomic writes and run locks
+- `store`: atomic writes and run locks that hold across hosts and restarts
 - `training`: the learner recipe, optimizers, schedules, loaders, fit, step timing
 - `resume`: checkpoints and random states
 - `loggers`: fastai's loggers and the mixing values
 - `tasks`: coarse-to-fine, long-tailed, overhead, and the task table `TASKS`
 - `config`: `BenchConfig`, `check_settings` (reading the tables above), run keys, the `--list` text
-- `records`: run records, `runs.csv` (what `fastamp.report` reads)
-- `runner`: one run, a comparison, a set of settings, worker processes and their threads
+- `records`: run records, `runs.csv`, the plan of a sweep (what `fastamp.report` reads)
+- `runner`: one run, a comparison, a set of settings or one shard of it, worker processes over devices and cores
 """
 from .catalog import *
 from .store import *

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/05_bench/06_config.ipynb #81062e6b
 from __future__ import annotations
-import hashlib, importlib.util, json, math
+import hashlib, importlib.util, json, math, os
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import torch
@@ -17,7 +17,8 @@ from .loggers import LOGGERS
 from .tasks import TASKS
 
 # %% auto #0
-__all__ = ['SettingsError', 'check_settings', 'BenchConfig', 'run_key', 'task_config', 'task_configs', 'catalog_listing']
+__all__ = ['SettingsError', 'check_settings', 'BenchConfig', 'run_key', 'task_config', 'task_configs', 'catalog_listing',
+           'parse_shard', 'shard_keys']
 
 # %% ../../nbs/05_bench/06_config.ipynb #c0b4380f
 class SettingsError(ValueError):
@@ -40,6 +41,8 @@ _RULES = [  # (setting, test, what to give instead)
     ('subset', lambda v: v >= 1, 'a positive number of training items, or leave it out for all'),
     ('probe_every', lambda v: v >= 0, 'a number of epochs >= 0 (0: probe only at the end)'),
     ('heads', len, "one or more heads, e.g. --heads one,two"),
+    ('lock_timeout', _positive, 'a positive number of seconds'),
+    ('devices', len, 'one or more devices, e.g. cuda:0,cuda:1'),
 ]
 
 def _known(k, values, known):
@@ -73,13 +76,21 @@ def _check_model(s:dict):
         raise SettingsError("--task c2f with augmentation on the per-item loader would probe augmented training "
                             "features: use --loader device (its probes read unaugmented images)")
 
+def _check_device(opt:str, d:str):
+    "`d` names a device this machine has"
+    try: dev = torch.device(d)
+    except RuntimeError: raise SettingsError(f"{opt} {d!r}: give cpu, cuda or cuda:N") from None
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise SettingsError(f"{opt} {d}: no CUDA GPU is available here; use cpu")
+    if dev.type == 'cuda' and (dev.index or 0) >= torch.cuda.device_count():
+        raise SettingsError(f"{opt} {d}: this machine shows {torch.cuda.device_count()} GPU(s), cuda:0 to "
+                            f"cuda:{torch.cuda.device_count() - 1}")
+
 def _check_places(s:dict):
-    "The device, the data, the output folder and the logger's package are there"
-    if s.get('device'):
-        try: dev = torch.device(s['device'])
-        except RuntimeError: raise SettingsError(f"--device {s['device']!r}: give cpu, cuda or cuda:N") from None
-        if dev.type == 'cuda' and not torch.cuda.is_available():
-            raise SettingsError(f"--device {s['device']}: no CUDA GPU is available here; use --device cpu")
+    "The devices, the data, the output folder and the logger's package are there"
+    if s.get('device'): _check_device('--device', s['device'])
+    for d in s.get('devices') or []: _check_device('--devices', d)
+    if s.get('shard') is not None: parse_shard(s['shard'])
     if s.get('dataset') and DATASETS[dataset_name(s['dataset'])].needs_path and not s.get('data'):
         raise SettingsError(needs_data_message(s['dataset']))
     if s.get('data') and not Path(s['data']).exists():
@@ -91,7 +102,8 @@ def _check_places(s:dict):
         raise SettingsError(f"--log {s['log']} needs the {pkg} package: pip install {pkg} (or use --log csv)")
 
 def check_settings(
-    s:dict, # benchmark settings: `BenchConfig` fields and run options (`tasks`, `out`, `threads`, `jobs`, `log`)
+    s:dict, # benchmark settings: `BenchConfig` fields and run options (`tasks`, `out`, `threads`, `jobs`, `log`,
+            # `devices`, `shard`, `lock_timeout`)
 ):
     "Raise `SettingsError` on the first setting of `s` that cannot run, before any work"
     for k, ok, fix in _RULES:
@@ -176,3 +188,31 @@ def catalog_listing()->str:
                       'presets:', *[row(n, preset(p)) for n, p in PRESETS.items()],
                       'datasets:', *[row(n, data(d)) for n, d in DATASETS.items()],
                       'tasks:', *[row(n, t.title) for n, t in TASKS.items()]])
+
+# %% ../../nbs/05_bench/06_config.ipynb #d5a7d002
+def parse_shard(
+    spec:str|None, # 'i/N' (shard i of N, 0 <= i < N), 'auto' (this task of a SLURM job array), or None: everything
+    env:dict|None=None, # where 'auto' reads SLURM's variables (default: `os.environ`)
+)->tuple|None: # `(i, N)`, or None for the whole sweep
+    "The shard `--shard` names"
+    if spec is None: return None
+    env = os.environ if env is None else env
+    if spec == 'auto':
+        if 'SLURM_ARRAY_TASK_ID' not in env or 'SLURM_ARRAY_TASK_COUNT' not in env: raise SettingsError(
+            "--shard auto: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT are not set (not a task of a SLURM job array); "
+            "give --shard i/N")
+        spec = (f"{int(env['SLURM_ARRAY_TASK_ID']) - int(env.get('SLURM_ARRAY_TASK_MIN', 0))}/"
+                f"{env['SLURM_ARRAY_TASK_COUNT']}")
+    try: i, n = (int(v) for v in spec.split('/'))
+    except ValueError: raise SettingsError(f"--shard {spec!r}: give i/N, e.g. 0/4 (the first of 4), or auto") from None
+    if not 0 <= i < n: raise SettingsError(f"--shard {spec}: give i/N with 0 <= i < N")
+    return i, n
+
+def shard_keys(
+    keys, # the run keys of the whole sweep
+    shard:tuple|None, # `(i, N)` (`parse_shard`), or None
+)->set:
+    "The keys shard `(i, N)` runs: the i-th of the sorted keys and every N-th after it; all of them without a shard"
+    if shard is None: return set(keys)
+    i, n = shard
+    return set(sorted(set(keys))[i::n])

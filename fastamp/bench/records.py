@@ -4,7 +4,8 @@
 
 # %% ../../nbs/05_bench/07_records.ipynb #90292e6a
 from __future__ import annotations
-import json, platform
+import json, platform, time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 import pandas as pd, torch
@@ -13,12 +14,13 @@ import fastamp
 from ..metrics import per_class_accuracy
 from ..evaluate import FineProbeRecorder  # and Learner.get_features, .collapse_report
 from .catalog import describe_method
-from .store import atomic_write
+from .store import atomic_write, write_json, RunLock
 from .tasks import TASKS, PROBE_PLACES
 from .config import BenchConfig, run_key
 
 # %% auto #0
-__all__ = ['versions', 'run_records', 'records_frame', 'load_records', 'runs_table', 'write_runs_table', 'interrupted_line']
+__all__ = ['versions', 'run_records', 'records_frame', 'load_records', 'runs_table', 'write_runs_table', 'interrupted_line',
+           'read_plan', 'write_plan', 'planned_keys']
 
 # %% ../../nbs/05_bench/07_records.ipynb #9eb68dd7
 def versions()->dict:
@@ -101,3 +103,43 @@ def interrupted_line(
     part = len(list(Path(out).glob('*/runs/*.ckpt')))
     return (f"interrupted: {done} run(s) finished in {out}/" + (f", {part} with saved epochs" if part else '')
             + f"; rerun {command} to resume (finished runs are skipped, started runs go on from their last epoch)")
+
+# %% ../../nbs/05_bench/07_records.ipynb #e0c1a002
+def read_plan(
+    out, # the benchmark's output folder
+)->dict: # task -> its planned run keys; empty without a plan
+    "The runs planned in `out` (`out/plan.json`)"
+    p = Path(out)/'plan.json'
+    return json.loads(p.read_text())['runs'] if p.exists() else {}
+
+@contextmanager
+def _plan_lock(out:Path, wait:float=30.):
+    "Hold `out/plan.json.lock` (milliseconds per holder); after `wait` seconds go on without it (the write is atomic)"
+    deadline = time.monotonic() + wait
+    while True:
+        with RunLock(out/'plan.json.lock') as lock:
+            if lock.acquired or time.monotonic() > deadline:
+                yield; return
+        time.sleep(0.05)
+
+def write_plan(
+    out, # the benchmark's output folder
+    keys:dict, # task -> the run keys a sweep plans
+)->Path:
+    "Add `keys` to `out/plan.json`, merged with the runs other commands and shards planned there"
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    with _plan_lock(out):
+        plan = read_plan(out)
+        for t, ks in keys.items(): plan[t] = sorted(set(plan.get(t, [])) | set(ks))
+        write_json(out/'plan.json', {'runs': plan})
+    return out/'plan.json'
+
+def planned_keys(
+    out, # the benchmark's output folder
+    task:str, # a task of it
+    cfg:BenchConfig|None=None, # one comparison: its own runs are the plan
+)->set|None: # the planned run keys; None when nothing says
+    "The runs planned for `task` in `out`: those of `cfg` when given, else those of `out/plan.json`"
+    if cfg is not None: return {run_key(cfg, *r) for r in cfg.runs()}
+    plan = read_plan(out)
+    return set(plan[task]) if task in plan else None

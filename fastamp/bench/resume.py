@@ -11,10 +11,10 @@ from fastcore.basics import store_attr
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from ..evaluate import CollapseRecorder
-from .store import atomic_write
+from .store import atomic_write, HEARTBEAT
 
 # %% auto #0
-__all__ = ['EpochCheckpoint', 'resume_training']
+__all__ = ['EpochCheckpoint', 'resume_training', 'LockHeartbeat']
 
 # %% ../../nbs/05_bench/03_resume.ipynb #6584697e
 def _rng_state(learn)->dict:
@@ -58,3 +58,14 @@ def resume_training(
     _set_rng_state(learn, st['rng'])
     for cb, records in zip(_recorders(learn), st.get('recorders', [])): cb.records = list(records)
     return st['epoch'], st.get('wall_s', 0.)
+
+# %% ../../nbs/05_bench/03_resume.ipynb #c9a1b002
+class LockHeartbeat(Callback):
+    "Touch the run's lock after every epoch and at most every `every` seconds of batches"
+    order = 99
+    def __init__(self,
+        lock, # the run's held `RunLock`
+        every:float=HEARTBEAT, # seconds between two touches during an epoch
+    ): store_attr()
+    def after_batch(self): self.lock.beat(self.every)
+    def after_epoch(self): self.lock.beat()

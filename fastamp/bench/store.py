@@ -4,11 +4,12 @@
 
 # %% ../../nbs/05_bench/01_store.ipynb #a8acd012
 from __future__ import annotations
-import json, os, tempfile
+import datetime, json, os, socket, tempfile, time, uuid
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['atomic_write', 'write_json', 'RunLock']
+__all__ = ['LOCK_TIMEOUT', 'HEARTBEAT', 'atomic_write', 'write_json', 'this_process', 'read_lock', 'lock_is_stale', 'holder_line',
+           'RunLock']
 
 # %% ../../nbs/05_bench/01_store.ipynb #1b1baf54
 def _umask()->int:
@@ -32,27 +33,130 @@ def write_json(
     "Write `obj` as indented JSON to `path`, atomically"
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, default=str)))
 
+
+# %% ../../nbs/05_bench/01_store.ipynb #b7e1a002
+LOCK_TIMEOUT = 30 * 60 # seconds without a heartbeat after which a lock held elsewhere is stale: a training run
+                       # beats at least every `HEARTBEAT`, so this is 30 missed beats (a stalled filesystem, a long
+                       # measurement after training), and a dead node's runs are taken over within half an hour
+HEARTBEAT = 60 # seconds between two touches of a held lock while its run trains
+
+def _read(path)->str|None:
+    try: return Path(path).read_text()
+    except (FileNotFoundError, IsADirectoryError): return None
+
+def _boot_id()->str|None: return (_read('/proc/sys/kernel/random/boot_id') or '').strip() or None
+
+def _pid_ns()->str|None:
+    try: return os.readlink('/proc/self/ns/pid')
+    except OSError: return None
+
+def _start_time(pid:int)->int|None:
+    "Start of process `pid` in clock ticks after boot (field 22 of `/proc/<pid>/stat`); None without it"
+    try: stat = Path(f'/proc/{pid}/stat').read_text()
+    except OSError: return None
+    return int(stat[stat.rindex(')') + 2:].split()[19])  # the fields after the command name start at field 3
+
 def _pid_alive(pid:int)->bool:
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
     except PermissionError: return True
     return True
 
+def this_process()->dict:
+    "Who holds a lock taken now: host, boot, pid namespace, pid, process start time, and since when"
+    return {'host': socket.gethostname(), 'boot': _boot_id(), 'pidns': _pid_ns(), 'pid': os.getpid(),
+            'start': _start_time(os.getpid()), 'since': datetime.datetime.now().astimezone().isoformat('T', 'seconds')}
+
+def read_lock(
+    path, # a lock file
+)->dict|None: # its holder (see `this_process`); None when it is gone or cannot be read
+    "The holder a lock file names; an old lock's bare pid is read as a process of this host"
+    text = (_read(path) or '').strip()
+    if text.isdigit(): return {'host': socket.gethostname(), 'pid': int(text)}
+    try: h = json.loads(text)
+    except ValueError: return None
+    return h if isinstance(h, dict) and isinstance(h.get('pid'), int) else None
+
+def _on_this_host(h:dict)->bool:
+    "The holder `h` is a process this one can look up: same host name, same boot and pid namespace where both are known"
+    same = lambda k, v: h.get(k) is None or v is None or h[k] == v
+    return h.get('host') == socket.gethostname() and same('boot', _boot_id()) and same('pidns', _pid_ns())
+
+def lock_is_stale(
+    path, # the lock file
+    holder:dict|None, # what it names (`read_lock`)
+    timeout:float=LOCK_TIMEOUT, # seconds without a heartbeat after which a lock held elsewhere is stale
+)->bool:
+    "Whether the lock may be taken over: its process on this host is gone, or elsewhere its heartbeat is too old"
+    if holder is not None and _on_this_host(holder):
+        if not _pid_alive(holder['pid']): return True
+        start, was = _start_time(holder['pid']), holder.get('start')
+        return None not in (start, was) and start != was  # the pid now names another process
+    try: return time.time() - Path(path).stat().st_mtime > timeout
+    except FileNotFoundError: return True
+
+def holder_line(
+    h:dict|None, # a lock's holder (`read_lock`)
+)->str:
+    "`host:pid since <time>`, for messages"
+    if h is None: return 'an unreadable lock'
+    return f"{h.get('host', '?')}:{h['pid']}" + (f" since {h['since']}" if h.get('since') else '')
+
+# %% ../../nbs/05_bench/01_store.ipynb #b7e1a003
 class RunLock:
-    "Hold `<key>.lock` while a run trains; `acquired` is False when a live process holds it"
+    "Hold `<key>.lock` while a run trains: `acquired`, else `holder` names the live process that has it"
     def __init__(self,
         path, # the lock file
-    ): self.path, self.acquired = Path(path), False
+        timeout:float=LOCK_TIMEOUT, # seconds without a heartbeat after which a lock held elsewhere is stale
+    ):
+        self.path, self.timeout = Path(path), timeout
+        self.acquired, self.holder, self._mine, self._beat = False, None, '', 0.
+
+    def _create(self)->bool:
+        "Create the lock file whole, naming this process, unless it exists"
+        self._mine = json.dumps({**this_process(), 'token': uuid.uuid4().hex})  # this very lock, for `__exit__`
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f'.{self.path.name}.', suffix='.tmp')
+        try:
+            with os.fdopen(fd, 'w') as f: f.write(self._mine)
+            try: os.link(tmp, self.path); return True  # atomic, fails when the lock exists (also on NFS)
+            except FileExistsError: return False
+            except OSError: return self._create_excl()  # a filesystem without hard links
+        finally: Path(tmp).unlink(missing_ok=True)
+
+    def _create_excl(self)->bool:
+        try: fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError: return False
+        with os.fdopen(fd, 'w') as f: f.write(self._mine)
+        return True
+
+    def _take_over(self, seen:str):
+        "Move the stale lock aside; put it back if it is not the one judged stale (taken meanwhile by another process)"
+        aside = self.path.with_name(f'.{self.path.name}.{uuid.uuid4().hex}.stale')
+        try: os.rename(self.path, aside)
+        except FileNotFoundError: return
+        try:
+            if _read(aside) != seen: os.link(aside, self.path)
+        except FileExistsError: pass
+        finally: aside.unlink(missing_ok=True)
+
     def __enter__(self):
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                os.write(fd, str(os.getpid()).encode()); os.close(fd); self.acquired = True; break
-            except FileExistsError:
-                try: pid = int(self.path.read_text() or 0)
-                except (OSError, ValueError): pid = 0
-                if pid and _pid_alive(pid): break
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
+        for _ in range(3):
+            if self._create(): self.acquired, self.holder, self._beat = True, None, time.monotonic(); break
+            if (seen := _read(self.path)) is None: continue  # released meanwhile
+            self.holder = read_lock(self.path)
+            if not lock_is_stale(self.path, self.holder, self.timeout): break
+            self._take_over(seen)
         return self
+
+    def beat(self,
+        every:float=0., # seconds: touch the lock only when the last touch is older than this
+    ):
+        "Touch the held lock: its modification time is the heartbeat other hosts read"
+        if not self.acquired or time.monotonic() - self._beat < every: return
+        try: os.utime(self.path)
+        except FileNotFoundError: pass
+        self._beat = time.monotonic()
+
     def __exit__(self, *exc):
-        if self.acquired: self.path.unlink(missing_ok=True)
+        if self.acquired and _read(self.path) == self._mine: self.path.unlink(missing_ok=True)
+        self.acquired = False
