@@ -110,7 +110,7 @@ def measure_overhead(
             if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
             learn.fit(1, cfg.lr, cbs=timer)
             times[m].append(statistics.median(timer.times[warmup:]))
-            first.setdefault(m, sum(timer.times[:warmup]))
+            first.setdefault(m, round(sum(timer.times[:warmup]), 3))
             if torch.cuda.is_available(): mem[m] = torch.cuda.max_memory_allocated() / 2**20
     base = statistics.median(times['erm'])
     return pd.DataFrame([{'method': m, 'step_ms': 1000 * statistics.median(times[m]),
