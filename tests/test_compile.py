@@ -62,8 +62,8 @@ from torch._dynamo.eval_frame import OptimizedModule
 from fastamp.losses import LDAMLoss
 from fastamp.bench import CompileModel
 
-CB_CASES = {**CASES, 'midpoint_ldam_drw': lambda: ([MidpointMixup(), DRW(switch_epoch=0)],
-                                                   dict(loss_func=LDAMLoss(), model=lambda: small_cnn(10, normed=True)))}
+def _ldam(): return dict(loss_func=LDAMLoss(), model=lambda: small_cnn(10, normed=True))   # a cosine classifier
+CB_CASES = {**CASES, 'midpoint_ldam_drw': lambda: ([MidpointMixup(), DRW(switch_epoch=0)], _ldam())}
 
 
 def run_cb(name, compiled, n=6):
@@ -122,3 +122,18 @@ def test_compile_model_restores_the_plain_module_when_a_fit_fails():
     assert not isinstance(learn.model, OptimizedModule)
     learn.model = cm.compiled(learn.model); cm.restore()
     assert not isinstance(learn.model, OptimizedModule)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', CB_CASES)
+def test_mixing_step_is_static_as_cuda_graphs_need(name):
+    "`dynamic=False`: a per-step Python scalar or a data-dependent shape in the compiled region recompiles at step 2"
+    cbs, kw = CB_CASES[name]()
+    set_seed(0)
+    model = kw.pop('model', lambda: small_cnn(10, head='two'))()
+    steps = Steps(5)
+    learn = Learner(digits_dls(bs=64, size=16, seed=0), model, cbs=cbs + [CompileModel('aot_eager', dynamic=False),
+                                                                          steps], **kw)
+    torch._dynamo.reset(); counters.clear()
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)
+    assert steps.frames[0] == steps.frames[-1] > 0, f'{name}: graphs per step {steps.frames}'
