@@ -73,6 +73,8 @@ def _parser():
     b.add_argument('--probe-every', type=int, dest='probe_every', help='c2f: probe the fine classes every N epochs '
                    'during training, for curves (0: at the end only)')
     b.add_argument('--device', help='cpu, cuda, cuda:1 (default: a GPU when there is one)')
+    b.add_argument('--compile', nargs='?', const='default', metavar='MODE', help='train compiled by torch.compile '
+                   '(MODE: default, reduce-overhead on a GPU, max-autotune); validation stays eager')
     b.add_argument('--threads', type=int, help='CPU threads of each process (default: with --jobs N, '
                    'an equal share of the cores, cores // N)')
     b.add_argument('--jobs', type=int, default=1, help='runs at once, one process each (default 1)')

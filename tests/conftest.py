@@ -4,11 +4,32 @@ import pytest, torch, torch.nn as nn
 from fastai.vision.all import Learner, Callback, accuracy, set_seed
 from fastamp.data import digits_dls
 from fastamp.models import small_cnn
+from fastamp.mixup import MidpointMixup, FeatureMixup, ManifoldMixup, InputMixup, Remix, SynerMix, SynerMixIntra, INPUT
 
 warnings.filterwarnings('ignore', category=FutureWarning)
 torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 2)))
 
 FASTAMP = str(Path(sys.executable).parent / 'fastamp')  # the console script of this environment
+
+
+# every mixing callback (and two compositions) in the settings the sync, CUDA and compile tests run
+CALLBACKS = {
+    'erm': lambda: [],
+    'midpoint': lambda: [MidpointMixup()],
+    'midpoint_oneway': lambda: [MidpointMixup(symmetric=False)],
+    'midpoint_class': lambda: [MidpointMixup(symmetric=False, partner='class', per_pair=True)],
+    'midpoint_class_mean': lambda: [MidpointMixup(partner='class_mean')],
+    'midpoint_per_pair': lambda: [MidpointMixup(per_pair=True)],
+    'midpoint_augonly': lambda: [MidpointMixup(clean=False, w=0.5)],
+    'midpoint_pooled': lambda: [MidpointMixup(module='pooled')],
+    'feature': lambda: [FeatureMixup()],
+    'manifold': lambda: [ManifoldMixup(modules=[INPUT, lambda m: m[0][1], lambda m: m[0][3]])],
+    'input_remix': lambda: [InputMixup(label_rule=Remix())],
+    'synermix': lambda: [SynerMix()],
+    'synermix_intra': lambda: [SynerMixIntra()],
+    'manifold+intra': lambda: [ManifoldMixup(modules=[INPUT]), SynerMixIntra()],
+    'midpoint+intra': lambda: [MidpointMixup(), SynerMixIntra()],
+}
 
 
 @pytest.fixture(scope='session')

@@ -11,12 +11,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from fastai.vision.all import Callback, CancelFitException, Learner, accuracy, set_seed
 from fastamp.data import digits_dls
 from fastamp.models import small_cnn
-from fastamp.mixup import (MidpointMixup, FeatureMixup, ManifoldMixup, InputMixup, Remix, SynerMix, SynerMixIntra,
-                           INPUT)
+from fastamp.mixup import MidpointMixup, FeatureMixup, InputMixup, Remix, SynerMix, SynerMixIntra
 from fastamp.losses import LogitAdjustedLoss, LDAMLoss, DRW
 from fastamp.datasets import load_digits
 from fastamp.devicedata import device_dls
 from fastamp.bench import MixValuesLogger
+from conftest import CALLBACKS
 
 ALWAYS_SYNC = {'_local_scalar_dense', 'nonzero', 'argwhere', 'masked_select', 'bincount', 'multinomial', 'equal',
                'is_nonzero', 'allclose', '_unique', '_unique2', 'unique_dim', 'unique_consecutive',
@@ -74,23 +74,6 @@ class _Edge(Callback):
         if not self.value and self.train_iter >= self.window.n_steps: raise CancelFitException()
 
 
-CALLBACKS = {
-    'erm': lambda: [],
-    'midpoint': lambda: [MidpointMixup()],
-    'midpoint_oneway': lambda: [MidpointMixup(symmetric=False)],
-    'midpoint_class': lambda: [MidpointMixup(symmetric=False, partner='class', per_pair=True)],
-    'midpoint_class_mean': lambda: [MidpointMixup(partner='class_mean')],
-    'midpoint_per_pair': lambda: [MidpointMixup(per_pair=True)],
-    'midpoint_augonly': lambda: [MidpointMixup(clean=False, w=0.5)],
-    'midpoint_pooled': lambda: [MidpointMixup(module='pooled')],
-    'feature': lambda: [FeatureMixup()],
-    'manifold': lambda: [ManifoldMixup(modules=[INPUT, lambda m: m[0][1], lambda m: m[0][3]])],
-    'input_remix': lambda: [InputMixup(label_rule=Remix())],
-    'synermix': lambda: [SynerMix()],
-    'synermix_intra': lambda: [SynerMixIntra()],
-    'manifold+intra': lambda: [ManifoldMixup(modules=[INPUT]), SynerMixIntra()],
-    'midpoint+intra': lambda: [MidpointMixup(), SynerMixIntra()],
-}
 
 
 class OneClassBatches(Callback):

@@ -6,7 +6,7 @@ their import order (each imports only those before it):
 
 - `catalog`: methods, datasets, the task record and presets: the one place to add a method, a dataset or a preset
 - `store`: atomic writes and run locks that hold across hosts and restarts
-- `training`: the learner recipe, optimizers, schedules, loaders, fit, step timing
+- `training`: the learner recipe, optimizers, schedules, loaders, `CompileModel`, fit, step timing
 - `resume`: checkpoints and random states
 - `loggers`: fastai's loggers and the mixing values
 - `tasks`: coarse-to-fine, long-tailed, overhead, and the task table `TASKS`

@@ -13,6 +13,7 @@ from ..metrics import MANY_SHOT, FEW_SHOT
 from .catalog import (METHODS, DATASETS, PRESETS, _DATASET_ALIASES, dataset_name, needs_data_message,
                                    describe_method)
 from .training import SCHEDULES, OPTIMIZERS, LOADERS, _is_arch, _archs
+from .training import COMPILE_MODES
 from .loggers import LOGGERS
 from .tasks import TASKS
 
@@ -43,6 +44,7 @@ _RULES = [  # (setting, test, what to give instead)
     ('heads', len, "one or more heads, e.g. --heads one,two"),
     ('lock_timeout', _positive, 'a positive number of seconds'),
     ('devices', len, 'one or more devices, e.g. cuda:0,cuda:1'),
+    ('compile', lambda v: v in COMPILE_MODES, f"a torch.compile mode: {', '.join(COMPILE_MODES)} (or no --compile)"),
 ]
 
 def _known(k, values, known):
@@ -91,6 +93,9 @@ def _check_places(s:dict):
     if s.get('device'): _check_device('--device', s['device'])
     for d in s.get('devices') or []: _check_device('--devices', d)
     if s.get('shard') is not None: parse_shard(s['shard'])
+    no_gpu = str(s.get('device')).startswith('cpu') or not torch.cuda.is_available()
+    if s.get('compile') == 'reduce-overhead' and no_gpu:
+        raise SettingsError("--compile reduce-overhead replays CUDA graphs and needs a GPU: use --compile default here")
     if s.get('dataset') and DATASETS[dataset_name(s['dataset'])].needs_path and not s.get('data'):
         raise SettingsError(needs_data_message(s['dataset']))
     if s.get('data') and not Path(s['data']).exists():
@@ -139,6 +144,7 @@ class BenchConfig:
     head:str|None=None # head of fastamp's models: 'one' (pooled -> Linear), 'two' (a hidden Linear first); None: theirs
     subset:int|None=None # c2f: train on a seeded subset of this many training items (drawn per seed); None: all
     probe_every:int=0 # c2f: also probe the fine classes every this many epochs of training (curves); 0: at the end only
+    compile:str|None=None # train the model compiled by `torch.compile` in this mode (see `CompileModel`); None: eager
     def __post_init__(self): check_settings(asdict(self)); self.dataset = dataset_name(self.dataset)
     def runs(self)->list:
         "The (method, seed, rho) of every run"
@@ -147,6 +153,7 @@ class BenchConfig:
 
 _UNKEYED_DEFAULTS = {'head': None, 'subset': None, 'probe_every': 0}  # settings added later: at these defaults they
                                                                       # stay out of the hash (earlier records keep keys)
+_UNKEYED_DEFAULTS['compile'] = None  # eager training: the keys of runs before `--compile`
 def run_key(
     cfg:BenchConfig, # the comparison
     method:str, # its method

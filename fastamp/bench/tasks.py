@@ -4,7 +4,7 @@
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #d5d05c42
 from __future__ import annotations
-import statistics
+import dataclasses, statistics
 import pandas as pd, torch
 from fastai.metrics import accuracy
 from fastai.torch_core import set_seed
@@ -18,7 +18,7 @@ from .catalog import Task, load_dataset
 from .training import StepTimer, _device, _dls, _coarse_fine_dls, _learner, _fit, _quiet
 
 # %% auto #0
-__all__ = ['PROBE_PLACES', 'TASKS', 'run_c2f', 'run_lt', 'measure_overhead']
+__all__ = ['PROBE_PLACES', 'EAGER_ERM', 'TASKS', 'run_c2f', 'run_lt', 'measure_overhead']
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #8fd095c6
 PROBE_PLACES = ('pooled', 'classifier')  # where the c2f task probes: the pooled body features, the classifier's input
@@ -83,6 +83,8 @@ def run_lt(
     return group_accuracies(logits.argmax(1), y, train_class_counts(learn.dls), cfg.many, cfg.few), learn
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #b5b9d934
+EAGER_ERM = 'erm (eager)'  # the row of eager plain training when the methods train compiled
+
 def measure_overhead(
     cfg, # the comparison: a `fastamp.bench.config.BenchConfig` (its methods, arch, batch size, lr)
     method:str|None=None, # measure this method against 'erm'; None: every method of `cfg`
@@ -100,18 +102,22 @@ def measure_overhead(
     set_seed(seed, reproducible=True)
     dls = _dls(cfg, data, size, drop_last=True)
     learners = {m: _learner(cfg, dls, m) for m in methods}
-    times, mem = {m: [] for m in methods}, {m: float('nan') for m in methods}
+    if cfg.compile: learners[EAGER_ERM] = _learner(dataclasses.replace(cfg, compile=None), dls, 'erm')
+    times, first, mem = {m: [] for m in learners}, {}, {m: float('nan') for m in learners}
     for r in range(repeats):
-        for m in methods:
+        for m, learn in learners.items():
             timer = StepTimer(steps, warmup, cuda=_device(cfg).type == 'cuda')
             if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
-            learners[m].fit(1, cfg.lr, cbs=timer)
+            learn.fit(1, cfg.lr, cbs=timer)
             times[m].append(statistics.median(timer.times[warmup:]))
+            first.setdefault(m, round(sum(timer.times[:warmup]), 3))
             if torch.cuda.is_available(): mem[m] = torch.cuda.max_memory_allocated() / 2**20
     base = statistics.median(times['erm'])
     return pd.DataFrame([{'method': m, 'step_ms': 1000 * statistics.median(times[m]),
                           'step_ms_min': 1000 * min(times[m]), 'step_ms_max': 1000 * max(times[m]),
-                          'ratio_to_erm': statistics.median(times[m]) / base, 'peak_mem_mb': mem[m]} for m in methods])
+                          'ratio_to_erm': statistics.median(times[m]) / base, 'peak_mem_mb': mem[m],
+                          'compiled': bool(cfg.compile) and m != EAGER_ERM, 'first_steps_s': first[m]}
+                         for m in learners])
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #dc5e3bb9
 TASKS = {t.name: t for t in [Task('c2f', run_c2f, 'coarse-to-fine'), Task('lt', run_lt, 'long-tailed'),
