@@ -13,5 +13,6 @@ from .losses import *
 from .data import *
 from .devicedata import *
 from .metrics import *
+from .accuracies import *
 from .evaluate import *
 from .transfer import *

@@ -42,7 +42,7 @@ def _report_parser(sub):
 def _parser():
     from fastamp.bench import PRESETS, LOGGERS, LOADERS, METHODS, DATASETS, TASKS
     from fastamp.bench.training import _archs
-    from fastamp.metrics import MANY_SHOT, FEW_SHOT
+    from fastamp.accuracies import MANY_SHOT, FEW_SHOT
     p = _Parser(prog='fastamp', description='Asymptotic Midpoint Mixup for fastai')
     sub = p.add_subparsers(dest='cmd', required=True, parser_class=_Parser)
     b = sub.add_parser('bench', help='compare MidpointMixup with its baselines (no option: digits, ~2 min on CPU)')

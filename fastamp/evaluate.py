@@ -16,6 +16,7 @@ from .core import (resolve_module, unwrap_model, train_class_counts, TrainCounts
 from .models import NormedLinear
 from .datasets import seeded_subset
 from .metrics import *
+from .accuracies import *
 
 # %% auto #0
 __all__ = ['collect_features', 'feature_measures', 'CollapseRecorder', 'FineProbeRecorder', 'ShotAccuracy', 'plot_align_uniform',

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import torch
 from ..models import MODELS, _HEADS
-from ..metrics import MANY_SHOT, FEW_SHOT
+from ..accuracies import MANY_SHOT, FEW_SHOT
 from .catalog import (METHODS, DATASETS, PRESETS, _DATASET_ALIASES, dataset_name, needs_data_message,
                                    describe_method)
 from .training import SCHEDULES, OPTIMIZERS, LOADERS, _is_arch, _archs

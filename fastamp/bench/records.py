@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd, torch
 import fastai, fastcore
 import fastamp
-from ..metrics import per_class_accuracy
+from ..accuracies import per_class_accuracy
 from ..evaluate import FineProbeRecorder  # and Learner.get_features, .collapse_report
 from .catalog import describe_method
 from .store import atomic_write, write_json, RunLock

@@ -12,7 +12,7 @@ from ..core import train_class_counts
 from ..datasets import ImageSet, seeded_subset
 from ..data import long_tailed
 from ..transfer import fine_learner
-from ..metrics import group_accuracies
+from ..accuracies import group_accuracies
 from ..evaluate import FineProbeRecorder  # and Learner.get_features, .fine_probe
 from .catalog import Task, load_dataset
 from .training import StepTimer, _device, _dls, _coarse_fine_dls, _learner, _fit, _quiet
