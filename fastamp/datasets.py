@@ -13,8 +13,8 @@ from .cache import owned, user_temp_dir, cache_dir, source_checksum, extract_arc
 
 # %% auto #0
 __all__ = ['FASHION_MNIST_CLASSES', 'DEBIAN_FASHION_MNIST', 'CIFAR10_CLASSES', 'ImageSet', 'seeded_subset', 'load_digits',
-           'read_idx', 'find_fashion_mnist', 'load_fashion_mnist', 'load_image_folder', 'open_image', 'load_cifar',
-           'write_image_folder', 'fashion_mnist_or_digits', 'cifar10_or_digits_folder']
+           'read_idx', 'find_fashion_mnist', 'load_fashion_mnist', 'load_image_folder', 'open_image', 'as_8bit',
+           'load_cifar', 'write_image_folder', 'fashion_mnist_or_digits', 'cifar10_or_digits_folder']
 
 # %% ../nbs/00b_datasets.ipynb #e3053b41
 @dataclass
@@ -197,6 +197,13 @@ def open_image(
     except Exception as e: raise OSError(
         f"{where or src}: cannot be read as an image ({type(e).__name__}: {e}); it is truncated or corrupt: replace "
         "it (download or copy it again) or delete it.") from None
+    return as_8bit(im)
+
+def as_8bit(
+    im:'PIL.Image.Image', # any PIL image
+)->'PIL.Image.Image': # 'L' or 'RGB'
+    "`im` as 8-bit grayscale or RGB, a 16-bit grayscale image scaled from its full range 0..65535"
+    from PIL import Image
     if im.mode.startswith('I'):                            # 16-bit grayscale: PIL's own conversion clips at 255
         return Image.fromarray((np.asarray(im, np.float64).clip(0, 65535) / 257).round().astype(np.uint8))
     return im if im.mode in ('L', 'RGB') else im.convert('RGB')

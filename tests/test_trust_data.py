@@ -112,7 +112,7 @@ def test_an_image_folder_written_for_other_data_is_rewritten(digits, tmp_path):
     p = write_image_folder(digits, tmp_path / 'f')
     marker = (p / '.complete').stat().st_mtime_ns
     assert write_image_folder(digits, p) == p and (p / '.complete').stat().st_mtime_ns == marker   # same data: reused
-    other = ImageSet(np.full((4, 8, 8), 7, np.uint8), np.array([0, 1, 0, 1]), ['x', 'y'], np.array([2, 3]), name='other')
+    other = ImageSet(np.full((4, 8, 8), 7, np.uint8), np.array([0, 1, 0, 1]), ['x', 'y'], np.array([2, 3]))
     write_image_folder(other, p)
     back = load_image_folder(p)
     assert back.vocab == ['x', 'y'] and len(back) == 4
