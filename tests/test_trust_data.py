@@ -104,6 +104,9 @@ def test_loaders_refuse_zero_weights(digits):
     w = np.zeros(len(digits.train_idx))
     with pytest.raises(ValueError, match='sampler'): imageset_dls(digits, sampler=w)
     with pytest.raises(ValueError, match='sampler'): device_dls(digits, sampler=w, device='cpu')
+    dls = device_dls(digits, sampler='class', device='cpu')
+    dls.train.wgts = np.r_[-1., np.ones(len(w) - 1)]                       # weights set later, as a callback does
+    with pytest.raises(ValueError, match='wgts: weight -1.0 of item 0'): dls.train.one_batch()
 
 
 # --- 1. a written folder belongs to its data ---------------------------------------------------------------------
@@ -170,6 +173,14 @@ def test_a_cached_array_file_of_another_user_is_not_loaded(tmp_path, monkeypatch
     monkeypatch.setattr(os, 'getuid', lambda: cached.stat().st_uid + 1)
     with pytest.warns(UserWarning, match='another user'): again = load_cifar(root)
     assert again.vocab == real.vocab == ['cat', 'dog']
+
+
+def test_an_extraction_of_another_user_is_refused(tmp_path, monkeypatch):
+    (tmp_path / 'mini').mkdir(); (tmp_path / 'mini' / 'a.txt').write_text('a')
+    with tarfile.open(tmp_path / 'mini.tgz', 'w:gz') as t: t.add(tmp_path / 'mini', 'mini')
+    out = extract_archive(tmp_path / 'mini.tgz', tmp_path / 'x')              # "theirs", with its marker
+    monkeypatch.setattr(os, 'getuid', lambda: out.stat().st_uid + 1)
+    with pytest.raises(PermissionError, match='another user'): extract_archive(tmp_path / 'mini.tgz', tmp_path / 'x')
 
 
 def test_a_refused_archive_member_is_named_not_called_corrupt(tmp_path):
