@@ -335,7 +335,7 @@ def _marker(path:Path)->str|None:
 def _put(tmp:Path, path:Path, key:str):
     "Rename the written folder `tmp` to `path`, replacing a folder written there for other data"
     old = None
-    if path.exists() and not any(path.iterdir()): path.rmdir()
+    if path.is_dir() and not any(path.iterdir()): path.rmdir()
     elif _marker(path) not in (None, key): old = path.rename(path.with_name(f"{path.name}.{os.getpid()}.old"))
     try: tmp.rename(path)
     except OSError: shutil.rmtree(tmp)                              # another process was first, or `path` is taken

@@ -4,8 +4,9 @@ import os, stat, tarfile, tempfile
 from pathlib import Path
 import numpy as np, pytest
 from PIL import Image
-from fastamp.datasets import (ImageSet, load_digits, seeded_subset, load_image_folder, load_cifar, cache_dir,
-                              extract_archive, write_image_folder)
+import fastamp.datasets
+from fastamp.cache import cache_dir, extract_archive, source_checksum
+from fastamp.datasets import ImageSet, load_digits, seeded_subset, load_image_folder, load_cifar, write_image_folder
 from fastamp.data import imageset_dls, long_tailed_indices, sampler_weights, train_weights
 from fastamp.devicedata import device_dls
 
@@ -136,6 +137,11 @@ def test_a_truncated_image_in_a_folder_is_named_with_the_fix(tmp_path):
 
 
 # --- 9. the cache is not an attack surface -----------------------------------------------------------------------
+
+def test_the_cache_functions_are_still_reachable_from_datasets():
+    "Run identity (the benchmark) reads the data's checksum and cache folder through `fastamp.datasets` too"
+    assert fastamp.datasets.source_checksum is source_checksum and fastamp.datasets.cache_dir is cache_dir
+
 
 def _read_only_source(tmp_path):
     src = tmp_path / 'ro'; src.mkdir(); (src / 'data.tgz').touch(); src.chmod(0o555)
