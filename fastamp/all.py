@@ -6,6 +6,7 @@ importing it also brings the `Learner` methods they patch (`get_features`, `coll
 from .core import *
 from .hooks import *
 from .models import *
+from .cache import *
 from .datasets import *
 from .mixing import *
 from .mixup import *

@@ -19,19 +19,45 @@ from fastai.vision.augment import Resize
 from fasttransform import Transform
 from PIL import Image
 import warnings
-from .datasets import ImageSet, load_digits, FASHION_MNIST_CLASSES, CIFAR10_CLASSES
+from .datasets import ImageSet, load_digits, open_image, as_8bit, FASHION_MNIST_CLASSES, CIFAR10_CLASSES
 
 # %% auto #0
 __all__ = ['CIFAR100_SUPERCLASSES', 'CIFAR100_COARSE', 'FASHION_MNIST_COARSE', 'CIFAR10_COARSE', 'DIGITS_COARSE', 'COARSE_MAPS',
-           'ArrayImages', 'labelled_split', 'imageset_dls', 'digits_dls', 'CoarseMap', 'coarse_fine_dls',
-           'long_tailed_counts', 'long_tailed_indices', 'long_tailed', 'sampler_weights', 'train_weights',
-           'ProgressiveSampling']
+           'pixel_scale', 'check_channels', 'ArrayImages', 'labelled_split', 'imageset_dls', 'digits_dls', 'CoarseMap',
+           'coarse_fine_dls', 'long_tailed_counts', 'long_tailed_indices', 'long_tailed', 'sampler_weights',
+           'train_weights', 'checked_weights', 'ProgressiveSampling']
 
 # %% ../nbs/02_data.ipynb #5b08eba5
-def _to_image(a, n_ch:int, size:tuple)->TensorImage:
-    "An image array (H, W[, C]), uint8 in [0, 255] or float in [0, 1], as a float `TensorImage` (n_ch, *size)"
+def pixel_scale(
+    images, # one image array or many: uint8, uint16, or floats in [0, 1]
+)->float: # the value of full intensity: 255, 65535 or 1
+    "Full intensity of an image array, by its dtype; other dtypes, or floats outside [0, 1], are errors with the fix"
+    a = np.asarray(images)
+    if a.dtype in (np.uint8, np.uint16): return float(np.iinfo(a.dtype).max)
+    if a.dtype.kind != 'f': raise TypeError(
+        f"images of dtype {a.dtype}: fastamp reads uint8 (0..255), uint16 (0..65535) or floats in [0, 1]; convert "
+        "integers in 0..255 with `x.astype(np.uint8)`.")
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0., 1.)
+    if not 0 <= lo <= hi <= 1: raise ValueError(
+        f"float images with values in [{lo:g}, {hi:g}]: float pixels must be finite and in [0, 1]; divide 0..255 "
+        "values by 255 (or pass them as uint8: `x.round().astype(np.uint8)`).")
+    return 1.
+
+def check_channels(
+    c:int, # channels of the images
+    n_ch:int, # channels the model takes
+    convert:bool=True, # whether RGB(A) -> gray (n_ch=1) and RGBA -> RGB are done (the per-item path)
+):
+    "Refuse images whose channels do not become `n_ch` by repeating one channel (or graying RGB, dropping alpha)"
+    ok = c in (1, n_ch) or convert and (n_ch == 1 and c in (3, 4) or (c, n_ch) == (4, 3))
+    if not ok: raise ValueError(f"{c}-channel images for n_ch={n_ch}: pass n_ch={c} (a model taking {c} channels), "
+                                "or convert the images to 1 or 3 channels.")
+
+def _to_image(a, n_ch:int, size:tuple, scale:float|None=None)->TensorImage:
+    "An image array (H, W[, C]) as a float `TensorImage` (n_ch, *size) in [0, 1] (`scale`: its `pixel_scale`)"
     a = np.asarray(a)
-    t = torch.from_numpy(a.astype(np.float32)) / (255. if a.dtype == np.uint8 else 1.)
+    if a.ndim == 3: check_channels(a.shape[-1], n_ch)
+    t = torch.from_numpy(a.astype(np.float32)) / (scale or pixel_scale(a))
     t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
     if t.shape[0] == 1 and n_ch > 1: t = t.expand(n_ch, -1, -1)
     elif t.shape[0] > n_ch: t = t[:3].mean(0, keepdim=True) if n_ch == 1 else t[:n_ch]   # RGB -> gray; drop alpha
@@ -39,28 +65,30 @@ def _to_image(a, n_ch:int, size:tuple)->TensorImage:
         t = F.interpolate(t[None], size=tuple(size), mode='bilinear', align_corners=False)[0]
     return TensorImage(t.contiguous())
 
-def _pil_array(im:Image.Image)->np.ndarray: return np.asarray(im if im.mode in ('L', 'RGB') else im.convert('RGB'))
+def _pil_array(im:Image.Image)->np.ndarray: return np.asarray(as_8bit(im))
 
 class ArrayImages(Transform):
     "Index of a stored image, or an image (array, PIL image, file) -> float `TensorImage` in [0, 1], `n_ch` x `size`"
     input_types = (int, np.integer, np.ndarray, Image.Image, Path, str)   # what `predict` may take (fastai's `infer`)
     def __init__(self,
-        images:np.ndarray, # (N, H, W) or (N, H, W, C), uint8 in [0, 255] or float in [0, 1]
+        images:np.ndarray, # (N, H, W) or (N, H, W, C): uint8, uint16, or floats in [0, 1] (see `pixel_scale`)
         size:int|None=None, # square side to resize to (bilinear); None keeps the stored size
         n_ch:int=3, # channels of the output: grayscale is repeated to 3 for ImageNet-style models
     ):
         store_attr()
+        self.scale = pixel_scale(images)
+        if images.ndim == 4: check_channels(images.shape[-1], n_ch)
         self.out_size = (size, size) if size else tuple(images.shape[1:3])
     def encodes(self, i:int|np.integer):
         if i >= len(self.images): raise IndexError(
             f"image {i} is not stored: an exported learner keeps no training images; pass the image itself "
             "(an array, a PIL image or a file) to `predict`.")
-        return _to_image(self.images[i], self.n_ch, self.out_size)
+        return _to_image(self.images[i], self.n_ch, self.out_size, self.scale)
     def encodes(self, x:np.ndarray): return self.to_image(x)
     def encodes(self, x:Image.Image): return self.to_image(_pil_array(x))
-    def encodes(self, x:Path|str): return self.to_image(_pil_array(Image.open(x)))
+    def encodes(self, x:Path|str): return self.to_image(np.asarray(open_image(x)))
     def to_image(self,
-        x:np.ndarray, # one image (H, W[, C]), uint8 in [0, 255] or float in [0, 1]
+        x:np.ndarray, # one image (H, W[, C]): uint8, uint16, or floats in [0, 1]
     )->TensorImage:
         "A raw image array as the model's input"
         return _to_image(x, self.n_ch, self.out_size)
@@ -70,6 +98,10 @@ class ArrayImages(Transform):
 
 # %% ../nbs/02_data.ipynb #2f9020fa
 def _key(x): return int(x) if isinstance(x, (int, np.integer)) else str(x)
+
+def _open_file(fn)->PILImage:
+    "An image file as fastai's RGB `PILImage`, read by `open_image` (16-bit at full range; a bad file named)"
+    return PILImage.create(open_image(fn).convert('RGB'))
 
 class _LabelOf(Transform):
     "Item -> its label name, through a lookup built once"
@@ -85,8 +117,12 @@ def labelled_split(
 )->tuple:
     "`(labels, vocab, train_idx, valid_idx)` as arrays and a list, each the one given or else the `ImageSet`'s own"
     pick = lambda v, own: own if v is None else v
-    return (np.asarray(pick(labels, data.labels)), list(pick(vocab, data.vocab)),
-            np.asarray(pick(train_idx, data.train_idx)), np.asarray(pick(valid_idx, data.valid_idx)))
+    tr, va = np.asarray(pick(train_idx, data.train_idx)), np.asarray(pick(valid_idx, data.valid_idx))
+    if n := len(np.intersect1d(tr, va)): raise ValueError(
+        f"{n} of the {len(tr)} training items are held-out items too (train_idx overlaps valid_idx), so the held-out "
+        "scores would count trained-on items: draw the subset from `data.train_idx` (`long_tailed(data, rho)` does), "
+        "e.g. `data.train_idx[long_tailed_indices(data.labels[data.train_idx], rho)]`.")
+    return np.asarray(pick(labels, data.labels)), list(pick(vocab, data.vocab)), tr, va
 
 def imageset_dls(
     data:ImageSet, # the items, labels and split
@@ -110,7 +146,7 @@ def imageset_dls(
         kwargs.setdefault('num_workers', 0)  # in-memory items are cheap: worker processes would only compete for cores
     else:
         items = [data.items[i] for i in order]
-        x_tfms, after_item = [PILImage.create], ([Resize(size)] if size else []) + [ToTensor()]
+        x_tfms, after_item = [_open_file], ([Resize(size)] if size else []) + [ToTensor()]
         after_batch = [IntToFloatTensor()] + list(kwargs.pop('after_batch', []))
     label_of = _LabelOf({_key(x): labels[i] for x, i in zip(items, order)}, vocab)
     splits = [list(range(len(train_idx))), list(range(len(train_idx), len(order)))]
@@ -307,6 +343,8 @@ def sampler_weights(
 )->np.ndarray:
     "Per-item sampling weights: 'instance', 'class', 'sqrt', or 'progressive' at training progress `t` in [0, 1]"
     labels = np.asarray(labels); n = np.bincount(labels).astype(np.float64)[labels]
+    if kind == 'progressive' and not 0 <= t <= 1: raise ValueError(
+        f"t={t}: the training progress of a progressive sampler lies in [0, 1] (epoch / (n_epoch - 1)).")
     if kind == 'instance': w = np.ones_like(n)
     elif kind == 'class': w = 1 / n
     elif kind == 'sqrt': w = n ** -0.5
@@ -325,6 +363,17 @@ def train_weights(
     w = np.asarray(sampler, dtype=np.float64)
     if w.shape != (len(train_labels),): raise ValueError(f"sampler: {w.shape} weights for {len(train_labels)} "
         "training items; pass one weight per item of `train_idx`, or a name such as 'class'.")
+    return checked_weights(w)
+
+def checked_weights(
+    w, # one sampling weight per item
+    name:str='sampler', # what the error calls them
+)->np.ndarray: # the weights, summing to 1
+    "Sampling weights normalised, after checking they can be drawn from: finite, non-negative, not all zero"
+    w = np.asarray(w, dtype=np.float64)
+    if len(bad := np.nonzero(~np.isfinite(w) | (w < 0))[0]) or not w.sum() > 0: raise ValueError(
+        f"{name}: " + (f"weight {w[bad[0]]} of item {bad[0]} ({len(bad)} such)" if len(bad) else "all weights are 0")
+        + ": sampling weights must be finite, >= 0 and not all zero; pass one such weight per training item.")
     return w / w.sum()
 
 class ProgressiveSampling(Callback):

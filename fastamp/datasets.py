@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 import numpy as np
 from fastai.data.transforms import get_image_files, image_extensions
+from .cache import owned, user_temp_dir, cache_dir, source_checksum, extract_archive, _archive_error
 
 # %% auto #0
 __all__ = ['FASHION_MNIST_CLASSES', 'DEBIAN_FASHION_MNIST', 'CIFAR10_CLASSES', 'ImageSet', 'seeded_subset', 'load_digits',
-           'read_idx', 'find_fashion_mnist', 'load_fashion_mnist', 'load_image_folder', 'cache_dir', 'source_checksum',
-           'extract_archive', 'load_cifar', 'write_image_folder', 'fashion_mnist_or_digits', 'cifar10_or_digits_folder']
+           'read_idx', 'find_fashion_mnist', 'load_fashion_mnist', 'load_image_folder', 'open_image', 'as_8bit',
+           'load_cifar', 'write_image_folder', 'fashion_mnist_or_digits', 'cifar10_or_digits_folder']
 
 # %% ../nbs/00b_datasets.ipynb #e3053b41
 @dataclass
@@ -43,6 +44,8 @@ def seeded_subset(
     seed:int=0, # seed of the random choice
 )->np.ndarray:
     "Sorted indices of a seeded random `k` of `n` items"
+    if n < 0 or k is not None and k < 0: raise ValueError(
+        f"seeded_subset(n={n}, k={k}): a size cannot be negative; pass 0 <= k < n, or k=None for all n items.")
     if k is None or k >= n: return np.arange(n)
     return np.sort(np.random.default_rng(seed).permutation(n)[:k])
 
@@ -182,53 +185,31 @@ def _tree_root(d:Path, train:str='train')->Path:
         if (c/train).is_dir(): return c
     raise FileNotFoundError(f"{d}: no `{train}/` folder found (searched two levels down).")
 
+# %% ../nbs/00b_datasets.ipynb #ccddb0de
+def open_image(
+    src, # an image file, or its bytes
+    where=None, # what an error calls it (default: `src`)
+)->'PIL.Image.Image': # 8-bit: 'L' for grayscale, 'RGB' for the rest
+    "An image as 8-bit grayscale or RGB (16-bit grayscale scaled from its full range); errors name the file"
+    from PIL import Image
+    try:
+        im = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src); im.load()
+    except Exception as e: raise OSError(
+        f"{where or src}: cannot be read as an image ({type(e).__name__}: {e}); it is truncated or corrupt: replace "
+        "it (download or copy it again) or delete it.") from None
+    return as_8bit(im)
+
+def as_8bit(
+    im:'PIL.Image.Image', # any PIL image
+)->'PIL.Image.Image': # 'L' or 'RGB'
+    "`im` as 8-bit grayscale or RGB, a 16-bit grayscale image scaled from its full range 0..65535"
+    from PIL import Image
+    if im.mode.startswith('I'):                            # 16-bit grayscale: PIL's own conversion clips at 255
+        return Image.fromarray((np.asarray(im, np.float64).clip(0, 65535) / 257).round().astype(np.uint8))
+    return im if im.mode in ('L', 'RGB') else im.convert('RGB')
+
 # %% ../nbs/00b_datasets.ipynb #a5e504d8
 CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
-
-def cache_dir(
-    source, # the dataset's file or folder
-)->Path:
-    "Where fastamp caches what it derives from `source`: `$FASTAMP_CACHE`, else beside `source`, else the temp folder"
-    if env := os.environ.get('FASTAMP_CACHE'): return Path(env)
-    parent = Path(source).resolve().parent
-    writable = os.access(parent, os.W_OK) and parent.stat().st_mode & 0o222    # read-only stays so, even for root
-    return parent if writable else Path(tempfile.gettempdir())/'fastamp'
-
-def source_checksum(
-    source, # an archive (its bytes are hashed) or a folder (its files' relative names, sizes and mtimes)
-)->str:
-    "A sha256 hex digest that changes when the archive's content or the folder's files change"
-    source, h = Path(source), hashlib.sha256()
-    if source.is_file():
-        with open(source, 'rb') as f:
-            for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
-    else:
-        for p in sorted(source.rglob('*')):
-            if not p.is_file(): continue
-            st = p.stat(); h.update(f"{p.relative_to(source).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-def _archive_error(archive, e): return ValueError(
-    f"{archive}: cannot be read as a .tar.gz archive ({type(e).__name__}: {e}); it is truncated or corrupt: "
-    "download it again (or check that it is the right file).")
-
-def extract_archive(
-    archive, # a .tar.gz / .tgz file
-    dest=None, # folder to extract under; default: `cache_dir(archive)`
-)->Path:
-    "Extract an archive once per content (a changed archive is extracted again) and return the folder"
-    archive = Path(archive)
-    stem = archive.name.removesuffix('.tar.gz').removesuffix('.tgz')
-    out = Path(dest or cache_dir(archive))/f"{stem}-{source_checksum(archive)[:16]}"
-    if not (out/'.extracted').exists():
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            with tarfile.open(archive) as t: t.extractall(out, filter='data')
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as e: raise _archive_error(archive, e) from None
-        (out/'.extracted').touch()
-        for old in out.parent.glob(f"{stem}-" + '?' * 16):              # extractions of earlier versions of it
-            if old != out and (old/'.extracted').exists(): shutil.rmtree(old, ignore_errors=True)
-    return out
 
 # %% ../nbs/00b_datasets.ipynb #9f7e6e3a
 def _archive_files(archive:Path)->dict:
@@ -273,9 +254,8 @@ def _cifar_pickles(files:dict, root:PurePosixPath, src:Path)->ImageSet:
     return ImageSet(x, y, list(vocab), np.arange(len(y) - len(parts[-1]['labels']), len(y)), name='cifar10')
 
 def _decode(v, where)->np.ndarray:
-    from PIL import Image
-    try: return np.asarray(Image.open(io.BytesIO(_read(v))).convert('RGB'))
-    except Exception as e: raise ValueError(f"{where}: cannot be decoded as an image ({e}): it is corrupt.") from None
+    try: return np.asarray(open_image(_read(v), where).convert('RGB'))
+    except OSError as e: raise ValueError(str(e)) from None
 
 def _cifar_folder(files:dict, root:PurePosixPath, src:Path)->ImageSet:
     rel = sorted(n.relative_to(root) for n in files if n.is_relative_to(root) and n.suffix.lower() in image_extensions)
@@ -328,7 +308,10 @@ def load_cifar(
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file or folder; pass the CIFAR folder or archive.")
     f = cache_dir(path)/f"{path.name}.fastamp-{source_checksum(path)[:16]}.npz"
-    if cache and f.exists(): return _load_cache(f)
+    if cache and f.exists():
+        if owned(f): return _load_cache(f)
+        warnings.warn(f"{f}: a cached decoding owned by another user (uid {f.lstat().st_uid}) is not read as your "
+                      f"data: {path} is decoded again.")
     files = _archive_files(path) if path.is_file() else _folder_files(path)
     layout, root = _cifar_root(files, path)
     data = (_cifar_pickles if layout == 'pickles' else _cifar_folder)(files, root, path)
@@ -336,6 +319,28 @@ def load_cifar(
     return data
 
 # %% ../nbs/00b_datasets.ipynb #96b84ca4
+def _content_key(data:ImageSet)->str:
+    "A sha256 of an array `ImageSet`'s images, labels, split and class names"
+    h = hashlib.sha256()
+    for a in (data.items, data.labels, data.valid_idx):
+        a = np.ascontiguousarray(a); h.update(f"{a.dtype}{a.shape}".encode()); h.update(a)
+    h.update('\0'.join(map(str, data.vocab)).encode())
+    return h.hexdigest()
+
+def _marker(path:Path)->str|None:
+    "The content key in a folder written by `write_image_folder` (None if it is not one, or another user's)"
+    m = path/'.complete'
+    return m.read_text() if m.is_file() and owned(m) else None
+
+def _put(tmp:Path, path:Path, key:str):
+    "Rename the written folder `tmp` to `path`, replacing a folder written there for other data"
+    old = None
+    if path.is_dir() and not any(path.iterdir()): path.rmdir()
+    elif _marker(path) not in (None, key): old = path.rename(path.with_name(f"{path.name}.{os.getpid()}.old"))
+    try: tmp.rename(path)
+    except OSError: shutil.rmtree(tmp)                              # another process was first, or `path` is taken
+    if old: shutil.rmtree(old, ignore_errors=True)
+
 def _folder_name(cls:str)->str:
     "A class name as one folder name: a '/' (Fashion-MNIST's 'T-shirt/top') would make a nested tree"
     return str(cls).replace('/', '_')
@@ -344,25 +349,23 @@ def write_image_folder(
     data:ImageSet, # an in-memory `ImageSet`
     path, # folder to write `train/<class>/*.png` and `test/<class>/*.png` into
 )->Path:
-    "Write an array `ImageSet` as an image folder tree (once: a complete folder is reused) and return `path`"
+    "Write an array `ImageSet` as an image folder tree (once per content) and return `path`"
     path = Path(path)
-    if (path/'.complete').exists(): return path
     if not isinstance(data.items, np.ndarray): raise TypeError(
         f"write_image_folder needs an ImageSet of arrays, but {data.name or 'this one'} holds "
         f"{type(data.items).__name__} items: it is a folder already (use it as it is), or load it as arrays first, e.g. "
         "with `load_cifar`.")
+    if _marker(path) == (key := _content_key(data)): return path
     from PIL import Image
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")        # written aside, then renamed: never seen half-done
     is_valid = np.zeros(len(data), bool); is_valid[data.valid_idx] = True
     for i, (x, y, v) in enumerate(zip(data.items, data.labels, is_valid)):
         p = tmp/('test' if v else 'train')/_folder_name(data.vocab[y])/f'{i:05d}.png'
         p.parent.mkdir(parents=True, exist_ok=True); Image.fromarray(x).save(p)
-    (tmp/'.complete').touch()
-    if path.exists() and not any(path.iterdir()): path.rmdir()
-    try: tmp.rename(path)
-    except OSError: shutil.rmtree(tmp)                              # another process was first, or `path` is taken
-    if not (path/'.complete').exists(): raise FileExistsError(f"{path}: exists and is not a folder written by "
-                                                              "write_image_folder; pass another path.")
+    (tmp/'.complete').write_text(key)
+    _put(tmp, path, key)
+    if _marker(path) != key: raise FileExistsError(f"{path}: exists and is not a folder written by "
+                                                   "write_image_folder; pass another path.")
     return path
 
 def fashion_mnist_or_digits()->ImageSet:
@@ -377,6 +380,6 @@ def cifar10_or_digits_folder()->Path:
         if not Path(env).exists(): raise FileNotFoundError(f"FASTAMP_CIFAR10={env}: no such file or folder; "
                                                            "point it at CIFAR-10's archive or folder, or unset it.")
         return Path(env)
-    path = write_image_folder(load_digits(), Path(tempfile.gettempdir())/'fastamp'/'digits-folder')
+    path = write_image_folder(load_digits(), user_temp_dir()/'digits-folder')
     print(f"FASTAMP_CIFAR10 is not set: using scikit-learn's digits written as an image folder at {path}.")
     return path

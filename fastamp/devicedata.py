@@ -14,7 +14,7 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.torch_core import TensorImage, default_device, show_images
 from fasttransform import Transform
 from .datasets import ImageSet
-from .data import train_weights, labelled_split
+from .data import train_weights, labelled_split, pixel_scale, check_channels, checked_weights
 
 # %% auto #0
 __all__ = ['images_to_tensor', 'channel_stats', 'pad_crop_flip', 'PadCropFlip', 'DeviceImages', 'DeviceDL', 'DeviceDataLoaders',
@@ -30,17 +30,15 @@ def _resize_uint8(x:torch.Tensor, size:int, chunk:int=4096)->torch.Tensor:
     return out
 
 def images_to_tensor(
-    images:np.ndarray, # uint8 images (N, H, W) or (N, H, W, C)
+    images:np.ndarray, # images (N, H, W) or (N, H, W, C): uint8, uint16 or floats in [0, 1] (`pixel_scale`)
     size:int|None=None, # square side to resize to, once; None keeps the stored size
     device=None, # where the tensor lives; default: fastai's `default_device()`
 )->torch.Tensor: # uint8 (N, C, size, size)
-    "uint8 images as one channels-first uint8 tensor on `device`, resized once"
+    "Images as one channels-first uint8 tensor on `device` (scaled by `pixel_scale` to 8 bits), resized once"
     images = np.asarray(images)
-    if images.dtype != np.uint8: raise TypeError(
-        f"the device-resident path stores uint8 images, but these are {images.dtype}: convert them with "
-        "`(x * 255).round().astype(np.uint8)` (for floats in [0, 1]) or use `fastamp.data.imageset_dls`.")
     if images.ndim not in (3, 4): raise ValueError(
         f"images of shape {images.shape}: expected (N, H, W) or (N, H, W, C); wrap a single image in a list.")
+    if images.dtype != np.uint8: images = (images * (255 / pixel_scale(images))).round().astype(np.uint8)
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device if device is not None else default_device())
     x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
     if size and tuple(x.shape[-2:]) != (size, size): x = _resize_uint8(x, size)
@@ -153,9 +151,10 @@ class DeviceDL(DataLoader):
         if not self.n or not self.shuffle: return list(range(self.n or 0))
         g = self._gen('cpu')
         if self.wgts is None: return torch.randperm(self.n, generator=g).tolist()
-        w = torch.as_tensor(np.asarray(self.wgts, dtype=np.float64))
+        w = np.asarray(self.wgts, dtype=np.float64)
         if len(w) != self.n: raise ValueError(
             f"{len(w)} sampling weights for {self.n} items: set `wgts` to one weight per training item.")
+        w = torch.as_tensor(checked_weights(w, 'wgts'))
         return torch.multinomial(w, self.n, replacement=True, generator=g).tolist()
 
     def sample(self): return self._DataLoader__idxs  # the epoch's indices as they are, no per-index generator
@@ -281,7 +280,7 @@ def _stats(normalize, x_train:torch.Tensor, n_ch:int)->tuple:
     return mean, std
 
 def device_dls(
-    data:ImageSet, # an `ImageSet` whose `items` are a uint8 array (N, H, W) or (N, H, W, C)
+    data:ImageSet, # an `ImageSet` whose `items` are an array (N, H, W[, C]): uint8, uint16 or floats in [0, 1]
     labels:np.ndarray|None=None, # labels to train on (default: `data.labels`), e.g. coarse labels
     vocab:list|None=None, # their names (default: `data.vocab`)
     train_idx=None, # training items (default: `data.train_idx`), e.g. a long-tailed subset
@@ -301,12 +300,11 @@ def device_dls(
     "fastai `DataLoaders` with an `ImageSet`'s arrays on `device`, batches gathered and augmented there"
     if not isinstance(data.items, np.ndarray): raise TypeError(
         f"{data.name or 'this ImageSet'} holds {type(data.items).__name__} items (image files?): the device-resident "
-        "path needs a uint8 array; decode the images into an array first, or use `fastamp.data.imageset_dls`.")
+        "path needs an image array; decode the images into an array first, or use `fastamp.data.imageset_dls`.")
     labels, vocab, train_idx, valid_idx = labelled_split(data, labels, vocab, train_idx, valid_idx)
     device = torch.device(device) if device is not None else default_device()
     xt, xv = (images_to_tensor(data.items[i], size, device) for i in (train_idx, valid_idx))
-    if xt.shape[1] not in (1, n_ch): raise ValueError(
-        f"{xt.shape[1]}-channel images for n_ch={n_ch}: pass n_ch={xt.shape[1]}.")
+    check_channels(xt.shape[1], n_ch, convert=False)
     yt, yv = (torch.as_tensor(labels[i], dtype=torch.long, device=device) for i in (train_idx, valid_idx))
     mean, std = _stats(normalize, xt, n_ch)
     common = dict(pad=pad, flip=flip, mean=mean, std=std, n_ch=n_ch, seed=seed, device=device)

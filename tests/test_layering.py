@@ -8,7 +8,7 @@ from pathlib import Path
 PKG = Path(__file__).parents[1]/'fastamp'
 BENCH = ['catalog', 'store', 'training', 'resume', 'loggers', 'tasks', 'config', 'records', 'runner']
 LAYERS = {  # layer of each module; `all` re-exports everything and sits above the rest
-    'core': 1, 'metrics': 1, 'accuracies': 1, 'models': 1, 'datasets': 1, 'hooks': 1,
+    'core': 1, 'metrics': 1, 'accuracies': 1, 'models': 1, 'datasets': 1, 'hooks': 1, 'cache': 1,
     'losses': 2, 'mixing': 2, 'mixup': 2, 'data': 2, 'devicedata': 2,
     'transfer': 3, 'evaluate': 3,
     **{f'bench.{m}': 4 + i / 100 for i, m in enumerate(BENCH)}, 'bench': 4.5,  # `bench/__init__` re-exports them
@@ -19,7 +19,8 @@ LAYERS = {  # layer of each module; `all` re-exports everything and sits above t
 SAME_LAYER = {  # the imports inside one layer, each clearly one-way (DESIGN.md): the policies on their mechanism, ...
     ('mixup', 'mixing'),
     ('devicedata', 'data'),  # ... the device-resident loaders on the per-item recipes, ...
-    ('accuracies', 'metrics'),  # ... the accuracies on the measures' checks
+    ('accuracies', 'metrics'),  # ... the accuracies on the measures' checks, ...
+    ('datasets', 'cache'),  # ... the readers on where their cache lives
 }
 
 
