@@ -116,6 +116,8 @@ def _bench(args)->int:
     if args.threads: bench.set_threads(args.threads)
     cfgs = bench.task_configs(s)
     s = {**s, 'data_sha': cfgs[0].data_sha}  # the data's checksum, taken once for the whole sweep
+    try: bench.check_sweep(cfgs)  # the data against the settings (classes, a batch per run), before any line
+    except bench.SettingsError as e: return _fail(e)
     print('methods: ' + '; '.join(f"{m} = {bench.describe_method(m)}" for m in s['methods']), flush=True)
     log = lambda line: print(line, flush=True)
     counts = bench.run_benchmark(s, args.out, jobs=args.jobs, log=log, logger=args.log, **opts)

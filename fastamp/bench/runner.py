@@ -22,8 +22,8 @@ from .config import (BenchConfig, check_settings, check_data, run_key, task_conf
 from .records import _record, read_record, write_runs_table, write_plan
 
 # %% auto #0
-__all__ = ['run_one', 'set_threads', 'cpu_cores', 'worker_threads', 'jobs_cost_line', 'worker_pool', 'worker_devices',
-           'assign_workers', 'run_comparison', 'run_benchmark']
+__all__ = ['check_sweep', 'run_one', 'set_threads', 'cpu_cores', 'worker_threads', 'jobs_cost_line', 'worker_pool',
+           'worker_devices', 'assign_workers', 'run_comparison', 'run_benchmark']
 
 # %% ../../nbs/05_bench/08_runner.ipynb #9eb68dd7
 _DATASET_CACHE = {}  # (dataset, data path, its checksum) -> what `load_dataset` gives, for the runs of this process
@@ -32,6 +32,12 @@ def _data(cfg:BenchConfig):
     k = (cfg.dataset, cfg.data, cfg.data_sha)
     if k not in _DATASET_CACHE: _DATASET_CACHE[k] = load_dataset(cfg.dataset, cfg.data)
     return _DATASET_CACHE[k]
+
+def check_sweep(
+    cfgs:list, # the comparisons of a sweep (`task_configs`)
+):
+    "Read the data of every comparison (once per process) and `check_data` it: a sweep that cannot train stops here"
+    for c in cfgs: check_data(c, _data(c))
 
 def _one_line(e, n:int=300)->str:
     "An exception's message on one line (fastai's callback errors span several)"
@@ -313,7 +319,7 @@ def run_benchmark(
     check_settings({**s, 'out': out, 'jobs': jobs, 'log': logger, 'threads': threads, 'devices': devices,
                     'shard': shard, 'lock_timeout': lock_timeout})
     cfgs, part = task_configs(s), parse_shard(shard)
-    for c in cfgs: check_data(c, _data(c))  # every comparison's data, before any plan or run
+    check_sweep(cfgs)  # every comparison's data, before any plan or run
     keys = _plan(cfgs, out)
     mine = shard_keys(keys, part) if part else None
     if part: log(f"shard {part[0]}/{part[1]}: {len(mine)} of the sweep's {len(keys)} runs")
