@@ -131,9 +131,17 @@ def interrupted_line(
 def read_plan(
     out, # the benchmark's output folder
 )->dict: # task -> its planned run keys; empty without a plan
-    "The runs planned in `out` (`out/plan.json`)"
+    "The runs planned in `out` (`out/plan.json`); a plan that cannot be read is set aside (`plan.json.corrupt`)"
     p = Path(out)/'plan.json'
-    return json.loads(p.read_text())['runs'] if p.exists() else {}
+    try:
+        plan = json.loads(p.read_text())['runs']
+        if not isinstance(plan, dict): raise ValueError("not a plan: its runs are not a table of tasks")
+        return plan
+    except FileNotFoundError: return {}
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        try: warnings.warn(set_aside(p, e).replace('its run trains again', 'the plan is made again'), stacklevel=2)
+        except FileNotFoundError: pass
+        return {}
 
 @contextmanager
 def _plan_lock(out:Path, wait:float=30.):
