@@ -47,7 +47,7 @@ class EpochCheckpoint(Callback):
 
 _CKPT_KEYS = ('epoch', 'model', 'opt', 'rng')
 
-def _read_checkpoint(path:Path)->dict|None:
+def _read_checkpoint(path:Path, log=None)->dict|None:
     "The state saved at `path`; None when there is none, or when it cannot be read (then it is set aside)"
     try:
         st = torch.load(path, map_location='cpu', weights_only=False)
@@ -56,15 +56,18 @@ def _read_checkpoint(path:Path)->dict|None:
         return st
     except FileNotFoundError: return None
     except Exception as e:  # torch.load raises what unpickling a cut file raises: EOFError, RuntimeError, ...
-        warnings.warn(set_aside(path, e).replace('its run trains again', 'the run starts again from epoch 0'))
+        line = set_aside(path, e).replace('its run trains again', 'the run starts again from epoch 0')
+        if log is None: warnings.warn(line, stacklevel=3)
+        else: log(line)
         return None
 
 def resume_training(
     learn:Learner, # a freshly built learner of the run
     path, # its checkpoint file (may not exist)
+    log=None, # called with the line that names a checkpoint set aside; None: a warning
 )->tuple: # `(epoch to start at, wall seconds the run has trained before)`, `(0, 0.)` without a checkpoint
     "Load the checkpoint at `path` into `learn` (one that cannot be read is set aside: the run starts again)"
-    st = _read_checkpoint(Path(path))
+    st = _read_checkpoint(Path(path), log)
     if st is None: return 0, 0.
     learn.model.load_state_dict(st['model'])
     learn.create_opt(); learn.opt.load_state_dict(st['opt'])

@@ -82,10 +82,10 @@ def _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout)->tuple:
     with RunLock(runs/f'{key}.lock', lock_timeout) as lock:
         if not lock.acquired: return 'busy', f"busy {key}: held by {holder_line(lock.holder)}"
         if read_record(rec_path) is not None: return 'skipped', f"skip {key}: finished earlier"
-        start, t0, notes = 0, time.perf_counter(), {}
+        start, t0, notes, aside = 0, time.perf_counter(), {}, []
         def train(learn):
             nonlocal start, t0
-            start, before = resume_training(learn, ckpt); t0 -= before
+            start, before = resume_training(learn, ckpt, aside.append); t0 -= before
             extra = [EpochCheckpoint(ckpt, start, t0), LockHeartbeat(lock),
                      *logger_callbacks(log, Path(out)/cfg.task/'logs', key, start), *cbs]
             _fit(learn, cfg, cfg.epochs, extra, start_epoch=start)
@@ -104,7 +104,7 @@ def _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout)->tuple:
             return 'failed', f"FAILED {key}: {type(e).__name__}: {_one_line(e)} (traceback in {err})"
         (runs/f'{key}.error.txt').unlink(missing_ok=True); ckpt.unlink(missing_ok=True)
         resumed = f", resumed at epoch {start}" if start else ''
-        return 'done', f"done {key}: {_fmt(res)} ({rec['wall_s']:.0f} s{resumed})"
+        return 'done', f"done {key}: {_fmt(res)} ({rec['wall_s']:.0f} s{resumed})" + ''.join(f"; {l}" for l in aside)
 
 # %% ../../nbs/05_bench/08_runner.ipynb #5df2f62e
 def _stop(*args): raise SystemExit(1)  # a quiet exit that still runs `finally` (locks, temporary files)
