@@ -173,7 +173,8 @@ class BenchConfig:
     subset:int|None=None # c2f: train on a seeded subset of this many training items (drawn per seed); None: all
     probe_every:int=0 # c2f: also probe the fine classes every this many epochs of training (curves); 0: at the end only
     compile:str|None=None # train the model compiled by `torch.compile` in this mode (see `CompileModel`); None: eager
-    data_sha:str|None=None # checksum of the files the data is read from; None: taken from them (`data_checksum`)
+    data_sha:str|None=None # checksum of the data's files; None: taken from them (`data_checksum`; so give None with
+                           # another `data` in `dataclasses.replace`)
     def __post_init__(self):
         check_settings(asdict(self)); self.dataset = dataset_name(self.dataset)
         if self.data_sha is None: self.data_sha = data_checksum(self.dataset, self.data)
