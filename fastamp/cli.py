@@ -14,6 +14,11 @@ class _Parser(argparse.ArgumentParser):
     "argparse that reports errors on one line, with exit code 2"
     def error(self, message): raise SystemExit(_fail(message))
 
+class _Help(argparse.HelpFormatter):
+    "argparse's help, wrapped at spaces only: a method name such as midpoint-classmean stays whole"
+    def _split_lines(self, text, width):
+        import textwrap; return textwrap.wrap(' '.join(text.split()), width, break_on_hyphens=False)
+
 def _fail(msg, code:int=2)->int:
     print(f"fastamp: error: {msg}", file=sys.stderr); return code
 
@@ -45,17 +50,20 @@ def _parser():
     from fastamp.accuracies import MANY_SHOT, FEW_SHOT
     p = _Parser(prog='fastamp', description='Asymptotic Midpoint Mixup for fastai')
     sub = p.add_subparsers(dest='cmd', required=True, parser_class=_Parser)
-    b = sub.add_parser('bench', help='compare MidpointMixup with its baselines (no option: digits, ~2 min on CPU)')
+    b = sub.add_parser('bench', help='compare MidpointMixup with its baselines (no option: digits, ~2 min on CPU)',
+                       formatter_class=_Help,
+                       epilog='fastamp bench --list: every method with its callbacks and loss, the presets with their '
+                       'settings, the datasets and the tasks')
     b.add_argument('--preset', choices=list(PRESETS), default='default', help='named settings; options override them')
     b.add_argument('--quick', action='store_true', help='same as --preset quick (seconds)')
     b.add_argument('--list', action='store_true', help='list the methods (callbacks, loss), presets, datasets and '
                    'tasks, and exit')
     b.add_argument('--task', dest='tasks', type=_csv(str), help=f"comma list of {', '.join(TASKS)}")
-    b.add_argument('--dataset', help=', '.join(DATASETS))
+    b.add_argument('--dataset', help=f"{', '.join(DATASETS)} (fastamp bench --list says which need --data)")
     b.add_argument('--data', help='folder or archive of the dataset (CIFAR; Fashion-MNIST default: $FASTAMP_DATA or '
                    'the Debian package)')
-    b.add_argument('--methods', type=_csv(str), help=f"comma list of {len(METHODS)} methods, e.g. "
-                   f"{','.join(list(METHODS)[:4])} (all with their callbacks: --list)")
+    b.add_argument('--methods', type=_csv(str), help=f"comma list of methods: {', '.join(METHODS)} (each with its "
+                   "callbacks and loss: fastamp bench --list)")
     b.add_argument('--arch', help=_archs())
     b.add_argument('--epochs', type=int, help='training epochs of each run (the schedule keeps its shape)')
     b.add_argument('--bs', type=int, help='batch size')
@@ -107,6 +115,9 @@ def _bench(args)->int:
     except bench.SettingsError as e: return _fail(e)
     if args.threads: bench.set_threads(args.threads)
     cfgs = bench.task_configs(s)
+    s = {**s, 'data_sha': cfgs[0].data_sha}  # the data's checksum, taken once for the whole sweep
+    try: bench.check_sweep(cfgs)  # the data against the settings (classes, a batch per run), before any line
+    except bench.SettingsError as e: return _fail(e)
     print('methods: ' + '; '.join(f"{m} = {bench.describe_method(m)}" for m in s['methods']), flush=True)
     log = lambda line: print(line, flush=True)
     counts = bench.run_benchmark(s, args.out, jobs=args.jobs, log=log, logger=args.log, **opts)
@@ -146,6 +157,11 @@ def _run(args, argv)->int:
         return 130
     except (FileNotFoundError, ValueError) as e:  # data that cannot be read
         return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except OSError as e:  # the output folder cannot be written: a full disk, a read-only folder, no permission
+        from fastamp.bench import OutputError, output_error
+        err = e if isinstance(e, OutputError) else output_error(e, args.out)
+        if err is None: raise
+        return _fail(err, code=1)
 
 def main(
     argv:list|None=None, # the arguments (default: the command line's)

@@ -144,12 +144,25 @@ def plot_probe_curves(
 def _setting(rec:dict)->str: return rec['key'].rsplit('_', 1)[-1]  # the hash of the settings that change numbers
 
 def _setting_name(cfg:dict)->str:
-    return cfg['dataset'] + (f", {cfg['arch']} with head {cfg['head']}" if cfg.get('head') else '')
+    return (cfg['dataset'] + (f" (files {cfg['data_sha']})" if cfg.get('data_sha') else '')
+            + (f", {cfg['arch']} with head {cfg['head']}" if cfg.get('head') else ''))
+
+def _degenerate(recs:list)->list:
+    "One line for the measures some runs could not compute (NaN in the tables), with why: once, not once per run"
+    seen = {}
+    for r in recs:
+        for m, why in (r.get('notes') or {}).items(): seen.setdefault(m, [why, 0])[1] += 1
+    if not seen: return []
+    return ["NaN in the tables above: " + '; '.join(f"`{m}` in {n} of {len(recs)} runs ({why})"
+                                                  for m, (why, n) in seen.items())]
 
 def _fixed(cfg:dict, recs:list)->str:
     "What a task held fixed across its methods"
     sched = 'one-cycle' if cfg.get('schedule', 'one_cycle') == 'one_cycle' else 'warm-up and step'
-    s = (f"dataset {cfg['dataset']}, arch {cfg['arch']}" + (f" with head {cfg['head']}" if cfg.get('head') else '')
+    src = cfg.get('data') or 'its default folder'
+    files = f" from {src} (checksum {cfg['data_sha']})" if cfg.get('data_sha') else ''
+    s = (f"dataset {cfg['dataset']}{files}, arch {cfg['arch']}"
+         + (f" with head {cfg['head']}" if cfg.get('head') else '')
          + (f", a seeded subset of {cfg['subset']} training images per seed" if cfg.get('subset') else '')
          + f", {cfg['epochs']} epoch{'s' * (cfg['epochs'] != 1)}, batch size {cfg['bs']}, "
          f"{cfg.get('opt', 'adam')} with {sched} lr {cfg['lr']}" + (', crop+flip' if cfg.get('augment') else '')
@@ -222,7 +235,7 @@ def _setting_section(d:Path, title:str, recs:list, cfg, plots:bool, several:bool
         to_markdown(summarize(df, methods=order)),
         f"### {title}: collapse measures of the classifier input on the held-out set (no best marked: the better "
         f"direction differs per measure), {_runs(recs, planned)}",
-        to_markdown(summarize(df, coll, methods=order, mark_best=False)),
+        to_markdown(summarize(df, coll, methods=order, mark_best=False)), *_degenerate(recs),
         *_curves_section(d, recs, order, plots)])
 
 def results_page(
@@ -236,7 +249,7 @@ def results_page(
     "The Markdown results page of a benchmark folder"
     out = Path(out)
     tasks = [(c.task, c) for c in (cfgs or [])] or [(t, None) for t in TASKS if (out/t).is_dir()]
-    recs = [r for t, _ in tasks for r in run_records(out/t)]
+    recs = [r for t, c in tasks for r in run_records(out/t, c)]  # a sweep's page: its comparisons' runs only
     head = [f'# {title}'] if title else []
     if command: head.append(f"Command: `{command}`")
     if recs: head.append(_machine(recs[0]))

@@ -14,14 +14,17 @@ their import order (each imports only those before it):
 - `records`: run records, `runs.csv`, the plan of a sweep (what `fastamp.report` reads)
 - `runner`: one run, a comparison, a set of settings or one shard of it, worker processes over devices and cores
 """
-from .catalog import *
-from .store import *
-from .training import *
-from .resume import *
-from .loggers import *
-from .tasks import *
-from .config import *
-from .records import *
-from .runner import *
+import warnings
+with warnings.catch_warnings():  # fastai's layers call `torch.jit.script` as they load: a FutureWarning on every
+    warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)  # command
+    from .catalog import *
+    from .store import *
+    from .training import *
+    from .resume import *
+    from .loggers import *
+    from .tasks import *
+    from .config import *
+    from .records import *
+    from .runner import *
 
 run_bench = run_comparison  # its name before the package split, kept for code written then

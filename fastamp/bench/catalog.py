@@ -12,7 +12,7 @@ from fastai.callback.mixup import MixUp, CutMix
 from ..core import AsymptoticLam, LinearLam, ConstantLam
 from ..mixup import MidpointMixup, FeatureMixup, ManifoldMixup, InputMixup, Remix, SynerMix, SynerMixIntra
 from ..losses import LogitAdjustedLoss, LDAMLoss, DRW
-from ..datasets import load_digits, load_fashion_mnist, load_cifar
+from ..datasets import load_digits, load_fashion_mnist, load_cifar, find_fashion_mnist
 from ..data import COARSE_MAPS
 
 # %% auto #0
@@ -111,12 +111,15 @@ class Dataset:
     size:int|None=None # image size the models get; None: the images' own
     needs_path:bool=False # its files come from `--data` only (no default place)
     aliases:tuple=() # other accepted spellings of `name`
+    source:Callable|None=None # `source(path)` -> the file or folder it reads (`path`: `--data` or None); None: built in
+    classes:int|None=None # its number of classes: files with another number are another dataset
 
 DATASETS = {d.name: d for d in [
-    Dataset('digits', lambda p: load_digits(), COARSE_MAPS['digits'], size=16),
-    Dataset('fmnist', load_fashion_mnist, COARSE_MAPS['fashion-mnist'], aliases=('fashion-mnist',)),
-    Dataset('cifar10', load_cifar, COARSE_MAPS['cifar10'], needs_path=True),
-    Dataset('cifar100', load_cifar, needs_path=True),
+    Dataset('digits', lambda p: load_digits(), COARSE_MAPS['digits'], size=16, classes=10),
+    Dataset('fmnist', load_fashion_mnist, COARSE_MAPS['fashion-mnist'], aliases=('fashion-mnist',),
+            source=find_fashion_mnist, classes=10),
+    Dataset('cifar10', load_cifar, COARSE_MAPS['cifar10'], needs_path=True, source=lambda p: p, classes=10),
+    Dataset('cifar100', load_cifar, needs_path=True, source=lambda p: p, classes=100),
 ]}
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #4ebaa4ce

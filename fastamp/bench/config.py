@@ -10,16 +10,18 @@ from pathlib import Path
 import torch
 from ..models import MODELS, _HEADS
 from ..accuracies import MANY_SHOT, FEW_SHOT
+from ..datasets import ImageSet, source_checksum
+from ..losses import DRW
 from .catalog import (METHODS, DATASETS, PRESETS, _DATASET_ALIASES, dataset_name, needs_data_message,
                                    describe_method)
 from .training import SCHEDULES, OPTIMIZERS, LOADERS, _is_arch, _archs
 from .training import COMPILE_MODES
 from .loggers import LOGGERS
-from .tasks import TASKS
+from .tasks import TASKS, train_size
 
 # %% auto #0
-__all__ = ['SettingsError', 'check_settings', 'BenchConfig', 'run_key', 'task_config', 'task_configs', 'catalog_listing',
-           'parse_shard', 'shard_keys']
+__all__ = ['SettingsError', 'check_settings', 'BenchConfig', 'run_key', 'data_checksum', 'check_data', 'task_config',
+           'task_configs', 'catalog_listing', 'parse_shard', 'shard_keys']
 
 # %% ../../nbs/05_bench/06_config.ipynb #c0b4380f
 class SettingsError(ValueError):
@@ -100,11 +102,37 @@ def _check_places(s:dict):
         raise SettingsError(needs_data_message(s['dataset']))
     if s.get('data') and not Path(s['data']).exists():
         raise SettingsError(f"--data {s['data']}: no such file or folder")
-    if s.get('out') and Path(s['out']).exists() and not Path(s['out']).is_dir():
-        raise SettingsError(f"--out {s['out']}: is a file; give a folder (new or holding earlier runs)")
+    if s.get('data') and s.get('dataset') and DATASETS[dataset_name(s['dataset'])].source is None:
+        raise SettingsError(f"--data {s['data']}: --dataset {s['dataset']} is built in and reads no files; leave "
+                            "--data out (or name the --dataset of those files)")
+    if s.get('out'): _check_out(s['out'])
     pkg = LOGGERS.get(s.get('log'))
     if pkg and importlib.util.find_spec(pkg) is None:
         raise SettingsError(f"--log {s['log']} needs the {pkg} package: pip install {pkg} (or use --log csv)")
+
+def _check_out(out):
+    "`out` is a folder this process can write in, or can be made in one"
+    up = next((a for a in [Path(out), *Path(out).parents] if a.exists()), None)  # the nearest part that exists
+    if up is not None and not up.is_dir(): raise SettingsError(
+        f"--out {out}: {'it' if up == Path(out) else up} is a file; give a folder (new or holding earlier runs)")
+    if up is not None and not os.access(up, os.W_OK | os.X_OK):
+        raise SettingsError(f"--out {out}: {up} is read-only here; give a folder you can write in")
+
+def _check_shots(s:dict):
+    "The shot groups are in order: many-shot above few-shot"
+    if s.get('many') is not None and s.get('few') is not None and s['many'] <= s['few']: raise SettingsError(
+        f"--many {s['many']} --few {s['few']}: many-shot classes have more than --many training items and few-shot "
+        f"ones fewer than --few; give --many above --few (defaults {MANY_SHOT} and {FEW_SHOT})")
+
+def _check_switch(s:dict):
+    "The DRW of every method switches to class-balanced weights inside the fit"
+    e = s.get('epochs')
+    for m in (s.get('methods') or []) if e else []:
+        for cb in METHODS[m].cbs():
+            if isinstance(cb, DRW) and (k := cb.switch_at(e)) >= e: raise SettingsError(
+                f"--methods {m} with --epochs {e}: its DRW switches to class-balanced weights at epoch {k} (0-based), "
+                f"after the fit's last epoch, so it would train without them; give --epochs "
+                f"{next(n for n in range(e + 1, e + 1000) if cb.switch_at(n) < n)} or more")
 
 def check_settings(
     s:dict, # benchmark settings: `BenchConfig` fields and run options (`tasks`, `out`, `threads`, `jobs`, `log`,
@@ -114,7 +142,7 @@ def check_settings(
     for k, ok, fix in _RULES:
         if k in s and s[k] is not None and not ok(s[k]):
             raise SettingsError(f"{_opt(k)} {s[k]!r}: give {fix}")
-    _check_choices(s); _check_model(s); _check_places(s)
+    _check_choices(s); _check_shots(s); _check_switch(s); _check_model(s); _check_places(s)
 
 # %% ../../nbs/05_bench/06_config.ipynb #f30ee5b7
 @dataclass
@@ -145,7 +173,11 @@ class BenchConfig:
     subset:int|None=None # c2f: train on a seeded subset of this many training items (drawn per seed); None: all
     probe_every:int=0 # c2f: also probe the fine classes every this many epochs of training (curves); 0: at the end only
     compile:str|None=None # train the model compiled by `torch.compile` in this mode (see `CompileModel`); None: eager
-    def __post_init__(self): check_settings(asdict(self)); self.dataset = dataset_name(self.dataset)
+    data_sha:str|None=None # checksum of the data's files; None: taken from them (`data_checksum`; so give None with
+                           # another `data` in `dataclasses.replace`)
+    def __post_init__(self):
+        check_settings(asdict(self)); self.dataset = dataset_name(self.dataset)
+        if self.data_sha is None: self.data_sha = data_checksum(self.dataset, self.data)
     def runs(self)->list:
         "The (method, seed, rho) of every run"
         rhos = self.rhos if self.task == 'lt' else [None]
@@ -154,6 +186,7 @@ class BenchConfig:
 _UNKEYED_DEFAULTS = {'head': None, 'subset': None, 'probe_every': 0}  # settings added later: at these defaults they
                                                                       # stay out of the hash (earlier records keep keys)
 _UNKEYED_DEFAULTS['compile'] = None  # eager training: the keys of runs before `--compile`
+_UNKEYED_DEFAULTS['data_sha'] = None  # a built-in dataset (digits): the keys of runs before data checksums
 def run_key(
     cfg:BenchConfig, # the comparison
     method:str, # its method
@@ -165,6 +198,33 @@ def run_key(
              and not (k in _UNKEYED_DEFAULTS and v == _UNKEYED_DEFAULTS[k])}
     h = hashlib.sha1(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:8]
     return f"{cfg.task}_{cfg.dataset}_{method}_s{seed}" + (f"_rho{rho:g}" if rho is not None else '') + f"_{h}"
+
+# %% ../../nbs/05_bench/06_config.ipynb #bc360419
+def data_checksum(
+    dataset:str, # a key of `DATASETS` or an alias
+    data=None, # the path given (`--data`), if any
+)->str|None: # 16 hex digits of `fastamp.datasets.source_checksum`; None for a built-in dataset
+    "Checksum of the file or folder `dataset` reads its data from: `data`, else its default place"
+    src = DATASETS[dataset_name(dataset)].source
+    src = None if src is None else src(data)
+    return None if src is None else source_checksum(src)[:16]
+
+def check_data(
+    cfg:BenchConfig, # the comparison
+    data:tuple, # what `load_dataset` gave for it: `(ImageSet, coarse map, image size)`
+):
+    "Raise `SettingsError` when the data cannot give what the runs of `cfg` need: its classes, a training batch"
+    images, want = data[0], DATASETS[cfg.dataset].classes
+    if want and len(images.vocab) != want: raise SettingsError(
+        f"--dataset {cfg.dataset} --data {cfg.data}: those files hold {len(images.vocab)} classes, {cfg.dataset} has "
+        f"{want}; give the --dataset they are (see fastamp bench --list) or the files of {cfg.dataset}")
+    sizes = {(s, r): train_size(cfg, images, s, r) for _, s, r in cfg.runs()}
+    (seed, rho), n = min(sizes.items(), key=lambda kv: kv[1])
+    if n < cfg.bs: raise SettingsError(
+        f"--bs {cfg.bs}: above the {n} training images of {cfg.dataset} in a run of task {cfg.task} (seed {seed}"
+        + (f", rho {rho:g}" if rho is not None else '') + "): its loader, dropping the last partial batch, would "
+        f"give no batch and the model would be measured untrained; give --bs {n} or less"
+        + (" or a larger --subset" if cfg.subset is not None and cfg.task == 'c2f' else ''))
 
 # %% ../../nbs/05_bench/06_config.ipynb #1139367a
 _CFG_KEYS = tuple(f.name for f in fields(BenchConfig) if f.name != 'task')
@@ -182,6 +242,9 @@ def task_configs(
     s:dict, # benchmark settings (see `PRESETS`)
 )->list:
     "One `BenchConfig` per task of `s` and, when `s['heads']` lists several model heads, per head"
+    if s.get('data_sha') is None and s.get('dataset'):  # the data's checksum once for all of them
+        check_settings({k: s[k] for k in ('dataset', 'data') if k in s})
+        s = {**s, 'data_sha': data_checksum(s['dataset'], s.get('data'))}
     return [task_config(s, t, h) for t in s['tasks'] for h in (s.get('heads') or [None])]
 
 def catalog_listing()->str:

@@ -8,10 +8,11 @@ from pathlib import Path
 import pandas as pd, torch
 from fastcore.basics import store_attr
 from fastai.callback.core import Callback
+from fastai.callback.progress import CSVLogger
 from .store import atomic_write
 
 # %% auto #0
-__all__ = ['LOGGERS', 'MixValuesLogger', 'logger_callbacks']
+__all__ = ['LOGGERS', 'EpochCSVLogger', 'MixValuesLogger', 'logger_callbacks']
 
 # %% ../../nbs/05_bench/04_loggers.ipynb #bc7bc255
 LOGGERS = {'csv': None, 'tensorboard': 'tensorboard', 'wandb': 'wandb'}  # --log value: the package it needs
@@ -25,14 +26,40 @@ def _read_once(rows:list)->list:
     read = lambda v: next(got) if isinstance(v, torch.Tensor) else float(v)
     return [(i, {k: read(v) for k, v in vals.items()}) for i, vals in rows]
 
+class EpochCSVLogger(CSVLogger):
+    "fastai's `CSVLogger` that, resuming at epoch `start`, keeps the rows of the epochs before it and appends the rest"
+    def __init__(self,
+        fname, # the epoch file
+        start:int=0, # the epoch the fit resumes at (`fit(start_epoch=...)`): earlier rows are kept, not rewritten
+    ): super().__init__(fname); self.start = start
+    def before_fit(self):
+        if hasattr(self, 'gather_preds'): return
+        f = self.path/self.fname; f.parent.mkdir(parents=True, exist_ok=True)
+        kept = f.read_text().splitlines(keepends=True)[:self.start + 1] if self.start and f.exists() else []
+        self.file = f.open('w')
+        self.file.write(''.join(kept) or ','.join(self.recorder.metric_names) + '\n')
+        self.old_logger, self.learn.logger = self.logger, self._write_line
+    def _write_line(self, log):
+        if self.epoch < self.start: return self.old_logger(log)  # an epoch the checkpoint holds: its row is there
+        super()._write_line(log)
+
 class MixValuesLogger(Callback):
     "Send the mixing callbacks' values of each training batch to the run's logger"
     order, run_valid = 70, False
     def __init__(self,
         kind:str, # 'csv', 'tensorboard' or 'wandb'
-        path=None, # 'csv': the per-step file
+        path=None, # 'csv': the per-step file, appended after every epoch
+        start:int=0, # the epoch the fit resumes at: the file keeps the steps before it
     ): store_attr(); self.rows = []
-    def before_fit(self): self._seen, self._pending = {}, []
+    def before_fit(self):
+        self._seen, self._pending = {}, []
+        if self.kind == 'csv' and self.path: self._keep_before(self.start * len(self.dls.train))
+    def _keep_before(self, step:int):
+        "Keep the steps before `step` in the csv file (none when `step` is 0)"
+        p = Path(self.path)
+        if not step or not p.exists(): p.unlink(missing_ok=True); return
+        df = pd.read_csv(p); df = df[df['iter'] < step]
+        atomic_write(p, lambda t: df.to_csv(t, index=False)); self.rows = df.to_dict('records')
     def _values(self)->dict:
         "What each mixing callback recorded since the last batch (tensors as they are)"
         out = {}
@@ -48,11 +75,14 @@ class MixValuesLogger(Callback):
         if not vals: return
         if self.kind == 'wandb':
             import wandb; wandb.log({k: _scalar(v) for k, v in vals.items()}, commit=False)
-        else: self._pending.append((self.train_iter, vals))
+        else: self._pending.append((self.epoch * self.n_iter + self.iter, vals))  # its step in the whole fit
     def _flush(self):
         "Write the steps kept since the last flush, read from the device at once"
         rows, self._pending = _read_once(self._pending), []
-        if self.kind == 'csv': self.rows += [{'iter': i, **vals} for i, vals in rows]
+        if self.kind == 'csv' and rows:
+            new = [{'iter': i, **vals} for i, vals in rows]; self.rows += new
+            if self.path:
+                pd.DataFrame(new).to_csv(self.path, mode='a', header=not Path(self.path).exists(), index=False)
         tb = next((c for c in self.learn.cbs if hasattr(c, 'writer')), None) if self.kind == 'tensorboard' else None
         for i, vals in rows if tb is not None else []:
             for k, v in vals.items(): tb.writer.add_scalar(k, v, i)
@@ -61,20 +91,18 @@ class MixValuesLogger(Callback):
         self._flush()  # a fit cancelled inside an epoch
         if self.kind == 'wandb':
             import wandb; wandb.finish()
-        if self.kind == 'csv' and self.rows and self.path:
-            atomic_write(self.path, lambda p: pd.DataFrame(self.rows).to_csv(p, index=False))
 
 def logger_callbacks(
     kind:str|None, # None, 'csv', 'tensorboard' or 'wandb'
     folder, # where the csv files and TensorBoard events go
     key:str, # the run's name
+    start:int=0, # the epoch the run resumes at: the csv files keep what was logged before it
 )->list:
     "fastai's logger callback of `kind` for one run, with a `MixValuesLogger`"
     if not kind: return []
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     if kind == 'csv':
-        from fastai.callback.progress import CSVLogger
-        return [CSVLogger(folder/f'{key}.csv'), MixValuesLogger('csv', folder/f'{key}_steps.csv')]
+        return [EpochCSVLogger(folder/f'{key}.csv', start), MixValuesLogger('csv', folder/f'{key}_steps.csv', start)]
     if kind == 'tensorboard':
         from fastai.callback.tensorboard import TensorBoardCallback
         return [TensorBoardCallback(folder/key, trace_model=False, log_preds=False), MixValuesLogger('tensorboard')]

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/05_bench/07_records.ipynb #90292e6a
 from __future__ import annotations
-import json, platform, time
+import json, platform, time, warnings
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -14,13 +14,13 @@ import fastamp
 from ..accuracies import per_class_accuracy
 from ..evaluate import FineProbeRecorder  # and Learner.get_features, .collapse_report
 from .catalog import describe_method
-from .store import atomic_write, write_json, RunLock
+from .store import atomic_write, write_json, RunLock, set_aside
 from .tasks import TASKS, PROBE_PLACES
 from .config import BenchConfig, run_key
 
 # %% auto #0
-__all__ = ['versions', 'run_records', 'records_frame', 'load_records', 'runs_table', 'write_runs_table', 'interrupted_line',
-           'read_plan', 'write_plan', 'planned_keys']
+__all__ = ['versions', 'read_record', 'run_records', 'records_frame', 'load_records', 'runs_table', 'write_runs_table',
+           'interrupted_line', 'read_plan', 'write_plan', 'planned_keys']
 
 # %% ../../nbs/05_bench/07_records.ipynb #9eb68dd7
 def versions()->dict:
@@ -35,7 +35,7 @@ def _collapse(learn, features)->tuple:
     rep = learn.collapse_report(features=features)
     return rep['value'].to_dict(), [float(v) for v in rep.attrs['class_margins']]
 
-def _record(cfg, key, method, seed, rho, res, learn, wall, start)->dict:
+def _record(cfg, key, method, seed, rho, res, learn, wall, start, notes=None)->dict:
     features = learn.get_features()  # one pass over the held-out set for the measures and the per-class accuracy
     collapse, margins = _collapse(learn, features)
     _, logits, y = features
@@ -44,17 +44,41 @@ def _record(cfg, key, method, seed, rho, res, learn, wall, start)->dict:
             'metrics': res, 'collapse': collapse, 'class_margins': margins, 'per_class_accuracy': per_class,
             'curves': {cb.module: cb.records for cb in learn.cbs if isinstance(cb, FineProbeRecorder)},
             'wall_s': wall, 'resumed_at_epoch': start, 'config': asdict(cfg),
-            'method_detail': describe_method(method), 'versions': versions()}
+            'method_detail': describe_method(method), 'versions': versions(), 'notes': {} if notes is None else notes}
 
 # %% ../../nbs/05_bench/07_records.ipynb #b389029c
+_RECORD_KEYS = ('key', 'task', 'dataset', 'method', 'seed', 'rho', 'metrics', 'collapse', 'wall_s', 'config',
+                'versions')
+
+def read_record(
+    path, # a run record, `<bench out>/<task>/runs/<key>.json`
+    log=None, # called with the line that names a record set aside; None: a warning
+)->dict|None: # None when there is none or it cannot be read
+    "The run record at `path`; one that cannot be read is set aside as `<name>.corrupt` (its run trains again)"
+    try:
+        rec = json.loads(Path(path).read_text())
+        if not isinstance(rec, dict) or (miss := [k for k in _RECORD_KEYS if k not in rec]):
+            raise ValueError(f"not a run record: no {miss[0] if isinstance(rec, dict) else 'fields'}")
+    except FileNotFoundError: return None
+    except (ValueError, UnicodeDecodeError) as e:
+        try: line = set_aside(path, e)
+        except FileNotFoundError: return None  # set aside meanwhile by another process
+        if log is None: warnings.warn(line, stacklevel=2)
+        else: log(line)
+        return None
+    return rec
+
+def _records(pattern:str, out, log=None)->list:
+    return [r for p in sorted(Path(out).glob(pattern)) if (r := read_record(p, log)) is not None]
+
 def run_records(
     out, # a task's folder (`<bench out>/<task>`)
-    cfg:BenchConfig|None=None, # keep only the runs of this comparison (its settings, methods and seeds)
+    cfg:BenchConfig|None=None, # keep only the runs of this comparison (its settings, data, methods, seeds and rhos)
 )->list:
     "The records (dicts) of the finished runs in `out`, those of `cfg` only when given"
-    recs = [json.loads(p.read_text()) for p in sorted(Path(out, 'runs').glob('*.json'))]
-    return [r for r in recs if cfg is None or (r['key'] == run_key(cfg, r['method'], r['seed'], r['rho'])
-                                               and r['method'] in cfg.methods and r['seed'] in cfg.seeds)]
+    runs = None if cfg is None else set(cfg.runs())
+    return [r for r in _records('runs/*.json', out) if runs is None or (
+            (r['method'], r['seed'], r['rho']) in runs and r['key'] == run_key(cfg, r['method'], r['seed'], r['rho']))]
 
 def records_frame(
     recs:list, # run records (`run_records`)
@@ -78,8 +102,7 @@ def runs_table(
 )->pd.DataFrame:
     "One row per finished run of every task in `out`: config, seed, metrics, per-class accuracy, wall time, versions"
     rows = []
-    for p in sorted(Path(out).glob('*/runs/*.json')):
-        r = json.loads(p.read_text())
+    for r in _records('*/runs/*.json', out):
         rows.append({'key': r['key'], 'task': r['task'], 'dataset': r['dataset'], 'method': r['method'],
                      'seed': r['seed'], 'rho': r['rho'], **r['metrics'], **_flat('collapse_', r['collapse']),
                      **{f'class_accuracy_{i}': v for i, v in enumerate(r.get('per_class_accuracy', []))},
@@ -108,9 +131,17 @@ def interrupted_line(
 def read_plan(
     out, # the benchmark's output folder
 )->dict: # task -> its planned run keys; empty without a plan
-    "The runs planned in `out` (`out/plan.json`)"
+    "The runs planned in `out` (`out/plan.json`); a plan that cannot be read is set aside (`plan.json.corrupt`)"
     p = Path(out)/'plan.json'
-    return json.loads(p.read_text())['runs'] if p.exists() else {}
+    try:
+        plan = json.loads(p.read_text())['runs']
+        if not isinstance(plan, dict): raise ValueError("not a plan: its runs are not a table of tasks")
+        return plan
+    except FileNotFoundError: return {}
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        try: warnings.warn(set_aside(p, e).replace('its run trains again', 'the plan is made again'), stacklevel=2)
+        except FileNotFoundError: pass
+        return {}
 
 @contextmanager
 def _plan_lock(out:Path, wait:float=30.):

@@ -4,14 +4,14 @@
 
 # %% ../../nbs/05_bench/03_resume.ipynb #3432d352
 from __future__ import annotations
-import random, time
+import random, time, warnings
 from pathlib import Path
 import numpy as np, torch
 from fastcore.basics import store_attr
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from ..evaluate import CollapseRecorder
-from .store import atomic_write, HEARTBEAT
+from .store import atomic_write, set_aside, HEARTBEAT
 
 # %% auto #0
 __all__ = ['EpochCheckpoint', 'resume_training', 'LockHeartbeat']
@@ -45,14 +45,30 @@ class EpochCheckpoint(Callback):
               'recorders': [cb.records for cb in _recorders(self.learn)]}
         atomic_write(self.path, lambda p: torch.save(st, p))
 
+_CKPT_KEYS = ('epoch', 'model', 'opt', 'rng')
+
+def _read_checkpoint(path:Path, log=None)->dict|None:
+    "The state saved at `path`; None when there is none, or when it cannot be read (then it is set aside)"
+    try:
+        st = torch.load(path, map_location='cpu', weights_only=False)
+        if not isinstance(st, dict) or any(k not in st for k in _CKPT_KEYS) or not isinstance(st['epoch'], int):
+            raise ValueError("not a checkpoint of a run")
+        return st
+    except FileNotFoundError: return None
+    except Exception as e:  # torch.load raises what unpickling a cut file raises: EOFError, RuntimeError, ...
+        line = set_aside(path, e).replace('its run trains again', 'the run starts again from epoch 0')
+        if log is None: warnings.warn(line, stacklevel=3)
+        else: log(line)
+        return None
+
 def resume_training(
     learn:Learner, # a freshly built learner of the run
     path, # its checkpoint file (may not exist)
+    log=None, # called with the line that names a checkpoint set aside; None: a warning
 )->tuple: # `(epoch to start at, wall seconds the run has trained before)`, `(0, 0.)` without a checkpoint
-    "Load the checkpoint at `path` into `learn`"
-    path = Path(path)
-    if not path.exists(): return 0, 0.
-    st = torch.load(path, map_location='cpu', weights_only=False)
+    "Load the checkpoint at `path` into `learn` (one that cannot be read is set aside: the run starts again)"
+    st = _read_checkpoint(Path(path), log)
+    if st is None: return 0, 0.
     learn.model.load_state_dict(st['model'])
     learn.create_opt(); learn.opt.load_state_dict(st['opt'])
     _set_rng_state(learn, st['rng'])

@@ -5,36 +5,59 @@
 # %% ../../nbs/05_bench/08_runner.ipynb #0315ae9f
 from __future__ import annotations
 import dataclasses, os, sys, time, traceback, warnings
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 import multiprocessing as mp
 import pandas as pd, torch
 from .catalog import load_dataset
-from .store import atomic_write, write_json, RunLock, LOCK_TIMEOUT, holder_line
+from ..metrics import DegenerateWarning
+from .store import atomic_write, write_json, RunLock, LOCK_TIMEOUT, holder_line, output_error
 from .training import _fit
 from .resume import EpochCheckpoint, LockHeartbeat, resume_training
 from .loggers import logger_callbacks
 from .tasks import TASKS
-from .config import BenchConfig, check_settings, run_key, task_configs, parse_shard, shard_keys
-from .records import _record, write_runs_table, write_plan
+from .config import (BenchConfig, check_settings, check_data, run_key, task_configs, parse_shard,
+                                  shard_keys)
+from .records import _record, read_record, write_runs_table, write_plan
 
 # %% auto #0
-__all__ = ['run_one', 'set_threads', 'cpu_cores', 'worker_threads', 'jobs_cost_line', 'worker_pool', 'worker_devices',
-           'assign_workers', 'run_comparison', 'run_benchmark']
+__all__ = ['check_sweep', 'run_one', 'set_threads', 'cpu_cores', 'worker_threads', 'jobs_cost_line', 'worker_pool',
+           'worker_devices', 'assign_workers', 'run_comparison', 'run_benchmark']
 
 # %% ../../nbs/05_bench/08_runner.ipynb #9eb68dd7
-_DATASET_CACHE = {}  # (dataset, data path) -> what `load_dataset` gives, for the runs of this process
+_DATASET_CACHE = {}  # (dataset, data path, its checksum) -> what `load_dataset` gives, for the runs of this process
 def _data(cfg:BenchConfig):
     "The dataset of `cfg`, read once per process"
-    k = (cfg.dataset, cfg.data)
+    k = (cfg.dataset, cfg.data, cfg.data_sha)
     if k not in _DATASET_CACHE: _DATASET_CACHE[k] = load_dataset(cfg.dataset, cfg.data)
     return _DATASET_CACHE[k]
+
+def check_sweep(
+    cfgs:list, # the comparisons of a sweep (`task_configs`)
+):
+    "Read the data of every comparison (once per process) and `check_data` it: a sweep that cannot train stops here"
+    for c in cfgs: check_data(c, _data(c))
 
 def _one_line(e, n:int=300)->str:
     "An exception's message on one line (fastai's callback errors span several)"
     msg = ' '.join(str(e).split()); return msg if len(msg) <= n else msg[:n] + '...'
 
 def _fmt(res:dict)->str: return ', '.join(f"{k}={v:.4f}" for k, v in res.items())
+
+@contextmanager
+def _degenerate_noted(notes:dict):
+    "Keep the `DegenerateWarning`s raised inside in `notes` (measure -> message), for the tables; others are shown"
+    caught = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always', DegenerateWarning); yield
+    finally:
+        for w in caught:
+            if isinstance(w.message, DegenerateWarning): notes.setdefault(w.message.measure, str(w.message))
+            else: warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+def _cannot_write(e:Exception, out)->bool: return isinstance(e, OSError) and output_error(e, out) is not None
 
 def run_one(
     cfg:BenchConfig, # the comparison
@@ -47,33 +70,41 @@ def run_one(
     lock_timeout:float=LOCK_TIMEOUT, # seconds without a heartbeat after which a lock held elsewhere is taken over
 )->tuple: # `(status, line)`: status 'done', 'skipped', 'busy' or 'failed'
     "Train, measure and record one run of `cfg` into `out/<task>/runs/`, resuming it from its checkpoint"
+    try: return _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout)
+    except OSError as e:  # `out` cannot be written: no other run can be recorded either
+        if not _cannot_write(e, out): raise
+        raise output_error(e, out) from None
+
+def _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout)->tuple:
     runs = Path(out)/cfg.task/'runs'; runs.mkdir(parents=True, exist_ok=True)
     key = run_key(cfg, method, seed, rho); rec_path, ckpt = runs/f'{key}.json', runs/f'{key}.ckpt'
-    if rec_path.exists(): return 'skipped', f"skip {key}: finished earlier"
+    if read_record(rec_path) is not None: return 'skipped', f"skip {key}: finished earlier"
     with RunLock(runs/f'{key}.lock', lock_timeout) as lock:
         if not lock.acquired: return 'busy', f"busy {key}: held by {holder_line(lock.holder)}"
-        if rec_path.exists(): return 'skipped', f"skip {key}: finished earlier"
-        start, t0 = 0, time.perf_counter()
+        if read_record(rec_path) is not None: return 'skipped', f"skip {key}: finished earlier"
+        start, t0, notes, aside = 0, time.perf_counter(), {}, []
         def train(learn):
             nonlocal start, t0
-            start, before = resume_training(learn, ckpt); t0 -= before
+            start, before = resume_training(learn, ckpt, aside.append); t0 -= before
             extra = [EpochCheckpoint(ckpt, start, t0), LockHeartbeat(lock),
-                     *logger_callbacks(log, Path(out)/cfg.task/'logs', key), *cbs]
+                     *logger_callbacks(log, Path(out)/cfg.task/'logs', key, start), *cbs]
             _fit(learn, cfg, cfg.epochs, extra, start_epoch=start)
         try:
-            res, learn = TASKS[cfg.task].runner(cfg, method, seed, rho, _data(cfg), train)
-            lock.beat()
-            rec = _record(cfg, key, method, seed, rho, res, learn, time.perf_counter() - t0, start)
+            with _degenerate_noted(notes):
+                res, learn = TASKS[cfg.task].runner(cfg, method, seed, rho, _data(cfg), train)
+                lock.beat()
+                rec = _record(cfg, key, method, seed, rho, res, learn, time.perf_counter() - t0, start, notes)
             atomic_write(Path(out)/cfg.task/'reports'/f'{key}.csv',
                          lambda p: pd.Series(rec['collapse']).to_csv(p, header=['value']))
             write_json(rec_path, rec)
         except Exception as e:
+            if _cannot_write(e, out): raise
             err = runs/f'{key}.error.txt'
             atomic_write(err, lambda p: p.write_text(traceback.format_exc()))
             return 'failed', f"FAILED {key}: {type(e).__name__}: {_one_line(e)} (traceback in {err})"
         (runs/f'{key}.error.txt').unlink(missing_ok=True); ckpt.unlink(missing_ok=True)
         resumed = f", resumed at epoch {start}" if start else ''
-        return 'done', f"done {key}: {_fmt(res)} ({rec['wall_s']:.0f} s{resumed})"
+        return 'done', f"done {key}: {_fmt(res)} ({rec['wall_s']:.0f} s{resumed})" + ''.join(f"; {l}" for l in aside)
 
 # %% ../../nbs/05_bench/08_runner.ipynb #5df2f62e
 def _stop(*args): raise SystemExit(1)  # a quiet exit that still runs `finally` (locks, temporary files)
@@ -223,12 +254,12 @@ def run_comparison(
         df = task.runner(cfg, None, 0, None, _data(cfg))
         atomic_write(out/cfg.task/'overhead.csv', lambda p: df.to_csv(p, index=False))
         counts['done'] = len(df); return counts
-    _data(cfg)  # a dataset that cannot be read fails here, before any run
+    check_data(cfg, _data(cfg))  # a dataset that cannot be read or cannot give a batch fails here, before any run
     devices = worker_devices(jobs, cfg.device, devices)
     if jobs == 1 and devices[0] not in (None, cfg.device): cfg = dataclasses.replace(cfg, device=devices[0])
     mine = [r for r in cfg.runs() if keys is None or run_key(cfg, *r) in keys]
     todo = [((cfg, m, s, r, out), dict(log=logger, lock_timeout=lock_timeout)) for m, s, r in mine]
-    todo = [t for t in todo if not (out/cfg.task/'runs'/f'{run_key(*t[0][:4])}.json').exists()]
+    todo = [t for t in todo if read_record(out/cfg.task/'runs'/f'{run_key(*t[0][:4])}.json', log) is None]
     counts['skipped'] = len(mine) - len(todo)
     if progress is None: progress = jobs == 1 and sys.stdout.isatty()
     if jobs > 1 and len(todo) > 1:
@@ -288,6 +319,7 @@ def run_benchmark(
     check_settings({**s, 'out': out, 'jobs': jobs, 'log': logger, 'threads': threads, 'devices': devices,
                     'shard': shard, 'lock_timeout': lock_timeout})
     cfgs, part = task_configs(s), parse_shard(shard)
+    check_sweep(cfgs)  # every comparison's data, before any plan or run
     keys = _plan(cfgs, out)
     mine = shard_keys(keys, part) if part else None
     if part: log(f"shard {part[0]}/{part[1]}: {len(mine)} of the sweep's {len(keys)} runs")

@@ -4,12 +4,12 @@
 
 # %% ../../nbs/05_bench/01_store.ipynb #a8acd012
 from __future__ import annotations
-import datetime, json, os, socket, tempfile, time, uuid
+import datetime, errno, json, os, socket, tempfile, time, uuid
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['LOCK_TIMEOUT', 'HEARTBEAT', 'atomic_write', 'write_json', 'this_process', 'read_lock', 'lock_is_stale', 'holder_line',
-           'RunLock']
+__all__ = ['LOCK_TIMEOUT', 'HEARTBEAT', 'atomic_write', 'write_json', 'set_aside', 'OutputError', 'output_error', 'this_process',
+           'read_lock', 'lock_is_stale', 'holder_line', 'RunLock']
 
 # %% ../../nbs/05_bench/01_store.ipynb #1b1baf54
 def _umask()->int:
@@ -33,6 +33,33 @@ def write_json(
     "Write `obj` as indented JSON to `path`, atomically"
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, default=str)))
 
+
+# %% ../../nbs/05_bench/01_store.ipynb #4c98fa22
+def set_aside(
+    path, # a file that cannot be read
+    e:Exception, # what reading it raised
+)->str: # the line that says so
+    "Move `path` to `<name>.corrupt` (replacing an older one)"
+    path = Path(path); aside = path.with_name(path.name + '.corrupt')
+    os.replace(path, aside)
+    why = ' '.join(str(e).split())[:200] or type(e).__name__
+    return f"{path}: cannot be read ({type(e).__name__}: {why}); set aside as {aside.name}, its run trains again"
+
+_CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+class OutputError(OSError):
+    "The output folder cannot be written (full, read-only, not allowed): the message names it and the cause"
+
+def output_error(
+    e:OSError, # what a write raised
+    out, # the output folder
+)->OutputError|None: # None when `e` is not about writing in `out`
+    "`e` as an `OutputError` naming `out`, when it is a full disk, a read-only folder or a denied write there"
+    if e.errno not in _CANNOT_WRITE: return None
+    if e.filename and Path(out).resolve() not in [Path(e.filename).resolve(), *Path(e.filename).resolve().parents]:
+        return None
+    err = OutputError(f"--out {out}: cannot write there: {e.strerror or e}"); err.errno = e.errno
+    return err
 
 # %% ../../nbs/05_bench/01_store.ipynb #b7e1a002
 LOCK_TIMEOUT = 30 * 60 # seconds without a heartbeat after which a lock held elsewhere is stale: a training run

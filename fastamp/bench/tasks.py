@@ -18,7 +18,7 @@ from .catalog import Task, load_dataset
 from .training import StepTimer, _device, _dls, _coarse_fine_dls, _learner, _fit, _quiet
 
 # %% auto #0
-__all__ = ['PROBE_PLACES', 'EAGER_ERM', 'TASKS', 'run_c2f', 'run_lt', 'measure_overhead']
+__all__ = ['PROBE_PLACES', 'EAGER_ERM', 'TASKS', 'run_c2f', 'run_lt', 'train_size', 'measure_overhead']
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #8fd095c6
 PROBE_PLACES = ('pooled', 'classifier')  # where the c2f task probes: the pooled body features, the classifier's input
@@ -81,6 +81,18 @@ def run_lt(
     (train or (lambda l: _fit(l, cfg, cfg.epochs)))(learn)
     _, logits, y = learn.get_features()
     return group_accuracies(logits.argmax(1), y, train_class_counts(learn.dls), cfg.many, cfg.few), learn
+
+# %% ../../nbs/05_bench/05_tasks.ipynb #a563b045
+def train_size(
+    cfg, # the comparison: a `fastamp.bench.config.BenchConfig`
+    data:ImageSet, # its data
+    seed:int, # the run's seed
+    rho=None, # the run's imbalance ratio (long-tailed task)
+)->int:
+    "Training items of one run of `cfg`: what its training loader deals out in batches"
+    if cfg.task == 'lt': return len(long_tailed(data, rho, seed=seed))
+    n = len(data.train_idx)
+    return min(cfg.subset, n) if cfg.task == 'c2f' and cfg.subset is not None else n
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #b5b9d934
 EAGER_ERM = 'erm (eager)'  # the row of eager plain training when the methods train compiled

@@ -36,7 +36,7 @@ def _is_arch(arch:str)->bool:
     if arch.startswith('timm:'):
         import timm; return timm.is_model(arch[5:])
     from torchvision import models
-    return callable(getattr(models, arch, None)) and arch.islower() and not arch.startswith('_')
+    return arch in models.list_models(module=models)  # its classification models, not helpers such as `get_model`
 
 def _archs()->str: return f"{', '.join(MODELS)} (fastamp.models), resnet18, resnet34 (torchvision) or timm:<name>"
 
