@@ -265,7 +265,7 @@ def _check_batches(cb):
     "Raise before a fit whose training loader has no batch: nothing would be mixed, nor trained"
     dl = cb.learn.dls.train
     if len(dl): return
-    n, bs = len(dl.dataset), getattr(dl, 'bs', None)
+    n, bs = len(dl.dataset), getattr(dl, 'bs', getattr(dl, 'batch_size', None))
     raise ValueError(
         f"{type(cb).__name__}: the training loader has no batch ({n} training items, bs={bs}"
         f"{', drop_last=True' if getattr(dl, 'drop_last', False) else ''}), so nothing would be mixed or trained. "
