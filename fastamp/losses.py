@@ -198,7 +198,7 @@ class LDAMLoss(_ClassCountLoss):
         max_m:float=0.5, # margin of the rarest class; the others get `max_m * (n_min / n_c) ** (1/4)`
         s:float=30., # scale of the logits in the softmax
         counts=None, # training items per class; default: counted on `learn.dls.train_ds` at the start of `fit`
-        check_model:bool=True, # at `before_fit`, fail unless the model's last Linear is a `NormedLinear`
+        check_model:bool=True, # at `before_fit`, fail unless the model's classifier is a `NormedLinear`
         weight=None, # per-class weight, as in `nn.CrossEntropyLoss` (`DRW` sets it)
         reduction:str='mean', # 'mean' (weighted mean when `weight` is set), 'sum' or 'none'
     ):

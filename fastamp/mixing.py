@@ -123,7 +123,7 @@ class FeatureMixHandler(Callback):
     in_place = False  # the policy mixes the batch rows, and its loss replaces the clean loss (at most one per learner)
 
     def __init__(self,
-        module=None, # where to mix: None/'classifier' (last Linear's input), 'pooled', a module or `model -> module`
+        module=None, # where to mix: None/'classifier' (the classifier's input), 'pooled', a module or `model -> module`
         loss_func=None, # per-sample-capable loss on integer targets; default: the learner's own
     ):
         self.module, self.loss_func = module, loss_func

@@ -85,6 +85,7 @@ def test_functions_check_counts_at_call_time(cnn_learner):
     (lambda: LDAMLoss(s=math.inf), 's=inf'),
     (lambda: LDAMLoss(max_m=math.inf), 'max_m=inf'),
     (lambda: DRW(counts=[1, math.inf]), 'finite'),
+    (lambda: ShotAccuracy(counts=[1, math.inf]), 'finite'),
     (lambda: CollapseRecorder(n=-60), 'n=-60'),
     (lambda: FineProbeRecorder([0], [0], n_train=-10), 'n_train=-10'),
     (lambda: FineProbeRecorder([0], [0], k=0), 'k=0'),
