@@ -336,9 +336,10 @@ def _warn_layers_after(self:FeatureMixHandler):
         after = layers_after(self.learn.model, module) if where == 'input' and isinstance(module, nn.Linear) else []
         if after and not self._warned:
             self._warned = True
-            warnings.warn(f"{type(self).__name__}: layers follow the mixed classifier "
-                          f"({', '.join(type(m).__name__ for m in after)}); the augmented features pass through "
-                          "them too. Pass `module=` to choose another place.")
+            name = next(k for k, m in unwrap_model(self.learn.model).named_modules() if m is module)
+            warnings.warn(f"{type(self).__name__}: layers follow the mixed classifier `{name}` in registration order "
+                          f"({', '.join(type(m).__name__ for m in after)}); if they run after it, the augmented "
+                          "features pass through them too. Pass `module=` to choose another place.")
 
 # %% ../nbs/01_mixing.ipynb #fd937540
 _COMPOSE = ("fastamp callbacks compose as: at most one in-place mixer (FeatureMixup, ManifoldMixup, InputMixup, "
