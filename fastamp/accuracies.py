@@ -8,12 +8,31 @@ import torch, torch.nn.functional as F
 from .metrics import _check, _nan, _row_chunks, l2_normalize, per_class_mean
 
 # %% auto #0
-__all__ = ['MANY_SHOT', 'FEW_SHOT', 'linear_probe_accuracy', 'knn_accuracy', 'probe_accuracies', 'shot_groups',
-           'per_class_accuracy', 'group_accuracies']
+__all__ = ['MANY_SHOT', 'FEW_SHOT', 'check_class_counts', 'linear_probe_accuracy', 'knn_accuracy', 'probe_accuracies',
+           'shot_groups', 'per_class_accuracy', 'group_accuracies']
 
 # %% ../nbs/03a_accuracies.ipynb #cfb57e09
 MANY_SHOT = 100 # a class with more training items than this is many-shot
 FEW_SHOT = 20 # a class with fewer training items than this is few-shot
+
+def _check_size(name:str, v, lo:int=1):
+    "`v`, unless it is neither None nor a whole number >= `lo`"
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo): raise ValueError(
+        f"{name}={v!r}: pass a whole number >= {lo} (or None for all).")
+    return v
+
+def check_class_counts(
+    counts, # one entry per class (a list, array or tensor)
+    n_classes:int|None, # the number of classes of the data they meet; None: not checked
+    name:str='counts', # the argument, as the user typed it (e.g. `'LDAMLoss(counts=...)'`)
+):
+    "`counts`, unless it does not hold one entry per class: then a `ValueError` naming `name` and both lengths"
+    k = len(counts)
+    if n_classes is not None and k != n_classes: raise ValueError(
+        f"{name} has {k} entries but the data has {n_classes} classes (`dls.c`, or the model's outputs): pass one "
+        "training count per class, in the order of `learn.dls.vocab` (or leave `counts=None` to count "
+        "`learn.dls.train_ds`).")
+    return counts
 
 # %% ../nbs/03a_accuracies.ipynb #716ab80a
 def _check_probe(h_train, y_train, h_valid, y_valid):
@@ -49,7 +68,7 @@ def knn_accuracy(
     chunk:int=1024, # queries per block
 )->float:
     "Accuracy of a cosine k-NN majority vote over the train features"
-    _check_probe(h_train, y_train, h_valid, y_valid)
+    _check_probe(h_train, y_train, h_valid, y_valid); _check_size('k', k)
     y_train, y_valid = torch.as_tensor(y_train).long(), torch.as_tensor(y_valid).long()
     tr, n_cls = l2_normalize(h_train), int(max(y_train.max(), y_valid.max())) + 1
     k = min(k, len(tr)); correct = 0
@@ -99,6 +118,10 @@ def group_accuracies(
 )->dict:
     "Overall, balanced, many / medium / few-shot accuracy (mean per-class recall inside each group)"
     counts = torch.as_tensor(counts)
+    top = int(max(preds.max(), y.max())) if len(y) else -1
+    if top >= len(counts): raise ValueError(
+        f"counts has {len(counts)} entries but the predictions or labels hold class {top}, so there are at least "
+        f"{top + 1} classes: pass one training count per class (e.g. `train_class_counts(dls)`).")
     if not len(y):
         _nan('accuracy', "no predictions", "Pass the predictions of a non-empty set.")
         return {k: float('nan') for k in ('accuracy', 'balanced_accuracy', 'many_accuracy', 'medium_accuracy',

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #67906bc8
 from __future__ import annotations
-import math, weakref
+import math, warnings, weakref
 import torch, torch.nn as nn
 from fastcore.basics import store_attr, basic_repr
 
@@ -12,8 +12,8 @@ from fastcore.basics import store_attr, basic_repr
 __all__ = ['PARTNERS', 'unwrap_model', 'plain_tensor', 'find_classifier', 'layers_after', 'pooled_features_module',
            'resolve_module', 'residual_stages', 'check_partner', 'partner_weights', 'inter_class_partners',
            'AsymptoticLam', 'LinearLam', 'ConstantLam', 'as_lam_schedule', 'pair_ratios', 'mix_features', 'class_means',
-           'intra_class_synthesis', 'remix_label_weight', 'train_class_counts', 'TrainCounts', 'DeviceCache',
-           'class_weight_holder', 'loss_class_weight']
+           'intra_class_synthesis', 'remix_label_weight', 'train_class_counts', 'TrainCounts', 'learner_n_classes',
+           'DeviceCache', 'class_weight_holder', 'loss_class_weight']
 
 # %% ../nbs/00_core.ipynb #a437c349
 def unwrap_model(
@@ -30,15 +30,24 @@ def plain_tensor(
     return t.as_subclass(torch.Tensor) if isinstance(t, torch.Tensor) and type(t) is not torch.Tensor else t
 
 # %% ../nbs/00_core.ipynb #cb175dbf
+def _described(ms): return ', '.join(f"`{k or 'model'}` (Linear {m.in_features}->{m.out_features})" for k, m in ms)
+
 def find_classifier(
     model:nn.Module, # the learner's model (wrappers are looked through)
+    n_out:int|None=None, # number of classes (`dls.c`): the classifier is a Linear with that many outputs; None: any
 )->nn.Linear:
-    "The last `nn.Linear` of `model`: the classifier `g` whose input fastamp mixes"
-    linears = [m for m in unwrap_model(model).modules() if isinstance(m, nn.Linear)]
-    if not linears: raise ValueError(
-        f"{type(unwrap_model(model)).__name__} has no nn.Linear, so fastamp cannot find its classifier: "
-        "pass `module=` to the callback (the module whose input is the feature to mix).")
-    return linears[-1]
+    "The classifier `g` whose input fastamp mixes: the last `nn.Linear` of `model` with `n_out` outputs"
+    model = unwrap_model(model)
+    linears = [(k, m) for k, m in model.named_modules() if isinstance(m, nn.Linear)]
+    fits = [(k, m) for k, m in linears if n_out is None or m.out_features == n_out]
+    if not fits: raise ValueError(
+        f"{type(model).__name__} has no nn.Linear" + (f" with {n_out} outputs (one per class) among its Linears "
+        f"{_described(linears)}" if linears else "") + ", so fastamp cannot find its classifier: pass `module=` to "
+        "the callback (the module whose input is the feature to mix), or end the model in one output per class.")
+    if len(fits) > 1 and n_out is not None: warnings.warn(
+        f"{len(fits)} Linears have {n_out} outputs ({_described(fits)}); fastamp takes the last registered as the "
+        "classifier. Pass `module=` to choose another.", stacklevel=2)
+    return fits[-1][1]
 
 # %% ../nbs/00_core.ipynb #8914a6c0
 def layers_after(
@@ -68,9 +77,10 @@ def pooled_features_module(
 def resolve_module(
     model:nn.Module, # the learner's model
     module=None, # None/'classifier', 'pooled', a module of `model`, or a callable `model -> module`
+    n_out:int|None=None, # number of classes, which identifies the classifier (see `find_classifier`)
 )->nn.Module:
     "The module named by `module` (None/'classifier', 'pooled', a module of `model`, or a callable `model -> module`)"
-    if module is None or module == 'classifier': return find_classifier(model)
+    if module is None or module == 'classifier': return find_classifier(model, n_out)
     if module == 'pooled': return pooled_features_module(model)
     if callable(module) and not isinstance(module, nn.Module): module = module(unwrap_model(model))
     if not isinstance(module, nn.Module): raise TypeError(
@@ -334,6 +344,16 @@ class TrainCounts:
         self.value, self._src = self.check(train_class_counts(dls)), _ref(ds)
         return self.value
     def __getstate__(self): return {**self.__dict__, '_src': None}
+
+# %% ../nbs/00_core.ipynb #75147a35
+def learner_n_classes(
+    learn, # a fastai `Learner`
+)->int|None:
+    "The number of classes: `learn.dls.c`, else the output size of the model's last Linear, else None"
+    c = getattr(learn.dls, 'c', None)
+    if isinstance(c, int) and not isinstance(c, bool) and c > 0: return c
+    try: return find_classifier(learn.model).out_features
+    except ValueError: return None
 
 # %% ../nbs/00_core.ipynb #c0a1e7b6
 class DeviceCache:

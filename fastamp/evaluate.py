@@ -10,13 +10,15 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch, store_attr
 from fastai.learner import Learner, Metric
 from fastai.callback.core import Callback
-from .hooks import BatchHook
+from .hooks import BatchHook, _logits, _eval_mode
 from .core import (resolve_module, unwrap_model, train_class_counts, TrainCounts, find_classifier,
-                          plain_tensor)
+                          plain_tensor, learner_n_classes)
+from .losses import setup_learner, _as_counts   # `setup_learner`: sets up `ShotAccuracy` at each `before_fit`
 from .models import NormedLinear
 from .datasets import seeded_subset
 from .metrics import *
 from .accuracies import *
+from .accuracies import _check_size
 
 # %% auto #0
 __all__ = ['collect_features', 'feature_measures', 'CollapseRecorder', 'FineProbeRecorder', 'ShotAccuracy', 'plot_align_uniform',
@@ -30,23 +32,19 @@ def collect_features(
     n:int|None=None, # stop after `n` samples
     device=None, # where to run the model; default: where its parameters are
 )->tuple: # `(features, logits, targets)` on the CPU, features and logits in float32
-    "Input features of `module`, the model's outputs and the targets, batch by batch in eval mode"
-    target = resolve_module(model, module)
+    "Input features of `module`, the model's outputs and the targets, batch by batch in eval mode (modes restored)"
+    target, n = resolve_module(model, module), _check_size('n', n)
     device = device or next(unwrap_model(model).parameters()).device
     feats, outs, ys, seen = [], [], [], 0
     keep = lambda h: (None, plain_tensor(h).detach().float().flatten(1).cpu())   # the feature, as the hook's state
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), BatchHook(model, [(target, 'input')], keep) as hook:
-            for xb, yb in dl:
-                x = xb.to(device)
-                hook.open(x)
-                outs.append(plain_tensor(model(x)).detach().float().cpu()); ys.append(plain_tensor(yb).cpu())
-                feats.append(hook.close()[0])
-                seen += len(yb)
-                if n is not None and seen >= n: break
-    finally: model.train(was_training)
+    with torch.no_grad(), _eval_mode(model), BatchHook(model, [(target, 'input')], keep, name='get_features') as hook:
+        for xb, yb in dl:
+            x = xb.to(device)
+            hook.open(x)
+            outs.append(_logits(model(x)).detach().float().cpu()); ys.append(plain_tensor(yb).cpu())
+            feats.append(hook.close()[0])
+            seen += len(yb)
+            if n is not None and seen >= n: break
     h, logits, y = torch.cat(feats), torch.cat(outs), torch.cat(ys)
     return (h, logits, y) if n is None else (h[:n], logits[:n], y[:n])
 
@@ -81,13 +79,13 @@ def get_features(self:Learner,
     idxs=None, # only these items of the dataset, in this order
 )->tuple: # `(features, logits, targets)` on the CPU
     "Features entering `module` (the classifier by default), with logits and targets, in dataset order"
-    dl = dl if dl is not None else self.dls[ds_idx]
+    dl, module = dl if dl is not None else self.dls[ds_idx], resolve_module(self.model, module, learner_n_classes(self))
     return collect_features(self.model, _ordered(dl) if idxs is None else _subset_dl(dl, idxs), module, n)
 
 # %% ../nbs/04_evaluate.ipynb #6a1e60d4
-def _margin_params(model, target:nn.Module)->dict:
-    "`weight`, `bias`, `cosine` of `model`'s classifier on the CPU if `target` is it (margins live there), else `{}`"
-    try: clf = find_classifier(model)
+def _margin_params(model, target:nn.Module, n_out:int|None=None)->dict:
+    "`weight`, `bias`, `cosine` of `model`'s classifier (`n_out` outputs) on the CPU if `target` is it, else `{}`"
+    try: clf = find_classifier(model, n_out)
     except ValueError: return {}
     if target is not clf: return {}
     cpu = lambda t: t.detach().float().cpu() if t is not None else None
@@ -164,9 +162,12 @@ def collapse_report(self:Learner,
     features:tuple|None=None, # `(features, logits, targets)` of `dl` at `module` from `get_features`, when at hand
 )->pd.DataFrame: # columns `value` and `note`; per-class margins in `.attrs['class_margins']`
     "Table of collapse measures of the learner's features"
-    target, notes = resolve_module(self.model, module), {}
+    n_cls = learner_n_classes(self)
+    if counts is not None and counts is not True: counts = check_class_counts(_as_counts(counts), n_cls,
+                                                                              'collapse_report(counts=...)')
+    target, notes = resolve_module(self.model, module, n_cls), {}
     h, logits, y = features if features is not None else self.get_features(dl, module=target)
-    clf = _margin_params(self.model, target)
+    clf = _margin_params(self.model, target, n_cls)
     res, cm = _noted(notes, feature_measures, h, y, logits, n_classes=self.dls.c, **clf)
     if clf.get('cosine'): notes.setdefault('geometric_margin', 'cosine classifier: margins between the L2-normalised '
                                            'features and weight rows (on the unit sphere)')
@@ -178,7 +179,7 @@ def collapse_report(self:Learner,
             h_tr = self.get_features(ds_idx=0, module=target, idxs=keep)[0]
         res.update(_noted(notes, _fine_measures, h, y, fine, h_tr, ftr, key='alignment_same_coarse_diff_fine'))
     if counts is not None and cm is not None:
-        counts = train_class_counts(self.dls) if counts is True else torch.as_tensor(counts)
+        counts = train_class_counts(self.dls) if counts is True else counts
         for g, cls in shot_groups(counts, many, few).items():
             if len(cls): res[f'{g}_margin'] = cm[cls].nanmean().item()
         ok = ~cm.isnan() & (counts > 0)
@@ -200,7 +201,9 @@ def fine_probe(self:Learner,
     k:int=20, # neighbours of the k-NN probe
 )->dict: # `fine_linear_probe`, `fine_knn`, `nc1` (coarse classes), `alignment_same_coarse_diff_fine`
     "Fine linear-probe and k-NN accuracy, coarse NC1 and same-coarse / different-fine alignment of a coarse learner"
-    return _fine_probe(self.model, module, _probe_sets(self, train_fine, valid_fine, n_train, n_valid, seed), k)
+    _check_size('n_train', n_train); _check_size('n_valid', n_valid); _check_size('k', k)
+    return _fine_probe(self.model, module, _probe_sets(self, train_fine, valid_fine, n_train, n_valid, seed), k,
+                       learner_n_classes(self))
 
 def _probe_sets(learn, train_fine, valid_fine, n_train, n_valid, seed)->tuple:
     "`((train batches, their fine labels), (valid batches, their fine labels))` of the seeded subsets, read once"
@@ -209,10 +212,10 @@ def _probe_sets(learn, train_fine, valid_fine, n_train, n_valid, seed)->tuple:
     keep_va = seeded_subset(len(valid_fine), n_valid, seed)
     return (_read_batches(learn.dls.train, keep), ftr), (_read_batches(learn.dls.valid, keep_va), valid_fine[keep_va])
 
-def _fine_probe(model, module, sets, k)->dict:
+def _fine_probe(model, module, sets, k, n_out=None)->dict:
     "`learn.fine_probe` on the batches of `_probe_sets`"
     (b_tr, f_tr), (b_va, f_va) = sets
-    target = resolve_module(model, module)
+    target = resolve_module(model, module, n_out)
     h, _, y = collect_features(model, b_va, target)
     h_tr, _, _ = collect_features(model, b_tr, target)
     res = {'nc1': nc1(h, y), **_fine_measures(h, y, f_va, h_tr, f_tr, k)}
@@ -230,9 +233,13 @@ class CollapseRecorder(Callback):
         every:int=1, # measure after every `every` epochs, and after the last one
     ):
         if every < 1: raise ValueError(f"every={every}: pass a number of epochs >= 1.")
-        store_attr(); self.records = []
+        _check_size('n', n); store_attr(); self.records = []
     def before_fit(self):
         self._skip, self._inputs = hasattr(self.learn, 'lr_finder') or hasattr(self.learn, 'gather_preds'), None
+        if not self._skip: self.check()
+    def check(self):
+        "Check, before a fit trains, what `measure` will meet: the module (and, in subclasses, the labels)"
+        resolve_module(self.learn.model, self.module, learner_n_classes(self.learn))
     # `validate`/`get_preds` also send `before_fit` and `after_epoch`, and a resumed fit sends `after_epoch` for the
     # epochs it skips: only an epoch that trained is measured
     def before_epoch(self): self._trained = False
@@ -248,9 +255,10 @@ class CollapseRecorder(Callback):
     def measure(self)->dict:
         "The measures of one row"
         if self._inputs is None: self._inputs = self.read_inputs()
-        target = resolve_module(self.learn.model, self.module)
+        n_cls = learner_n_classes(self.learn)
+        target = resolve_module(self.learn.model, self.module, n_cls)
         h, logits, y = collect_features(self.learn.model, self._inputs, target)
-        res, cm = feature_measures(h, y, logits, n_classes=self.dls.c, **_margin_params(self.learn.model, target))
+        res, cm = feature_measures(h, y, logits, n_classes=n_cls, **_margin_params(self.learn.model, target, n_cls))
         return res if cm is None else {**res, **{f'margin_{c}': v for c, v in enumerate(cm.tolist())}}
     @property
     def history(self)->pd.DataFrame:
@@ -281,15 +289,22 @@ class FineProbeRecorder(CollapseRecorder):
         k:int=20, # neighbours of the k-NN probe
     ):
         super().__init__(n, module, seed, every); store_attr('train_fine,valid_fine,n_train,k')
+        _check_size('n_train', n_train); _check_size('k', k)
+    def check(self):
+        "The fine labels: one per training and held-out item; the module"
+        _as_labels(self.train_fine, len(self.learn.dls.train_ds), 'train_fine', 'dls.train_ds')
+        _as_labels(self.valid_fine, len(self.learn.dls.valid_ds), 'valid_fine', 'dls.valid_ds')
+        resolve_module(self.learn.model, self.module, learner_n_classes(self.learn))
     def read_inputs(self):
         return _probe_sets(self.learn, self.train_fine, self.valid_fine, self.n_train, self.n, self.seed)
     def measure(self)->dict:
         if self._inputs is None: self._inputs = self.read_inputs()
-        return _fine_probe(self.learn.model, self.module, self._inputs, self.k)
+        return _fine_probe(self.learn.model, self.module, self._inputs, self.k, learner_n_classes(self.learn))
 
 # %% ../nbs/04_evaluate.ipynb #2cec3844
 class ShotAccuracy(Metric):
     "Balanced accuracy (`group=None`) or the accuracy of a shot group ('many', 'medium', 'few'), as a fastai metric"
+    _setup_at_fit = True  # `fastamp.losses.setup_learner` calls `setup(learn)` at each `before_fit`
     def __init__(self,
         group:str|None=None, # None: balanced accuracy; 'many', 'medium' or 'few': that group's accuracy
         many:int=MANY_SHOT, # many-shot classes: more training items than this
@@ -298,8 +313,13 @@ class ShotAccuracy(Metric):
     ):
         if group not in (None, 'many', 'medium', 'few'):
             raise ValueError(f"group={group!r}: use None, 'many', 'medium' or 'few'.")
-        store_attr(); self._counts = TrainCounts(counts)
+        store_attr(); self._counts = TrainCounts(counts, _as_counts)
     def reset(self): self.preds, self.targs, self.used = [], [], None
+    def setup(self,
+        learn, # the learner whose fit starts
+    ):
+        "Check, before training, one count per class (counting `dls.train_ds` unless `counts` was given)"
+        check_class_counts(self.train_counts(learn.dls), learner_n_classes(learn), 'ShotAccuracy(counts=...)')
     def train_counts(self,
         dls, # the learner's `DataLoaders`
     )->torch.Tensor:

@@ -4,15 +4,34 @@
 
 # %% ../nbs/00c_hooks.ipynb #6ca24185
 from __future__ import annotations
+from contextlib import contextmanager
 from functools import partial
 import torch, torch.nn as nn
-from fastcore.basics import store_attr
+from fastcore.basics import store_attr, patch
+from fastcore.foundation import L
+from fastai.learner import Learner
 
 # %% auto #0
 __all__ = ['BatchHook']
 
 # %% ../nbs/00c_hooks.ipynb #b90496ff
 _WHERE = ('input', 'output')
+
+@contextmanager
+def _eval_mode(model:nn.Module):
+    "`model` in eval mode for the block; then each module gets its own mode back (a BatchNorm frozen in eval stays so)"
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try: yield model
+    finally:
+        for m, mode in modes: m.training = mode
+
+def _logits(out):
+    "`out` as a plain tensor; a model that returns a tuple or a dict is refused with the package's message"
+    if isinstance(out, torch.Tensor): return out.as_subclass(torch.Tensor)
+    raise TypeError(f"the model returned {type(out).__name__}, not one tensor of logits: fastamp reads the logits and "
+                    "the classifier's input of a model that returns one tensor. Wrap it in a module whose forward "
+                    "returns the logits alone (e.g. `out[0]`).")
 
 class BatchHook:
     "Hooks at `places` of `model`, registered once, calling `fn` only in the forward pass they were opened for"
@@ -21,10 +40,11 @@ class BatchHook:
         places:list, # `(module, 'input'|'output')` pairs: where `fn` may run; `open` picks one per pass
         fn, # `fn(h) -> (tensor or None, state)`: what the forward pass continues with (None: `h`), and a state kept
         train_only:bool=False, # admit a pass only when `model` is in training mode
+        name:str='BatchHook', # whose hook this is, for the error raised when a place runs twice in one pass
     ):
         for m, where in places:
             if where not in _WHERE: raise ValueError(f"place ({type(m).__name__}, {where!r}): use 'input' or 'output'.")
-        store_attr('model,fn,train_only')
+        store_attr('model,fn,train_only,name')
         self.places = list(places)
         self.x = self.active = self.state = self.out = None
         self.armed, self.live, self.calls = False, False, 0
@@ -62,16 +82,50 @@ class BatchHook:
         want = self.x() if callable(self.x) else self.x   # read late: callbacks may replace `learn.xb` before the call
         ok = self.armed and (want is None or (len(args) > 0 and args[0] is want))
         self.live, self.armed = bool(ok and (model.training or not self.train_only)), False
-    def _run(self, k, h):
+    def _run(self, k, module, h):
         if not (self.live and k == self.active): return None
         self.calls += 1
-        if self.calls > 1: return None
+        if self.calls > 1: raise RuntimeError(
+            f"{self.name}: {type(module).__name__} ran {self.calls} times in one forward pass; fastamp mixes or reads "
+            "a layer that runs once per batch. Pass `module=` a layer called once (e.g. the final classifier).")
         out, self.state = self.fn(h)
         return out
     def _pre(self, k, module, args):
-        out = self._run(k, args[0])
+        out = self._run(k, module, args[0])
         return None if out is None else (out, *args[1:])
-    def _post(self, k, module, args, out): return self._run(k, out)
+    def _post(self, k, module, args, out): return self._run(k, module, out)
     def _end(self, model, args, out):
         if self.live: self.out = out
         self.live = False
+
+# %% ../nbs/00c_hooks.ipynb #ef5a7bb3
+def _plain(f): return getattr(f, '_fastamp_plain', f)   # fastai's own method, whatever wraps it (a re-run cell)
+
+def _check_unique(cbs):
+    "Raise if a callback object is listed twice"
+    seen = []
+    for cb in cbs:
+        if any(cb is o for o in seen): raise ValueError(
+            f"{type(cb).__name__} is added twice to this fit (in the learner's `cbs` and in `fit(cbs=...)`, or twice "
+            "in one list): fastai would run each of its events twice per batch. Pass it once: either "
+            "`Learner(cbs=cb)` or `learn.fit(..., cbs=cb)`.")
+        seen.append(cb)
+
+_plain_fit = _plain(Learner.fit)
+@patch
+def fit(self:Learner,
+    n_epoch, # epochs to train
+    lr=None, # learning rate (default: `learn.lr`)
+    wd=None, # weight decay
+    cbs=None, # callbacks for this fit only
+    reset_opt=False, # make a new optimizer
+    start_epoch=0, # first epoch (to resume)
+):
+    "fastai's `fit`; a callback given twice is an error, and on every exit each callback's `release()` runs"
+    everyone = list(self.cbs) + list(L(cbs))
+    _check_unique(everyone)
+    try: return _plain_fit(self, n_epoch, lr, wd, cbs, reset_opt, start_epoch)
+    finally:
+        for cb in everyone:
+            if callable(getattr(type(cb), 'release', None)): cb.release()
+Learner.fit._fastamp_plain = _plain_fit

@@ -4,26 +4,28 @@
 
 # %% ../nbs/01a_losses.ipynb #6f9be5a5
 from __future__ import annotations
-import warnings
+import math, warnings
 from functools import partial
 import torch, torch.nn as nn, torch.nn.functional as F
-from fastcore.basics import store_attr, basic_repr, patch, defaults
+from fastcore.basics import store_attr, basic_repr, patch
 from fastai.callback.core import Callback
 from fastai.learner import Learner
 from .core import (train_class_counts, TrainCounts, DeviceCache, find_classifier, class_weight_holder,
-                          plain_tensor)
+                          plain_tensor, learner_n_classes)
+from .accuracies import check_class_counts
+from .hooks import _plain
 from .models import NormedLinear
 
 # %% auto #0
-__all__ = ['log_prior', 'LossSetup', 'LogitAdjustedLoss', 'BalancedSoftmaxLoss', 'ldam_margins', 'LDAMLoss', 'posthoc_adjust',
-           'class_balanced_weights', 'DRW']
+__all__ = ['log_prior', 'setup_learner', 'LossSetup', 'LogitAdjustedLoss', 'BalancedSoftmaxLoss', 'ldam_margins', 'LDAMLoss',
+           'posthoc_adjust', 'class_balanced_weights', 'DRW']
 
 # %% ../nbs/01a_losses.ipynb #27f714f2
 def _as_counts(counts)->torch.Tensor:
     "Validated class counts as a float32 vector"
     c = torch.as_tensor(counts).detach().float().flatten().cpu()
-    if not len(c) or (c < 0).any() or not c.sum() > 0: raise ValueError(
-        f"counts={counts!r}: pass one non-negative training count per class, not all zero "
+    if not len(c) or (c < 0).any() or not c.sum() > 0 or not torch.isfinite(c).all(): raise ValueError(
+        f"counts={counts!r}: pass one finite, non-negative training count per class, not all zero "
         "(e.g. `fastamp.core.train_class_counts(dls)`).")
     return c
 
@@ -34,11 +36,19 @@ def _all_present(c:torch.Tensor, what:str)->torch.Tensor:
         "class, or pass `counts=` with the counts to use.")
     return c
 
+def _check_param(name, value, lo=-math.inf, strict=False):
+    "Raise unless `value` is a finite number above `lo` (at or above it unless `strict`)"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    bound = '' if lo == -math.inf else f" {'>' if strict else '>='} {lo}"
+    if ok and value >= lo and not (strict and value == lo): return value
+    raise ValueError(f"{name}={value!r}: pass a finite number{bound}.")
+
 def log_prior(
     counts, # training items per class (list, array or tensor)
     tau:float=1., # power of the prior: 0 gives no adjustment
 )->torch.Tensor: # float32, one value per class
     "`log(pi ** tau + 1e-12)` with `pi = counts / counts.sum()`: the logit adjustment of Menon et al. (2021)"
+    _check_param('tau', tau)
     c = _as_counts(counts)
     return torch.log((c / c.sum()) ** tau + 1e-12)
 
@@ -51,25 +61,37 @@ def _losses_of(learn)->list:
     return res
 
 # %% ../nbs/01a_losses.ipynb #5e8a4ac0
-class LossSetup(Callback):
-    "At `before_fit`, call `setup(learn)` of the learner's loss and of callbacks' own losses (to count classes)"
-    order = -15
-    def before_fit(self):
-        for lf in _losses_of(self.learn):
-            if callable(getattr(lf, 'setup', None)): lf.setup(self.learn)
+def setup_learner(
+    learn, # the learner whose fit (or `validate`, `get_preds`) starts
+):
+    "`setup(learn)` of the learner's losses and metrics that are fastamp's (marked `_setup_at_fit`)"
+    for o in _losses_of(learn) + list(getattr(learn, 'metrics', None) or []):
+        if getattr(o, '_setup_at_fit', False) is True: o.setup(learn)
 
-if not any(getattr(c, '__name__', '') == 'LossSetup' for c in defaults.callbacks): defaults.callbacks.append(LossSetup)
+class LossSetup(Callback):
+    "At `before_fit`, `setup_learner(learn)`: what fastamp's event dispatch does for every learner already"
+    order = -15
+    def before_fit(self): setup_learner(self.learn)
+
+_plain_call_one = _plain(Learner._call_one)
+@patch
+def _call_one(self:Learner, event_name):
+    "fastai's event dispatch; `before_fit` first sets up fastamp's losses and metrics (`setup_learner`)"
+    if event_name == 'before_fit': setup_learner(self)
+    return _plain_call_one(self, event_name)
+Learner._call_one._fastamp_plain = _plain_call_one
 
 # %% ../nbs/01a_losses.ipynb #cdd2388c
-_NO_COUNTS = ("{name} has no class counts: they are counted on `learn.dls.train_ds` at the start of `fit` by the "
-              "`LossSetup` callback, which fastamp adds to fastai's default callbacks. Pass `counts=` (e.g. "
-              "`train_class_counts(dls)`), or add `cbs=LossSetup()` to a Learner built with `default_cbs=False`.")
+_NO_COUNTS = ("{name} has no class counts: they are counted on `learn.dls.train_ds` at the start of `fit`, "
+              "`validate` or `get_preds` of a fastai Learner. Outside a Learner, pass `counts=` (e.g. "
+              "`train_class_counts(dls)`).")
 
 def _float32(w): return torch.as_tensor(w, dtype=torch.float32)
 
 class _ClassCountLoss:
     "Base of the long-tail losses: logits and integer targets, per-class `weight`, `reduction`, counts from the data"
     y_int = True
+    _setup_at_fit = True  # `setup_learner` calls `setup(learn)` at each `before_fit`
     _params = ()
     def __init__(self, counts=None, weight=None, reduction='mean'):
         self._counts, self.weight, self.reduction = TrainCounts(counts, _as_counts), weight, reduction
@@ -82,15 +104,19 @@ class _ClassCountLoss:
     def setup(self,
         learn, # the learner whose fit starts
     ):
-        "Count the classes of `learn.dls.train_ds`, unless `counts` was given (called by `LossSetup`)"
-        self._counts.update(learn.dls)
+        "Count the classes of `learn.dls.train_ds` (unless `counts` was given) and check one count per class"
+        c = self._counts.update(learn.dls)
+        if c is not None: check_class_counts(c, learner_n_classes(learn), f"{type(self).__name__}(counts=...)")
 
     def _from_counts(self, counts): raise NotImplementedError
-    def _per_class(self, device)->torch.Tensor:
-        "The loss's per-class table on `device`, made again only when the counts or the parameters change"
+    def _per_class(self, x)->torch.Tensor:
+        "The loss's per-class table on `x`'s device, for the classes of logits `x` (a shape check: no synchronisation)"
         c = self._counts.value
         if c is None: raise RuntimeError(_NO_COUNTS.format(name=type(self).__name__))
-        return self._table.get(c, device, self._from_counts, tuple(getattr(self, p) for p in self._params))
+        if len(c) != x.shape[-1]: raise ValueError(
+            f"{type(self).__name__}(counts=...) has {len(c)} entries but the logits have {x.shape[-1]} classes: pass "
+            "one training count per class (or leave `counts=None` to count `learn.dls.train_ds`).")
+        return self._table.get(c, x.device, self._from_counts, tuple(getattr(self, p) for p in self._params))
 
     def _weight_on(self, device):
         return None if self.weight is None else self._weights.get(self.weight, device, _float32)
@@ -114,6 +140,7 @@ class LogitAdjustedLoss(_ClassCountLoss):
         reduction:str='mean', # 'mean' (weighted mean when `weight` is set), 'sum' or 'none'
     ):
         if posterior not in _POSTERIORS: raise ValueError(f"posterior={posterior!r}: use 'balanced' or 'train'.")
+        _check_param('tau', tau)
         super().__init__(counts, weight, reduction)
         store_attr('tau,posterior')
 
@@ -122,7 +149,7 @@ class LogitAdjustedLoss(_ClassCountLoss):
         x:torch.Tensor, # logits (B, C)
     )->torch.Tensor:
         "`x + tau * log(prior)` in float32: the logits the loss scores"
-        return plain_tensor(x).float() + self._per_class(x.device)
+        return plain_tensor(x).float() + self._per_class(x)
     def __call__(self,
         x, # logits (B, C)
         y, # integer targets (B,)
@@ -153,11 +180,11 @@ def ldam_margins(
     m = _all_present(_as_counts(counts), 'the LDAM margin') ** -0.25
     return m * (max_m / m.max())
 
-def _check_cosine_classifier(model):
-    try: clf = find_classifier(model)
+def _check_cosine_classifier(model, n_out=None):
+    try: clf = find_classifier(model, n_out)
     except ValueError: clf = None
     if not isinstance(clf, NormedLinear): raise ValueError(
-        f"LDAMLoss needs cosine logits in [-1, 1] from a normalised classifier, but the model's last Linear is "
+        f"LDAMLoss needs cosine logits in [-1, 1] from a normalised classifier, but the model's classifier is "
         f"{type(clf).__name__ if clf is not None else 'missing'}: the margins (at most max_m) and the scale s are "
         "sized "
         "for cosines. Build the model with `normed=True` (`resnet32(n_out, normed=True)`, `classifier_head(..., "
@@ -171,12 +198,11 @@ class LDAMLoss(_ClassCountLoss):
         max_m:float=0.5, # margin of the rarest class; the others get `max_m * (n_min / n_c) ** (1/4)`
         s:float=30., # scale of the logits in the softmax
         counts=None, # training items per class; default: counted on `learn.dls.train_ds` at the start of `fit`
-        check_model:bool=True, # at `before_fit`, fail unless the model's last Linear is a `NormedLinear`
+        check_model:bool=True, # at `before_fit`, fail unless the model's classifier is a `NormedLinear`
         weight=None, # per-class weight, as in `nn.CrossEntropyLoss` (`DRW` sets it)
         reduction:str='mean', # 'mean' (weighted mean when `weight` is set), 'sum' or 'none'
     ):
-        if not s > 0: raise ValueError(f"s={s}: the scale must be > 0.")
-        if not max_m >= 0: raise ValueError(f"max_m={max_m}: the margin must be >= 0.")
+        _check_param('s', s, 0, strict=True); _check_param('max_m', max_m, 0)
         super().__init__(counts, weight, reduction)
         store_attr('max_m,s,check_model')
 
@@ -186,13 +212,13 @@ class LDAMLoss(_ClassCountLoss):
     ):
         "Count the classes (unless `counts` was given) and check that the model ends in a `NormedLinear`"
         super().setup(learn)
-        if self.check_model: _check_cosine_classifier(learn.model)
+        if self.check_model: _check_cosine_classifier(learn.model, learner_n_classes(learn))
     def __call__(self,
         x, # cosine logits (B, C) in [-1, 1]
         y, # integer targets (B,)
     ):
         x, y = plain_tensor(x).float(), plain_tensor(y).long()
-        m = self._per_class(x.device)[y]
+        m = self._per_class(x)[y]
         return self._ce(self.s * x.scatter_add(1, y[:, None], -m[:, None]), y)
     def activation(self,
         x, # cosine logits (B, C)
@@ -206,7 +232,11 @@ def posthoc_adjust(
     tau:float=1., # power of the prior subtracted
 )->torch.Tensor:
     "`logits - log(pi ** tau + 1e-12)` in float32: post-hoc logit adjustment (Menon et al., 2021)"
-    return logits.float() - log_prior(counts, tau).to(logits.device)
+    prior = log_prior(counts, tau)
+    if len(prior) != logits.shape[-1]: raise ValueError(
+        f"counts has {len(prior)} entries but the logits have {logits.shape[-1]} classes: pass one training count "
+        "per class.")
+    return logits.float() - prior.to(logits.device)
 
 def _adjusted_softmax(logits, counts, tau): return F.softmax(posthoc_adjust(logits, counts, tau), dim=-1)
 
@@ -227,6 +257,7 @@ def get_adjusted_preds(self:Learner,
         if not counts.sum() > 0: raise ValueError(
             "learn.dls has no training items to count (e.g. after `load_learner`): "
             "pass `counts=` to get_adjusted_preds.")
+    check_class_counts(counts, learner_n_classes(self), 'get_adjusted_preds(counts=...)'); _check_param('tau', tau)
     return self.get_preds(ds_idx=ds_idx, dl=dl, act=partial(_adjusted_softmax, counts=counts, tau=tau), **kwargs)
 
 # %% ../nbs/01a_losses.ipynb #3616bbe4
@@ -260,6 +291,9 @@ class DRW(Callback):
     ):
         if not 0 <= switch_pct <= 1: raise ValueError(f"switch_pct={switch_pct}: a fraction of epochs is in [0, 1].")
         if not 0 <= beta < 1: raise ValueError(f"beta={beta}: beta must be in [0, 1).")
+        if switch_epoch is not None and (isinstance(switch_epoch, bool) or not isinstance(switch_epoch, int)
+                                         or switch_epoch < 0): raise ValueError(
+            f"switch_epoch={switch_epoch!r}: pass a whole epoch number >= 0 (0-based), or `switch_pct=`.")
         store_attr('switch_pct,switch_epoch,beta')
         self._counts, self._saved, self._table = TrainCounts(counts, _as_counts), [], DeviceCache()
 
@@ -291,8 +325,16 @@ class DRW(Callback):
 
     def before_fit(self):
         self.restore()
-        self._counts.update(self.learn.dls)
+        c = self._counts.update(self.learn.dls)
+        if c is not None: check_class_counts(c, learner_n_classes(self.learn), 'DRW(counts=...)')
         self._holders = [_weight_holder(lf) for lf in _losses_of(self.learn)]
+    def before_train(self):
+        "Refuse a `switch_epoch` that no fit (of a `fine_tune`: neither) reaches: the loss would never be re-weighted"
+        span, n = self.learn.__dict__.get('fine_tune_span'), self.learn.n_epoch
+        longest = n if span is None else max(n, span.total - span.freeze)
+        if self.switch_epoch is not None and self.switch_epoch >= longest: raise ValueError(
+            f"DRW(switch_epoch={self.switch_epoch}) but the fit has {longest} epochs (0 to {longest - 1}): the loss "
+            f"would never be re-weighted. Pass a switch_epoch below {longest}, or `switch_pct=` (a fraction).")
     def after_pred(self):
         if not self.is_on(): return
         self.restore()
@@ -304,6 +346,9 @@ class DRW(Callback):
         for h, w in reversed(self._saved): h.weight = w
         self._saved = []
     def after_loss(self): self.restore()
+    def release(self):
+        "What every exit of a fit calls (`Learner.fit`'s wrapper): `restore`"
+        self.restore()
     after_batch = after_cancel_batch = before_validate = after_fit = after_cancel_fit = after_loss
     __repr__ = basic_repr('switch_pct,switch_epoch,beta')
     def __getstate__(self): return {**self.__dict__, '_saved': []}

@@ -199,7 +199,7 @@ def uniformity(
     z:torch.Tensor, # features (N, D); L2-normalised here
     t:float=2., # temperature
     chunk:int|None=None, # rows per block (memory `chunk^2` floats); None: 256 on the CPU (cache-sized), 4096 on a GPU
-    exact_max:int|None=UNIFORMITY_EXACT_MAX, # more rows than this: `uniformity_estimate` with a warning; None: exact
+    exact_max:int|None=UNIFORMITY_EXACT_MAX, # above: a seeded `uniformity_estimate`, with a warning; None: exact
     verbose:bool=True, # a progress line on stderr when the computation runs past a few seconds
 )->float:
     "Exact `log mean exp(-t ||z_a - z_b||^2)` over distinct pairs, block by block, as a float64 log-sum-exp"
@@ -210,7 +210,7 @@ def uniformity(
         warnings.warn(f"uniformity: {n:,} rows > exact_max={exact_max:,}; the exact value costs {n*(n-1)//2:,} pairs, "
                       "so this is `uniformity_estimate(z, t)` (1e6 random pairs). Pass exact_max=None for the exact "
                       "value.", stacklevel=2)
-        return uniformity_estimate(z, t)[0]
+        return uniformity_estimate(z, t, generator=torch.Generator().manual_seed(0))[0]   # torch's global RNG untouched
     z, lses = l2_normalize(z), []
     chunk = chunk or (256 if z.device.type == 'cpu' else 4096)
     progress = _Progress('uniformity', _upper_work(n, chunk), show=verbose)
@@ -319,6 +319,8 @@ def nc1(
     "Within-class variability collapse `trace(S_W pinv(S_B)) / C`; NaN with a warning where `S_B` vanishes"
     _check(h, y)
     if not len(h): return _nan('nc1', "no rows", "Pass features and labels.")
+    if not torch.isfinite(h).all(): return _nan('nc1', "the features hold NaN or inf values",
+                                                "Measure a model whose features are finite (did training diverge?).")
     means, counts, gram = _class_stats(h, y)
     N, C = counts.sum(), len(counts)
     s_w = (gram - (means * counts[:,None]).T @ means) / N

@@ -11,7 +11,7 @@ from fastcore.basics import store_attr, basic_repr, patch
 from fastai.callback.core import Callback
 from fastai.layers import NoneReduce
 from .core import *
-from .hooks import BatchHook
+from .hooks import BatchHook, _plain
 
 # %% auto #0
 __all__ = ['per_sample_loss', 'FitSpan', 'MixHistory', 'FeatureMixHandler']
@@ -51,13 +51,6 @@ def _check_finite(name, value, lo, hi=math.inf, what=''):
     rng = f">= {lo}" if hi == math.inf else f"in [{lo}, {hi}]"
     if not ok: raise ValueError(f"{name}={value!r}: {what or 'it'} must be a finite number {rng}.")
 
-def _learner_n_classes(learn):
-    "The number of classes: `learn.dls.c`, else the output size of the model's classifier, else None"
-    c = getattr(learn.dls, 'c', None)
-    if isinstance(c, int) and c > 0: return c
-    try: return find_classifier(learn.model).out_features
-    except ValueError: return None
-
 # %% ../nbs/01_mixing.ipynb #3a434e24
 from fastai.learner import Learner
 from fastcore.foundation import L
@@ -70,8 +63,6 @@ class FitSpan:
         total:int, # epochs in all (frozen ones included)
     ): store_attr()
     __repr__ = basic_repr('freeze,total')
-
-def _plain(f): return getattr(f, '_fastamp_plain', f)   # fastai's own method, whatever wraps it (a re-run cell)
 
 _fine_tune = _plain(Learner.fine_tune)
 @patch
@@ -87,23 +78,6 @@ def fine_tune(self:Learner,
     try: return _fine_tune(self, epochs, base_lr, freeze_epochs, *args, **kwargs)
     finally: self.__dict__.pop('fine_tune_span') if prev is None else setattr(self, 'fine_tune_span', prev)
 Learner.fine_tune._fastamp_plain = _fine_tune
-
-_plain_fit = _plain(Learner.fit)
-@patch
-def fit(self:Learner,
-    n_epoch, # epochs to train
-    lr=None, # learning rate (default: `learn.lr`)
-    wd=None, # weight decay
-    cbs=None, # callbacks for this fit only
-    reset_opt=False, # make a new optimizer
-    start_epoch=0, # first epoch (to resume)
-):
-    "fastai's `fit`; on every exit, fastamp's mixing callbacks remove their hooks"
-    mixers = [cb for cb in list(self.cbs) + list(L(cbs)) if isinstance(cb, FeatureMixHandler)]
-    try: return _plain_fit(self, n_epoch, lr, wd, cbs, reset_opt, start_epoch)
-    finally:
-        for cb in mixers: cb.unhook()
-Learner.fit._fastamp_plain = _plain_fit
 
 def _fit_span(learn, seen):
     "`(epochs done before this fit, epochs in all, span)` of the fit starting now; `seen`: the span of the last fit"
@@ -149,12 +123,12 @@ class FeatureMixHandler(Callback):
     in_place = False  # the policy mixes the batch rows, and its loss replaces the clean loss (at most one per learner)
 
     def __init__(self,
-        module=None, # where to mix: None/'classifier' (last Linear's input), 'pooled', a module or `model -> module`
+        module=None, # where to mix: None/'classifier' (the classifier's input), 'pooled', a module or `model -> module`
         loss_func=None, # per-sample-capable loss on integer targets; default: the learner's own
     ):
         self.module, self.loss_func = module, loss_func
         self.hist, self._warned, self._fit, self._span = MixHistory(), False, -1, None
-        self._hook = self._batch_state = None
+        self._hook = self._batch_state = self.n_classes = None
         self._weights = DeviceCache()   # the loss's class weights on the device
 
     # ---- one learner per callback object ----
@@ -179,7 +153,7 @@ class FeatureMixHandler(Callback):
         model:nn.Module, # the learner's model
     )->list:
         "Where to mix: `(module, 'input'|'output')` places, one drawn per batch"
-        return [(resolve_module(model, self.module), 'input')]
+        return [(resolve_module(model, self.module, self.n_classes), 'input')]
     def setup(self,
         learn, # the learner whose fit starts
     ):
@@ -257,6 +231,9 @@ class FeatureMixHandler(Callback):
         "Remove the hook from the model and forget this batch (every exit of a fit calls it)"
         if self._hook is not None: self._hook.remove()
         self._hook = self._batch_state = self._out = self._y = self._s = None
+    def release(self):
+        "What every exit of a fit calls (`Learner.fit`'s wrapper): `unhook`"
+        self.unhook()
 
     def __getstate__(self):
         self.hist.gather()   # no device tensor and no hook in an export
@@ -273,15 +250,26 @@ def before_fit(self:FeatureMixHandler):
 def before_train(self:FeatureMixHandler):
     "At a fit's first epoch: a new `fit` number, the span, the policy's `setup`; the hook, registered once per fit"
     self._lf = self._check_loss()
-    self.n_classes = _learner_n_classes(self.learn)
+    self.n_classes = learner_n_classes(self.learn)
     if self.train_iter == 0:
+        _check_batches(self)
         self._fit += 1
         self._done, self._total, self._span = _fit_span(self.learn, self._span)
         self.setup(self.learn)
     if self._hook is None:
         self._places = self.places(self.learn.model)
         self._warn_layers_after()
-        self._hook = BatchHook(self.learn.model, self._places, self._mix_here, train_only=True)
+        self._hook = BatchHook(self.learn.model, self._places, self._mix_here, True, type(self).__name__)
+
+def _check_batches(cb):
+    "Raise before a fit whose training loader has no batch: nothing would be mixed, nor trained"
+    dl = cb.learn.dls.train
+    if len(dl): return
+    n, bs = len(dl.dataset), getattr(dl, 'bs', getattr(dl, 'batch_size', None))
+    raise ValueError(
+        f"{type(cb).__name__}: the training loader has no batch ({n} training items, bs={bs}"
+        f"{', drop_last=True' if getattr(dl, 'drop_last', False) else ''}), so nothing would be mixed or trained. "
+        f"Pass `bs=` at most {n} when building the DataLoaders (or train on more items).")
 
 @patch
 def _mix_here(self:FeatureMixHandler, h): return self.mix(h, self._y, self._s)
@@ -304,6 +292,10 @@ def after_pred(self:FeatureMixHandler):
     "Close the hook; check that the place ran once; keep the batch rows' predictions for the metrics"
     hook, module = self._hook, self._places[self._hook.active][0]
     calls, (self._batch_state, self._out) = hook.calls, hook.close()
+    if not isinstance(self.learn.pred, torch.Tensor): raise TypeError(
+        f"{type(self).__name__}: the model returned {type(self.learn.pred).__name__}, not one tensor of logits; "
+        "fastamp scores the mixed rows of the model's output. Return the logits alone (e.g. wrap the model in a "
+        "module whose forward returns `out[0]`).")
     if calls == 0: raise RuntimeError(
         f"{type(self).__name__}: the forward pass never called {type(module).__name__}, so nothing was mixed. "
         "Pass `module=` a layer that the model runs on every batch.")
@@ -344,9 +336,10 @@ def _warn_layers_after(self:FeatureMixHandler):
         after = layers_after(self.learn.model, module) if where == 'input' and isinstance(module, nn.Linear) else []
         if after and not self._warned:
             self._warned = True
-            warnings.warn(f"{type(self).__name__}: layers follow the mixed classifier "
-                          f"({', '.join(type(m).__name__ for m in after)}); the augmented features pass through "
-                          "them too. Pass `module=` to choose another place.")
+            name = next(k for k, m in unwrap_model(self.learn.model).named_modules() if m is module)
+            warnings.warn(f"{type(self).__name__}: layers follow the mixed classifier `{name}` in registration order "
+                          f"({', '.join(type(m).__name__ for m in after)}); if they run after it, the augmented "
+                          "features pass through them too. Pass `module=` to choose another place.")
 
 # %% ../nbs/01_mixing.ipynb #fd937540
 _COMPOSE = ("fastamp callbacks compose as: at most one in-place mixer (FeatureMixup, ManifoldMixup, InputMixup, "

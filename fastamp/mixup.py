@@ -11,7 +11,8 @@ from fastcore.basics import store_attr, basic_repr
 from fastai.callback.core import Callback
 from .core import *
 from .mixing import FitSpan, MixHistory, FeatureMixHandler, per_sample_loss
-from .mixing import _weighted_mean, _check_finite, _learner_n_classes
+from .accuracies import check_class_counts
+from .mixing import _weighted_mean, _check_finite
 
 _all_ = ['FitSpan', 'MixHistory', 'FeatureMixHandler', 'per_sample_loss']  # the mechanism, re-exported
 
@@ -194,11 +195,8 @@ class Remix:
         learn, # the learner whose fit starts: its training set and its number of classes
     ):
         "Count the training classes (unless `counts` was given, or this training set was counted) and check them"
-        counts, n = self._counts.update(learn.dls), _learner_n_classes(learn)
-        if counts is not None and n is not None and len(counts) != n: raise ValueError(
-            f"Remix(counts=...) has {len(counts)} entries but the learner has {n} classes: pass `counts=` one "
-            "training count per class, in the order of `learn.dls.vocab` (or leave `counts=None` to count "
-            "`learn.dls.train_ds`).")
+        counts = self._counts.update(learn.dls)
+        if counts is not None: check_class_counts(counts, learner_n_classes(learn), 'Remix(counts=...)')
 
     def __call__(self,
         lam, # mixing ratio on sample i, per pair

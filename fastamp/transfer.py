@@ -12,7 +12,7 @@ from fastcore.meta import delegates
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.callback.training import BnFreeze
-from .core import find_classifier, unwrap_model
+from .core import find_classifier, unwrap_model, resolve_module, learner_n_classes
 
 # %% auto #0
 __all__ = ['fine_learner']
@@ -29,12 +29,18 @@ def fine_learner(
     learn:Learner, # a Learner trained on coarse labels
     fine_dls:DataLoaders, # fine-labelled DataLoaders over the same items (see `fastamp.data.coarse_fine_dls`)
     mode:str='probe', # 'probe': train the new classifier only, on frozen features; 'finetune': train everything
+    module=None, # the classifier to replace: None (the last Linear with `learn.dls.c` outputs), a Linear of
+                 # `learn.model`, or a function `model -> Linear`
     **kwargs, # to `Learner` (metrics, cbs, lr, ...)
 )->Learner:
     "A new Learner on the fine classes: the coarse model's body with a fresh classifier"
     if mode not in ('probe', 'finetune'): raise ValueError(f"mode={mode!r}: use 'probe' or 'finetune'.")
+    old = resolve_module(learn.model, module, learner_n_classes(learn))
+    if not isinstance(old, nn.Linear): raise TypeError(
+        f"module={type(old).__name__}: fine_learner replaces a classifier, an nn.Linear: pass the final Linear.")
+    name = next(k for k, m in unwrap_model(learn.model).named_modules() if m is old)
     model = copy.deepcopy(unwrap_model(learn.model))
-    old = find_classifier(model)
+    old = model.get_submodule(name) if name else model
     new = nn.Linear(old.in_features, fine_dls.c).to(old.weight.device)
     _replace_module(model, old, new)
     cbs = L(kwargs.pop('cbs', None))

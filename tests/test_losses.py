@@ -114,14 +114,12 @@ def test_interruption_leaves_learner_clean(loss, where, exc, attach, lt_dls):
 
 
 def test_restore_after_escaped_exception(lt_dls):
-    "A DRW attached to the learner gives the weight back on `restore()` and when it is removed"
-    for clear in ('restore', 'remove'):
-        learn = make(lt_dls, 'la', 'midpoint', [DRW(switch_epoch=0), RaiseAt(RuntimeError('boom'), event='after_loss')])
-        with pytest.raises(RuntimeError): fit_quiet(learn, 1, 1e-2)
-        assert weight_of(learn.loss_func) is not None  # the exception skipped fastai's after_* events
-        if clear == 'restore': learn.drw.restore()
-        else: learn.remove_cb(DRW)
-        assert weight_of(learn.loss_func) is None
+    "An exception that skips fastai's after_* events still gives the loss its weight back (the fit's `release`)"
+    learn = make(lt_dls, 'la', 'midpoint', [DRW(switch_epoch=0), RaiseAt(RuntimeError('boom'), event='after_loss')])
+    with pytest.raises(RuntimeError): fit_quiet(learn, 1, 1e-2)
+    assert weight_of(learn.loss_func) is None
+    learn.drw.restore(); learn.remove_cb(DRW)   # still harmless
+    assert weight_of(learn.loss_func) is None
 
 
 def test_drw_weighs_a_callbacks_own_loss(lt_dls):
@@ -152,13 +150,13 @@ def test_drw_resumed_fit_switches_at_the_right_epoch(lt_dls):
 
 
 def test_counts_without_default_callbacks(lt_dls):
-    set_seed(0)
-    learn = Learner(lt_dls, model_for('la'), loss_func=LogitAdjustedLoss(), default_cbs=False)
-    with pytest.raises(RuntimeError, match='LossSetup'): learn.fit(1, 1e-2)
-    set_seed(0)
-    learn = Learner(lt_dls, model_for('la'), loss_func=LogitAdjustedLoss(), default_cbs=False, cbs=LossSetup())
-    learn.fit(1, 1e-2)
-    torch.testing.assert_close(learn.loss_func.class_counts, train_class_counts(lt_dls).float())
+    "fastamp's losses are set up on every learner (fastai's `defaults.callbacks` untouched), `LossSetup` or not"
+    for cbs in ([], [LossSetup()]):
+        set_seed(0)
+        learn = Learner(lt_dls, model_for('la'), loss_func=LogitAdjustedLoss(), default_cbs=False, cbs=cbs)
+        learn.fit(1, 1e-2)
+        torch.testing.assert_close(learn.loss_func.class_counts, train_class_counts(lt_dls).float())
+    with pytest.raises(RuntimeError, match='pass `counts=`'): LogitAdjustedLoss()(torch.randn(2, 10), torch.arange(2))
 
 
 def test_counts_follow_the_training_set(lt_dls):
