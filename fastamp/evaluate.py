@@ -393,6 +393,7 @@ def plot_class_margins(
     counts = torch.as_tensor(counts); order = counts.argsort(descending=True)
     if ax is None: _, ax = plt.subplots(figsize=(6, 3))
     ax.bar(range(len(order)), torch.as_tensor(class_margins)[order].numpy())
-    ax.set_xticks(range(len(order)), [f'{names[i] if names else int(i)}\n{int(counts[i])}' for i in order], fontsize=7)
+    ax.set_xticks(range(len(order)), [f'{names[i] if names else int(i)} ({int(counts[i])})' for i in order], fontsize=7,
+                  rotation=90)
     ax.set_ylabel('mean geometric margin'); ax.set_xlabel('class (training count)')
     return ax

@@ -332,6 +332,7 @@ def _check_loss(self:FeatureMixHandler):
 
 @patch
 def _warn_layers_after(self:FeatureMixHandler):
+    if self.module not in (None, 'classifier'): return   # a place the user chose: what follows it is meant
     for module, where in self._places:
         after = layers_after(self.learn.model, module) if where == 'input' and isinstance(module, nn.Linear) else []
         if after and not self._warned:
