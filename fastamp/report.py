@@ -234,12 +234,11 @@ def _curves_section(d:Path, recs:list, order:list, plots:bool)->list:
     return out
 
 def _per_class_section(d:Path, title:str, recs:list, order:list, plots:bool)->list:
-    "Per rho: the shot groups by the runs' training counts, each method's worst classes, the table and its plot"
+    "Long-tailed runs, per rho: shot groups by the runs' training counts, each method's worst classes, table, plot"
     out = []
-    for rho, rs in _by_rho(recs).items():
+    for rho, rs in (_by_rho(recs) if recs[0]['task'] == 'lt' else {}).items():  # c2f: its question is the fine probes
         cfg = rs[0]['config']
-        t = per_class_table(rs, order, **({'many': cfg['many'], 'few': cfg['few']} if rs[0]['task'] == 'lt' else {}))
-        if t.empty: continue
+        if (t := per_class_table(rs, order, cfg['many'], cfg['few'])).empty: continue
         at = '' if rho is None else f', rho {rho:g}'
         out += [f"### {title}: per-class accuracy{at} (held-out set, mean over seeds, worst classes first)",
                 *([shot_groups_line(t, cfg['many'], cfg['few'])] if 'shot' in t else []), worst_classes(t)]

@@ -144,6 +144,9 @@ def test_coarse_to_fine_is_judged_on_the_fine_linear_probe(tmp_path):
     lines = verdict_lines(tmp_path)
     assert lines == ['coarse-to-fine, digits, cnn: `midpoint` vs `erm`, fine_linear_probe_pooled: +0.0350 (std 0.0071, '
                      'min +0.0300, max +0.0400, 2 seeds): ahead on every seed']
+    page = write_report(tmp_path)  # its per-class accuracy would be of the coarse classes: not the task's question
+    assert page.startswith('## Verdict') and 'per-class accuracy' not in page
+    assert not list(tmp_path.glob('c2f/plots/per_class_*'))
 
 
 def test_fastamp_report_prints_the_verdict_lines(fake_out):
