@@ -10,8 +10,8 @@ from fastcore.meta import delegates
 from .bench.records import (TASKS, PROBE_PLACES, BenchConfig, atomic_write, run_records, records_frame,
                                    planned_keys, write_runs_table)
 from .evaluate import plot_align_uniform
-from .verdict import (PRIMARY, comparisons, verdict_line, per_class_table, worst_classes, shot_groups_line,
-                             plot_per_class)
+from .verdict import (PRIMARY, is_am, comparisons, verdict_line, per_class_table, worst_classes,
+                             shot_groups_line, plot_per_class)
 
 # %% auto #0
 __all__ = ['summarize', 'to_markdown', 'overhead_table', 'save_plots', 'probe_curves', 'curve_table', 'plot_probe_curves',
@@ -131,7 +131,7 @@ def plot_probe_curves(
     for ax, (place, df) in zip(axs[0], curves.items()):
         order, seen = _method_order(list(dict.fromkeys(df['method'])), methods), {True: 0, False: 0}
         for m in order:
-            am = m.startswith('midpoint')  # AM-mixup's variants: solid lines in their own colours; baselines dashed
+            am = is_am(m)  # AM-mixup's variants: solid lines in their own colours; baselines dashed
             c = palettes[am][seen[am] % len(palettes[am])]; seen[am] += 1
             g = df[df['method'] == m].groupby('epoch')['value']
             several = g.size().max() > 1  # averaged over seeds: a thicker line and its min-max band
