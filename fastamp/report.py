@@ -10,10 +10,12 @@ from fastcore.meta import delegates
 from .bench.records import (TASKS, PROBE_PLACES, BenchConfig, atomic_write, run_records, records_frame,
                                    planned_keys, write_runs_table)
 from .evaluate import plot_align_uniform
+from .verdict import (PRIMARY, is_am, comparisons, verdict_line, per_class_table, worst_classes,
+                             shot_groups_line, plot_per_class)
 
 # %% auto #0
 __all__ = ['summarize', 'to_markdown', 'overhead_table', 'save_plots', 'probe_curves', 'curve_table', 'plot_probe_curves',
-           'task_section', 'results_page', 'write_results', 'write_report']
+           'task_section', 'verdict_lines', 'verdict_section', 'results_page', 'write_results', 'write_report']
 
 # %% ../nbs/05a_report.ipynb #0aba5b61
 _NOT_METRICS = ('method', 'seed', 'rho', 'wall_s')
@@ -129,7 +131,7 @@ def plot_probe_curves(
     for ax, (place, df) in zip(axs[0], curves.items()):
         order, seen = _method_order(list(dict.fromkeys(df['method'])), methods), {True: 0, False: 0}
         for m in order:
-            am = m.startswith('midpoint')  # AM-mixup's variants: solid lines in their own colours; baselines dashed
+            am = is_am(m)  # AM-mixup's variants: solid lines in their own colours; baselines dashed
             c = palettes[am][seen[am] % len(palettes[am])]; seen[am] += 1
             g = df[df['method'] == m].groupby('epoch')['value']
             several = g.size().max() > 1  # averaged over seeds: a thicker line and its min-max band
@@ -142,6 +144,18 @@ def plot_probe_curves(
 
 # %% ../nbs/05a_report.ipynb #1a1d4fbd
 def _setting(rec:dict)->str: return rec['key'].rsplit('_', 1)[-1]  # the hash of the settings that change numbers
+
+def _settings(recs:list)->dict:
+    "The records of each setting of a task, settings in order of appearance"
+    out = {}
+    for r in recs: out.setdefault(_setting(r), []).append(r)
+    return out
+
+def _by_rho(recs:list)->dict:
+    "The records of each rho, highest first (one group, `None`, without one)"
+    out = {}
+    for r in recs: out.setdefault(r['rho'], []).append(r)
+    return dict(sorted(out.items(), key=lambda kv: -(kv[0] if kv[0] is not None else 0)))
 
 def _setting_name(cfg:dict)->str:
     return (cfg['dataset'] + (f" (files {cfg['data_sha']})" if cfg.get('data_sha') else '')
@@ -196,8 +210,7 @@ def task_section(
         if not (d/'overhead.csv').exists(): return ''
         return (f"## {title} (median ms per step, interleaved repeats)\n\n"
                 + to_markdown(overhead_table(pd.read_csv(d/'overhead.csv'))))
-    settings, planned = {}, planned_keys(out, task, cfg)
-    for r in run_records(d, cfg): settings.setdefault(_setting(r), []).append(r)
+    settings, planned = _settings(run_records(d, cfg)), planned_keys(out, task, cfg)
     plan = lambda h: None if planned is None else {k for k in planned if k.endswith(f'_{h}')}
     return '\n\n'.join(_setting_section(d, title, recs, cfg, plots, len(settings) > 1, plan(h))
                         for h, recs in settings.items())
@@ -220,6 +233,25 @@ def _curves_section(d:Path, recs:list, order:list, plots:bool)->list:
                 "seeded subsets, so their last epoch differs slightly from the final probe above):", to_markdown(t)]
     return out
 
+def _per_class_section(d:Path, title:str, recs:list, order:list, plots:bool)->list:
+    "Long-tailed runs, per rho: shot groups by the runs' training counts, each method's worst classes, table, plot"
+    out = []
+    for rho, rs in (_by_rho(recs) if recs[0]['task'] == 'lt' else {}).items():  # c2f: its question is the fine probes
+        cfg = rs[0]['config']
+        if (t := per_class_table(rs, order, cfg['many'], cfg['few'])).empty: continue
+        at = '' if rho is None else f', rho {rho:g}'
+        out += [f"### {title}: per-class accuracy{at} (held-out set, mean over seeds, worst classes first)",
+                *([shot_groups_line(t, cfg['many'], cfg['few'])] if 'shot' in t else []), worst_classes(t)]
+        if plots and 'train items' in t:
+            import matplotlib; matplotlib.use('Agg')
+            import matplotlib.pyplot as plt
+            name = f"per_class_{cfg['dataset']}_{_setting(rs[0])}" + ('' if rho is None else f'_rho{rho:g}') + '.png'
+            fig = plot_per_class(t, f"{_setting_name(cfg)}{at}")
+            atomic_write(d/'plots'/name, lambda p: fig.savefig(p, format='png', dpi=100, bbox_inches='tight'))
+            plt.close(fig); out.append(f"![per-class accuracy against training items]({d.name}/plots/{name})")
+        out.append(to_markdown(t))
+    return out
+
 def _setting_section(d:Path, title:str, recs:list, cfg, plots:bool, several:bool, planned:set|None)->str:
     "The Markdown of the runs `recs` of one setting of a task"
     df = records_frame(recs)
@@ -236,7 +268,43 @@ def _setting_section(d:Path, title:str, recs:list, cfg, plots:bool, several:bool
         f"### {title}: collapse measures of the classifier input on the held-out set (no best marked: the better "
         f"direction differs per measure), {_runs(recs, planned)}",
         to_markdown(summarize(df, coll, methods=order, mark_best=False)), *_degenerate(recs),
-        *_curves_section(d, recs, order, plots)])
+        *_curves_section(d, recs, order, plots), *_per_class_section(d, title, recs, order, plots)])
+
+def _tasks(out:Path, cfgs:list|None)->list:
+    "`(task, cfg)` of each task to report: those of `cfgs`, else every task folder of `out` (`cfg` None: all runs)"
+    return [(c.task, c) for c in (cfgs or [])] or [(t, None) for t in TASKS if (out/t).is_dir()]
+
+def verdict_lines(
+    out, # the benchmark's output folder
+    cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
+)->list:
+    "Per task, setting and rho: each method against ERM and the best baseline on the task's primary metric"
+    lines = []
+    for t, c in _tasks(Path(out), cfgs):
+        if t not in PRIMARY: continue
+        for recs in _settings(run_records(Path(out)/t, c)).values():
+            cfg, df = recs[0]['config'], records_frame(recs)
+            if PRIMARY[t] not in df: continue
+            head = f" head {cfg['head']}" if cfg.get('head') else ''
+            where = f"{TASKS[t].title}, {cfg['dataset']}, {cfg['arch']}{head}"
+            for _, r in comparisons(df, PRIMARY[t], c.methods if c is not None else cfg['methods']).iterrows():
+                lines.append(where + ('' if pd.isna(r['rho']) else f", rho {r['rho']:g}") + ': '
+                             + verdict_line(r, PRIMARY[t]))
+    return lines
+
+_RULE = ("Paired per-seed differences, method minus reference, of each task's primary metric ("
+         + ', '.join(f"{TASKS[t].title}: `{m}`" for t, m in PRIMARY.items()) + "), runs paired by seed within one "
+         "setting and rho; the best baseline is the best method that is not AM-mixup by mean (picked on these runs). "
+         "Ahead (behind) on every seed: every difference above (below) zero and |mean| at least their std; within "
+         "noise otherwise; one seed: no verdict.")
+
+def verdict_section(
+    out, # the benchmark's output folder
+    cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
+)->str:
+    "The verdict lines as the Markdown that opens the results page (empty without a comparison)"
+    lines = verdict_lines(out, cfgs)
+    return '\n\n'.join(['## Verdict', _RULE, '\n'.join(f'- {l}' for l in lines)]) if lines else ''
 
 def results_page(
     out, # the benchmark's output folder
@@ -248,9 +316,9 @@ def results_page(
 )->str:
     "The Markdown results page of a benchmark folder"
     out = Path(out)
-    tasks = [(c.task, c) for c in (cfgs or [])] or [(t, None) for t in TASKS if (out/t).is_dir()]
+    tasks = _tasks(out, cfgs)
     recs = [r for t, c in tasks for r in run_records(out/t, c)]  # a sweep's page: its comparisons' runs only
-    head = [f'# {title}'] if title else []
+    head = ([f'# {title}'] if title else []) + ([v] if (v := verdict_section(out, cfgs)) else [])
     if command: head.append(f"Command: `{command}`")
     if recs: head.append(_machine(recs[0]))
     if elapsed: head.append(f"Elapsed for the whole command: {elapsed}.")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd, torch
 import fastai, fastcore
 import fastamp
+from ..core import train_class_counts
 from ..accuracies import per_class_accuracy
 from ..evaluate import FineProbeRecorder  # and Learner.get_features, .collapse_report
 from .catalog import describe_method
@@ -40,8 +41,11 @@ def _record(cfg, key, method, seed, rho, res, learn, wall, start, notes=None)->d
     collapse, margins = _collapse(learn, features)
     _, logits, y = features
     per_class = per_class_accuracy(logits.argmax(1), y, learn.dls.c).tolist()
+    names = getattr(learn.dls, 'vocab', None)
     return {'key': key, 'task': cfg.task, 'dataset': cfg.dataset, 'method': method, 'seed': seed, 'rho': rho,
             'metrics': res, 'collapse': collapse, 'class_margins': margins, 'per_class_accuracy': per_class,
+            'class_counts': train_class_counts(learn.dls).tolist(), 'class_names': None if names is None else
+            [str(v) for v in names],
             'curves': {cb.module: cb.records for cb in learn.cbs if isinstance(cb, FineProbeRecorder)},
             'wall_s': wall, 'resumed_at_epoch': start, 'config': asdict(cfg),
             'method_detail': describe_method(method), 'versions': versions(), 'notes': {} if notes is None else notes}

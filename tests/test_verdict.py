@@ -1,0 +1,183 @@
+"""The answer of a benchmark (#24, item 5): paired per-seed differences against ERM and the best baseline with a
+plain verdict, at the top of the results page and printed by `fastamp bench` / `fastamp report`; per-class accuracy
+with the worst classes named, the shot groups by the runs' counts, and its plot.
+
+Most tests read fake run records with known per-seed numbers (no training); one trains two one-epoch digits runs."""
+import json, os, subprocess, sys
+from dataclasses import asdict
+from pathlib import Path
+import pandas as pd, pytest
+from hypothesis import given, settings, strategies as st
+
+from fastamp.bench import BenchConfig, versions, run_comparison, run_records
+from fastamp.report import write_report, verdict_lines
+from fastamp.verdict import comparisons, verdict
+
+FASTAMP = str(Path(sys.executable).parent / 'fastamp')
+COUNTS, NAMES = [120, 60, 30, 15, 8], ['cat', 'dog', 'fox', 'owl', 'yak']
+
+
+def _runs(per_seed:dict, rho=10.)->pd.DataFrame:
+    "A frame of runs: method -> its per-seed balanced accuracy"
+    return pd.DataFrame([{'method': m, 'seed': s, 'rho': rho, 'balanced_accuracy': v}
+                         for m, vs in per_seed.items() for s, v in enumerate(vs)])
+
+
+def _verdicts(per_seed:dict)->dict:
+    c = comparisons(_runs(per_seed), 'balanced_accuracy')
+    return {(m, a): v for m, a, v in zip(c['method'], c['against'], c['verdict'])}
+
+
+# --- the rule, on fake methods with known per-seed numbers
+
+def test_known_numbers_give_the_four_verdicts():
+    v = _verdicts({'erm': [.50, .60, .70], 'ahead': [.52, .63, .71], 'behind': [.45, .58, .66],
+                   'noisy': [.55, .57, .71]})
+    assert v[('ahead', 'erm')] == 'ahead on every seed'
+    assert v[('behind', 'erm')] == 'behind on every seed'
+    assert v[('noisy', 'erm')] == 'within noise'
+    assert set(_verdicts({'erm': [.5], 'midpoint': [.9]}).values()) == {'one seed: no verdict'}
+
+
+def test_every_seed_ahead_but_a_spread_larger_than_the_mean_is_noise():
+    assert verdict([.001, .001, .2]) == 'within noise' and verdict([.1, .11, .12]) == 'ahead on every seed'
+
+
+@settings(max_examples=60, deadline=None)
+@given(base=st.lists(st.floats(0, 1), min_size=2, max_size=6), delta=st.floats(1e-3, .2),
+       noise=st.lists(st.floats(-.25, .25), min_size=6, max_size=6))
+def test_a_shift_on_every_seed_is_ahead_or_behind(base, delta, noise):
+    "Any per-seed numbers: a method better by `delta` (+-25%) on each seed is ahead, worse by as much is behind"
+    shift = [delta * (1 + e) for e in noise[:len(base)]]
+    v = _verdicts({'erm': base, 'up': [b + s for b, s in zip(base, shift)],
+                   'down': [b - s for b, s in zip(base, shift)]})
+    assert v[('up', 'erm')] == 'ahead on every seed' and v[('down', 'erm')] == 'behind on every seed'
+    one = _verdicts({'erm': base[:1], 'up': [base[0] + shift[0]]})
+    assert one[('up', 'erm')] == 'one seed: no verdict'
+
+
+@settings(max_examples=60, deadline=None)
+@given(d=st.lists(st.floats(1e-3, .5), min_size=2, max_size=6), k=st.integers(1, 5))
+def test_differences_of_both_signs_are_within_noise(d, k):
+    d = [x if i % 2 else -x for i, x in enumerate(d)]  # at least one of each sign
+    assert verdict(d) == 'within noise'
+
+
+def test_runs_are_paired_by_seed_and_by_rho():
+    "A seed one method lacks is left out; the rhos are compared apart"
+    df = pd.concat([_runs({'erm': [.5, .6, .7], 'midpoint': [.6, .7]}, rho=10.),
+                    _runs({'erm': [.5, .6], 'midpoint': [.4, .5]}, rho=100.)])
+    c = comparisons(df, 'balanced_accuracy').set_index('rho')
+    assert c.loc[10., 'seeds'] == 2 and c.loc[10., 'verdict'] == 'ahead on every seed'
+    assert c.loc[100., 'verdict'] == 'behind on every seed'
+
+
+def test_the_best_baseline_is_the_best_method_that_is_not_am_mixup():
+    v = _verdicts({'erm': [.5, .6], 'la': [.6, .7], 'mixup': [.55, .65], 'midpoint': [.9, .9]})
+    assert ('midpoint', 'la') in v and ('mixup', 'la') in v  # midpoint is best, but it is not a baseline
+    assert ('erm', 'la') not in v and ('la', 'la') not in v  # ERM against it is the line `la` vs `erm`
+    assert all(a in ('erm', 'la') for _, a in v)
+    assert not any(a != 'erm' for _, a in _verdicts({'erm': [.7, .8], 'la': [.6, .7], 'midpoint': [.9, .9]}))
+
+
+# --- the page and the plot, from fake records
+
+def _record(out:Path, task:str, method:str, seed:int, metrics:dict, rho=None, methods=('erm', 'midpoint', 'mixup')):
+    cfg = asdict(BenchConfig(task=task, methods=list(methods), seeds=[0, 1, 2], rhos=[rho] if rho else [10],
+                             epochs=1, many=50, few=10))
+    rec = {'key': f'{task}_{method}_{seed}_{rho}_0123abcd', 'task': task, 'dataset': 'digits', 'method': method,
+           'seed': seed, 'rho': rho, 'metrics': metrics, 'collapse': {'alignment': .5, 'uniformity': -1.},
+           'wall_s': 1., 'config': cfg, 'versions': versions(), 'method_detail': f'{method} (fake)',
+           'per_class_accuracy': [.9, .8, .6, .3 + .1 * seed, .1 * (method == 'midpoint')],
+           'class_counts': COUNTS, 'class_names': NAMES}
+    (out/task/'runs').mkdir(parents=True, exist_ok=True)
+    (out/task/'runs'/f"{rec['key']}.json").write_text(json.dumps(rec))
+
+
+LT = {'erm': [.50, .60, .70], 'midpoint': [.55, .66, .72], 'mixup': [.45, .50, .69]}
+
+
+@pytest.fixture
+def fake_out(tmp_path):
+    for m, vs in LT.items():
+        for s, v in enumerate(vs): _record(tmp_path, 'lt', m, s, {'accuracy': v, 'balanced_accuracy': v}, rho=10.)
+    return tmp_path
+
+
+def test_the_page_starts_with_the_verdict_lines(fake_out):
+    page = write_report(fake_out, plots=False)
+    assert (fake_out/'results.md').read_text() == page
+    lines = verdict_lines(fake_out)
+    assert lines[0].startswith('long-tailed, digits, cnn, rho 10: `midpoint` vs `erm`, balanced_accuracy: +0.0433 '
+                               '(std 0.0208, min +0.0200, max +0.0600, 3 seeds)')
+    assert lines[0].endswith(': ahead on every seed') and lines[1].endswith('`mixup` vs `erm`, balanced_accuracy: '
+                                                                             '-0.0533 (std 0.0451, min -0.1000, max '
+                                                                             '-0.0100, 3 seeds): behind on every seed')
+    head = page.split('\n\n')
+    assert head[0] == '## Verdict' and head[1].startswith('Paired per-seed differences')
+    assert head[2] == '\n'.join(f'- {l}' for l in lines)  # then how the runs were made, then the tables
+
+
+def test_the_per_class_section_names_the_worst_classes_and_the_shot_groups(fake_out):
+    page = write_report(fake_out, plots=False)
+    assert '### long-tailed: per-class accuracy, rho 10' in page
+    assert ('Shot groups by the training counts: many (> 50 items): 2 classes: cat (120), dog (60); medium (10 to 50 '
+            'items): 2 classes: fox (30), owl (15); few (< 10 items): 1 class: yak (8).') in page
+    assert 'Worst classes (mean accuracy over seeds): `erm`: yak (0.00), owl (0.40), fox (0.60)' in page
+    rows = [l for l in page.splitlines() if l.startswith('| yak |') or l.startswith('| owl |')]
+    assert rows[0].startswith('| yak | 8 | few |')  # worst first
+    assert not list(fake_out.glob('lt/plots/per_class_*.png'))  # plots=False: no file, no link
+
+
+def test_the_per_class_plot_is_written_and_linked(fake_out):
+    page = write_report(fake_out)
+    pngs = list((fake_out/'lt'/'plots').glob('per_class_digits_*_rho10.png'))
+    assert len(pngs) == 1 and pngs[0].stat().st_size > 1000
+    assert f'](lt/plots/{pngs[0].name})' in page
+
+
+def test_coarse_to_fine_is_judged_on_the_fine_linear_probe(tmp_path):
+    for m, vs in {'erm': [.80, .82], 'midpoint': [.84, .85]}.items():
+        for s, v in enumerate(vs):
+            _record(tmp_path, 'c2f', m, s, {'coarse_accuracy': .99 - v / 10, 'fine_linear_probe_pooled': v},
+                    methods=('erm', 'midpoint'))
+    lines = verdict_lines(tmp_path)
+    assert lines == ['coarse-to-fine, digits, cnn: `midpoint` vs `erm`, fine_linear_probe_pooled: +0.0350 (std 0.0071, '
+                     'min +0.0300, max +0.0400, 2 seeds): ahead on every seed']
+    page = write_report(tmp_path)  # its per-class accuracy would be of the coarse classes: not the task's question
+    assert page.startswith('## Verdict') and 'per-class accuracy' not in page
+    assert not list(tmp_path.glob('c2f/plots/per_class_*'))
+
+
+def test_fastamp_report_prints_the_verdict_lines(fake_out):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    r = subprocess.run([FASTAMP, 'report', '--out', str(fake_out)], capture_output=True, text=True, timeout=120,
+                       env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith('## Verdict') and all(l in r.stdout for l in verdict_lines(fake_out))
+
+
+# --- real runs record what the per-class section reads
+
+def test_a_run_records_its_class_counts_and_names(tmp_path):
+    cfg = BenchConfig(task='lt', methods=['erm', 'midpoint'], seeds=[0], rhos=[10], epochs=1, lr=1e-2)
+    run_comparison(cfg, tmp_path, log=lambda l: None)
+    recs = run_records(tmp_path/'lt', cfg)
+    assert len(recs) == 2 and recs[0]['class_names'] == [str(i) for i in range(10)]
+    counts = recs[0]['class_counts']
+    assert counts == recs[1]['class_counts'] and max(counts) / min(counts) == pytest.approx(10, rel=.2)
+    page = write_report(tmp_path, cfgs=[cfg], plots=False)
+    assert page.startswith('## Verdict') and 'one seed: no verdict' in page and '| class | train items | shot |' in page
+
+
+def test_fastamp_bench_prints_the_verdict_after_its_runs(tmp_path):
+    "The end of a run: the verdict lines come right after the runs' lines, before the tables"
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    r = subprocess.run([FASTAMP, 'bench', '--task', 'lt', '--methods', 'erm,midpoint', '--seeds', '0,1', '--epochs',
+                        '1', '--threads', '1', '--out', str(tmp_path)], capture_output=True, text=True, timeout=300,
+                       env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = verdict_lines(tmp_path)
+    assert len(lines) == 1 and lines[0].startswith('long-tailed, digits, cnn, rho 20: `midpoint` vs `erm`')
+    after_runs = r.stdout.split('\n## Verdict\n', 1)[1]
+    assert 'done ' not in after_runs and after_runs.index(lines[0]) < after_runs.index('## long-tailed')
