@@ -71,7 +71,8 @@ def _parser():
                    "callbacks and loss: fastamp bench --list)")
     b.add_argument('--arch', help=_archs())
     b.add_argument('--pretrained', action=argparse.BooleanOptionalAction, help='torchvision / timm: start from '
-                   'ImageNet weights, with ImageNet normalisation (default: on for them; --no-pretrained: from scratch)')
+                   'ImageNet weights, with ImageNet normalisation (default: on for them; --no-pretrained: from '
+                   'scratch)')
     b.add_argument('--weights', help='a local checkpoint (state dict) to start the torchvision / timm backbone from, '
                    'e.g. on a machine without internet')
     b.add_argument('--schedule', choices=SCHEDULES, help="one_cycle (fastai's fit_one_cycle), warmup_step, or "

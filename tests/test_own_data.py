@@ -92,7 +92,8 @@ def test_weights_load_a_saved_state_dict(tmp_path):
     again = make_learner('resnet18', digits_dls(bs=32), [], weights=g).model[0].state_dict()
     assert all(torch.equal(again[k], body[k]) for k in body)
     torch.save({'conv1.weight': torch.zeros(1)}, g)
-    with pytest.raises(ValueError, match='not weights of resnet18'): make_learner('resnet18', digits_dls(), [], weights=g)
+    with pytest.raises(ValueError, match='not weights of resnet18'):
+        make_learner('resnet18', digits_dls(), [], weights=g)
 
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
@@ -137,3 +138,33 @@ def test_fine_tune_ratio_schedule_spans_the_whole_fine_tune():
     seen = _Seen()
     _fit(learn, types.SimpleNamespace(schedule='fine_tune', lr=1e-3, freeze_epochs=1), 2, cbs=[seen])
     assert seen.rows == [(0.0, 2), (round(1/3, 4), 0), (round(2/3, 4), 0)]
+
+def test_archive_and_flat_c2f(flat, nested, tmp_path, capsys):
+    "An archive reads as its folder; coarse-to-fine on a flat tree is refused in one line, before any run"
+    import tarfile
+    with tarfile.open(tmp_path/'nested.tar.gz', 'w:gz') as t: t.add(nested, arcname='mine')
+    a, d = load_folder(tmp_path/'nested.tar.gz'), load_folder(nested)
+    assert a.vocab == d.vocab and a.coarse_vocab == d.coarse_vocab and np.array_equal(a.valid_idx, d.valid_idx)
+    assert main(['bench', '--data', str(flat), '--task', 'c2f', '--out', str(tmp_path/'o')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'a flat folder has no coarse classes' in err
+
+def test_timm_weights_file(tmp_path):
+    "`timm:<name>` with `weights=` reads the file through timm (`pretrained_cfg_overlay`), no download"
+    import timm
+    torch.manual_seed(0); t = timm.create_model('test_resnet'); f = tmp_path/'t.pth'; torch.save(t.state_dict(), f)
+    body = make_learner('timm:test_resnet', digits_dls(bs=32), [], weights=f).model[0].model.state_dict()
+    sd = t.state_dict()
+    assert body and all(torch.equal(body[k], sd[k]) for k in body)
+
+def test_device_loader_gets_imagenet_stats_once(tmp_path):
+    "On the device loader a pretrained body's inputs are normalised there with ImageNet's statistics, not twice"
+    from fastamp.bench.training import _dls, _learner
+    f = tmp_path/'r18.pth'; torch.save(_trained_resnet18().state_dict(), f)
+    cfg = BenchConfig(task='lt', arch='resnet18', weights=str(f), loader='device', methods=['erm'])
+    data, _, size = load_dataset('digits')
+    dls = _dls(cfg, data, size)
+    learn = _learner(cfg, dls, 'erm')
+    from fastai.vision.core import imagenet_stats
+    assert torch.allclose(dls.train.mean.flatten().cpu(), torch.tensor(imagenet_stats[0]))  # on the device, once
+    assert learn.opt.frozen_idx == 2 and learn.dls is dls

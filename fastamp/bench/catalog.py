@@ -137,7 +137,8 @@ def folder_split(
 )->str|None: # 'test' (or 'valid', 'val'): its own held-out folder; None: it has none
     "The held-out folder of an image tree, None when a split has to be drawn"
     root = folder_root(path)
-    return _valid_dir({c.name for c in root.iterdir() if c.is_dir()}, 'train', None) if (root/'train').is_dir() else None
+    if not (root/'train').is_dir(): return None
+    return _valid_dir({c.name for c in root.iterdir() if c.is_dir()}, 'train', None)
 
 def stratified_valid(
     labels:np.ndarray, # integer class of each item

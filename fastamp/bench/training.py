@@ -14,10 +14,11 @@ from fastai.optimizer import OptimWrapper
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.schedule import ParamScheduler, combine_scheds, SchedLin, SchedNo
 import fastai.callback.progress, fastai.callback.schedule  # Learner.no_bar, fit_one_cycle
+from fastai.vision.core import imagenet_stats
 from ..models import MODELS, create_model
 from ..datasets import ImageSet
 from ..data import imageset_dls, coarse_fine_dls
-from ..devicedata import device_dls, PadCropFlip
+from ..devicedata import device_dls, PadCropFlip, DeviceDataLoaders
 from .catalog import get_method
 
 # %% auto #0
@@ -94,7 +95,8 @@ def load_weights(
     if all(k.startswith(('0.', '1.')) for k in sd): src = {k[2:]: v for k, v in sd.items() if k.startswith('0.')}
     else:
         m = getattr(models, arch)()
-        keep = {k: v for k, v in m.state_dict().items() if k.split('.')[0] in dict(list(m.named_children())[:len(body)])}
+        parts = dict(list(m.named_children())[:len(body)])  # the children fastai keeps as the body
+        keep = {k: v for k, v in m.state_dict().items() if k.split('.')[0] in parts}
         if miss := [k for k in keep if k not in sd]: raise ValueError(
             f"--weights {weights}: not weights of {arch}: {len(miss)} of its body's tensors are missing ({miss[0]}, "
             "...); give a state dict saved from that architecture")
@@ -107,7 +109,6 @@ def load_weights(
 def _imagenet_norm(dls):
     "ImageNet normalisation after the batch, as fastai adds with pretrained weights (once)"
     from fastai.vision.augment import Normalize
-    from fastai.vision.core import imagenet_stats
     if hasattr(dls, 'after_batch') and not dls.after_batch.fs.filter(lambda t: isinstance(t, Normalize)):
         dls.add_tfms([Normalize.from_stats(*imagenet_stats)], 'after_batch')
 
@@ -142,11 +143,14 @@ def make_learner(
     from torchvision import models
     timm_name = arch[5:] if arch.startswith('timm:') else None
     if timm_name and weights: kwargs['pretrained_cfg_overlay'] = dict(file=str(weights))  # timm reads the file
+    kwargs.setdefault('normalize', not isinstance(dls, DeviceDataLoaders))  # those normalise on the device (`_dls`)
     download = bool(pretrained or weights) if timm_name else bool(pretrained and not weights)  # `load_weights` after
     try: learn = vision_learner(dls, timm_name or getattr(models, arch), pretrained=download, metrics=accuracy, cbs=cbs,
                                 **kwargs)
     except OSError as e: raise WeightsUnavailable(weights_message(arch, e)) from None
-    if weights and not timm_name: load_weights(learn, arch, weights); _imagenet_norm(dls); learn.freeze()
+    if weights and not timm_name:
+        load_weights(learn, arch, weights); learn.freeze()
+        if kwargs['normalize']: _imagenet_norm(dls)
     return _quiet(learn)
 
 # %% ../../nbs/05_bench/02_training.ipynb #a78aaffd
@@ -232,6 +236,7 @@ def _dls(cfg, data:ImageSet, size, **kwargs):
     "The run's `DataLoaders` over `data` (`labels`, `vocab`, `train_idx`, `drop_last` in `kwargs`) on its loader"
     if cfg.loader == 'device':
         kwargs.pop('drop_last', None)
+        if cfg.pretrained or cfg.weights: kwargs['normalize'] = imagenet_stats  # what the pretrained body expects
         return device_dls(data, bs=cfg.bs, size=size, augment=cfg.augment, device=_device(cfg), **kwargs)
     aug = {'after_batch': [PadCropFlip()]} if cfg.augment else {}
     return imageset_dls(data, bs=cfg.bs, size=size, device=_device(cfg), **aug, **kwargs)
