@@ -45,7 +45,7 @@ def _report_parser(sub):
     r.set_defaults(func=_report)
 
 def _parser():
-    from fastamp.bench import PRESETS, LOGGERS, LOADERS, METHODS, DATASETS, TASKS
+    from fastamp.bench import PRESETS, LOGGERS, LOADERS, METHODS, DATASETS, TASKS, SCHEDULES
     from fastamp.bench.training import _archs
     from fastamp.accuracies import MANY_SHOT, FEW_SHOT
     p = _Parser(prog='fastamp', description='Asymptotic Midpoint Mixup for fastai')
@@ -59,12 +59,26 @@ def _parser():
     b.add_argument('--list', action='store_true', help='list the methods (callbacks, loss), presets, datasets and '
                    'tasks, and exit')
     b.add_argument('--task', dest='tasks', type=_csv(str), help=f"comma list of {', '.join(TASKS)}")
-    b.add_argument('--dataset', help=f"{', '.join(DATASETS)} (fastamp bench --list says which need --data)")
+    b.add_argument('--dataset', help=f"{', '.join(DATASETS)} (fastamp bench --list says which need --data); folder: "
+                   "any image tree given by --data")
     b.add_argument('--data', help='folder or archive of the dataset (CIFAR; Fashion-MNIST default: $FASTAMP_DATA or '
-                   'the Debian package)')
+                   'the Debian package); without --dataset (and a preset of a built-in dataset): your own image tree, '
+                   'train/<class>/ or train/<coarse>/<fine>/, with test/ beside it or a split drawn (--valid-pct)')
+    b.add_argument('--valid-pct', type=float, dest='valid_pct', help='a folder without test/: the share of each class '
+                   'held out, seeded and stratified (default 0.2)')
+    b.add_argument('--size', type=int, help='resize the images to NxN (default: their own size, when they share one)')
     b.add_argument('--methods', type=_csv(str), help=f"comma list of methods: {', '.join(METHODS)} (each with its "
                    "callbacks and loss: fastamp bench --list)")
     b.add_argument('--arch', help=_archs())
+    b.add_argument('--pretrained', action=argparse.BooleanOptionalAction, help='torchvision / timm: start from '
+                   'ImageNet weights, with ImageNet normalisation (default: on for them; --no-pretrained: from '
+                   'scratch)')
+    b.add_argument('--weights', help='a local checkpoint (state dict) to start the torchvision / timm backbone from, '
+                   'e.g. on a machine without internet')
+    b.add_argument('--schedule', choices=SCHEDULES, help="one_cycle (fastai's fit_one_cycle), warmup_step, or "
+                   "fine_tune (fastai's: --freeze-epochs frozen, then --epochs unfrozen with discriminative rates)")
+    b.add_argument('--freeze-epochs', type=int, dest='freeze_epochs', help='--schedule fine_tune: epochs with the '
+                   'pretrained body frozen (default 1)')
     b.add_argument('--epochs', type=int, help='training epochs of each run (the schedule keeps its shape)')
     b.add_argument('--bs', type=int, help='batch size')
     b.add_argument('--lr', type=float, help='peak learning rate')
@@ -97,13 +111,22 @@ def _parser():
 def bench_settings(
     args, # parsed `fastamp bench` options
 )->dict:
-    "The preset's settings overridden by the options given"
-    from fastamp.bench import PRESETS, BenchConfig
+    "The preset's settings overridden by the options given; `--data` alone names your own folder (`--dataset folder`)"
+    from fastamp.bench import PRESETS, BenchConfig, DATASETS, dataset_name
     from dataclasses import fields
     s = dict(PRESETS['quick' if args.quick else args.preset])
     for k in ['tasks', 'heads'] + [f.name for f in fields(BenchConfig)]:
         if getattr(args, k, None) is not None: s[k] = getattr(args, k)
+    if args.data and not args.dataset and DATASETS[dataset_name(s.get('dataset', 'digits'))].source is None:
+        s['dataset'] = 'folder'  # a preset of a built-in dataset reads no files: the path is the user's own tree
+    if s.get('dataset') == 'folder' and args.rhos is None: s['rhos'] = [1.]  # its own counts, not resampled
     return s
+
+def _folder_tasks(s:dict, args)->dict:
+    "A folder's tasks when `--task` is not given: long-tailed and overhead, and coarse-to-fine for a nested tree"
+    from fastamp.bench import folder_tasks, load_folder
+    if s.get('dataset') != 'folder' or args.tasks is not None: return s
+    return {**s, 'tasks': folder_tasks(load_folder(s['data'], s.get('valid_pct', 0.2)))}
 
 def _bench(args)->int:
     import warnings; warnings.filterwarnings('ignore', category=FutureWarning)
@@ -113,6 +136,7 @@ def _bench(args)->int:
     opts = dict(threads=args.threads, devices=args.devices, shard=args.shard, lock_timeout=args.lock_timeout)
     try: bench.check_settings({**s, 'out': args.out, 'jobs': args.jobs, 'log': args.log, **opts})
     except bench.SettingsError as e: return _fail(e)
+    s = _folder_tasks(s, args)
     if args.threads: bench.set_threads(args.threads)
     cfgs = bench.task_configs(s)
     s = {**s, 'data_sha': cfgs[0].data_sha}  # the data's checksum, taken once for the whole sweep

@@ -6,18 +6,24 @@
 from __future__ import annotations
 import re
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+import numpy as np
 from typing import Callable
 from fastai.losses import CrossEntropyLossFlat
 from fastai.callback.mixup import MixUp, CutMix
 from ..core import AsymptoticLam, LinearLam, ConstantLam
 from ..mixup import MidpointMixup, FeatureMixup, ManifoldMixup, InputMixup, Remix, SynerMix, SynerMixIntra
 from ..losses import LogitAdjustedLoss, LDAMLoss, DRW
-from ..datasets import load_digits, load_fashion_mnist, load_cifar, find_fashion_mnist
+from ..datasets import load_digits, load_fashion_mnist, load_cifar, find_fashion_mnist, load_image_folder
+from ..datasets import _labelled, _valid_dir, _tree_root
+from ..cache import extract_archive
+from fastai.data.transforms import get_image_files
 from ..data import COARSE_MAPS
 
 # %% auto #0
 __all__ = ['METHODS', 'METHOD_LOSSES', 'DATASETS', 'PRESETS', 'Method', 'get_method', 'method_loss', 'method_callbacks',
-           'describe_method', 'Dataset', 'dataset_name', 'needs_data_message', 'load_dataset', 'Task']
+           'describe_method', 'Dataset', 'folder_root', 'folder_split', 'stratified_valid', 'load_folder',
+           'dataset_name', 'needs_data_message', 'one_size', 'load_dataset', 'folder_tasks', 'Task']
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #708d0787
 @dataclass(frozen=True)
@@ -114,12 +120,63 @@ class Dataset:
     source:Callable|None=None # `source(path)` -> the file or folder it reads (`path`: `--data` or None); None: built in
     classes:int|None=None # its number of classes: files with another number are another dataset
 
+def folder_root(
+    path, # an image folder, or a .tar.gz / .tgz archive of one
+)->Path:
+    "The folder of the tree: `path`, or where its archive is extracted (the one holding `train/`, else its only folder)"
+    path = Path(path)
+    if not path.is_file(): return path
+    d = extract_archive(path)
+    try: return _tree_root(d)
+    except FileNotFoundError:
+        subs = [c for c in d.iterdir() if c.is_dir()]
+        return subs[0] if len(subs) == 1 and not any(c.is_file() and c.name != '.extracted' for c in d.iterdir()) else d
+
+def folder_split(
+    path, # an image folder or archive
+)->str|None: # 'test' (or 'valid', 'val'): its own held-out folder; None: it has none
+    "The held-out folder of an image tree, None when a split has to be drawn"
+    root = folder_root(path)
+    if not (root/'train').is_dir(): return None
+    return _valid_dir({c.name for c in root.iterdir() if c.is_dir()}, 'train', None)
+
+def stratified_valid(
+    labels:np.ndarray, # integer class of each item
+    valid_pct:float=0.2, # share of each class held out
+    seed:int=0, # seed of the draw
+)->np.ndarray:
+    "Sorted indices of a seeded held-out share of each class (each class keeps at least one training item)"
+    rng, out = np.random.default_rng(seed), []
+    for c in np.unique(labels):
+        idx = np.nonzero(labels == c)[0]
+        out.append(rng.permutation(idx)[:min(int(round(valid_pct * len(idx))), len(idx) - 1)])
+    return np.sort(np.concatenate(out)).astype(np.int64)
+
+def load_folder(
+    path, # an image folder or archive: `train/` and `test/` (or `valid/`) of class folders, or class folders alone
+    valid_pct:float=0.2, # without a held-out folder: the share of each class held out
+    seed:int=0, # seed of that split (one split for every run of a comparison)
+)->'ImageSet':
+    "Any image tree as an `ImageSet` (nested `<coarse>/<fine>/` folders give coarse labels); no `test/`: a split"
+    if folder_split(path) is not None: return load_image_folder(folder_root(path))
+    root = folder_root(path)
+    base = root/'train' if (root/'train').is_dir() else root
+    files = sorted(get_image_files(base))
+    if not files: raise FileNotFoundError(f"--data {path}: no image files in it; give a folder of class folders "
+                                          "(train/<class>/x.png, optionally test/<class>/x.png) or an archive of one")
+    rel = [PurePosixPath(f.relative_to(base).as_posix()) for f in files]
+    names = np.unique(['/'.join(r.parts[:-1]) for r in rel], return_inverse=True)[1]
+    valid = set(stratified_valid(names, valid_pct, seed).tolist())
+    rel = [PurePosixPath('test' if i in valid else 'train')/r for i, r in enumerate(rel)]
+    return _labelled(files, rel, ['train', 'test'], Path(path).name)
+
 DATASETS = {d.name: d for d in [
     Dataset('digits', lambda p: load_digits(), COARSE_MAPS['digits'], size=16, classes=10),
     Dataset('fmnist', load_fashion_mnist, COARSE_MAPS['fashion-mnist'], aliases=('fashion-mnist',),
             source=find_fashion_mnist, classes=10),
     Dataset('cifar10', load_cifar, COARSE_MAPS['cifar10'], needs_path=True, source=lambda p: p, classes=10),
     Dataset('cifar100', load_cifar, needs_path=True, source=lambda p: p, classes=100),
+    Dataset('folder', load_folder, needs_path=True, source=lambda p: p),
 ]}
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #4ebaa4ce
@@ -139,14 +196,42 @@ def needs_data_message(
     "What to give when the dataset called `name` is asked for without `--data`"
     return f"--dataset {name} needs --data: a folder or archive of its files"
 
+def _image_size(f)->tuple:
+    from PIL import Image
+    with Image.open(f) as im: return im.size
+
+def one_size(
+    images:'ImageSet', # a dataset
+    where:str='the images', # what the error calls it
+)->int|tuple|None: # the side of square images, `(H, W)` of others; None for an empty set
+    "The one size of the images of `images`; a `ValueError` asking for `--size` when they have several"
+    if isinstance(images.items, np.ndarray): return images.items.shape[1:3] if len(images.items) else None
+    sizes = {}
+    for f in images.items: sizes.setdefault(_image_size(f), f)
+    if len(sizes) > 1: raise ValueError(
+        f"{where}: images of {len(sizes)} sizes (" + ', '.join(f"{w}x{h} ({Path(f).name})" for (w, h), f in
+        list(sizes.items())[:3]) + "): give --size N to resize them all to NxN once")
+    (w, h), = sizes or {(None, None): None}
+    return None if w is None else w if w == h else (h, w)
+
 def load_dataset(
     name:str, # a key of `DATASETS` or one of its aliases
     path=None, # folder or archive of the dataset's files, where it needs one
+    size:int|None=None, # square side the models get; None: the dataset's (a folder: its images' one size)
+    valid_pct:float=0.2, # a folder without a held-out folder: the share of each class held out
 )->tuple:
     "`(ImageSet, coarse map or None, image size)` of a benchmark dataset"
     d = DATASETS[dataset_name(name)]
     if d.needs_path and path is None: raise FileNotFoundError(needs_data_message(d.name))
-    return d.load(path), d.coarse, d.size
+    images = d.load(path, valid_pct) if d.load is load_folder else d.load(path)
+    if size is None and d.load is load_folder: one_size(images, f"--data {path}")  # mixed sizes: stop here
+    return images, d.coarse, size or d.size
+
+def folder_tasks(
+    images:'ImageSet', # an image folder's dataset (`load_folder`)
+)->list:
+    "The tasks a folder answers: long-tailed and overhead; coarse-to-fine too when the tree is nested"
+    return (['c2f'] if images.coarse_labels is not None else []) + ['lt', 'overhead']
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #dc5e3bb9
 @dataclass(frozen=True)
@@ -192,10 +277,11 @@ PRESETS = {
     'cifar100-lt': dict(dataset='cifar100', **_LT_RECIPE),
     'cifar100-gpu': dict(dataset='cifar100', tasks=['c2f', 'lt'], arch='resnet18', methods=['erm', 'mixup', 'cutmix',
                          'feature', 'manifold', 'remix', 'synermix', 'midpoint', 'midpoint-perpair'],
-                         epochs=100, seeds=[0, 1, 2], rhos=[100, 50, 10], bs=128, lr=1e-2, finetune_epochs=10),
+                         epochs=100, seeds=[0, 1, 2], rhos=[100, 50, 10], bs=128, lr=1e-2, finetune_epochs=10,
+                         pretrained=False),  # trained from scratch, as before `--pretrained` (its run keys stay)
     'overhead-resnet32': dict(dataset='fmnist', tasks=['overhead'], arch='resnet32', loader='device', bs=128,
                               methods=['erm', 'feature', 'manifold', 'synermix', 'midpoint', 'midpoint-perpair',
                                        'midpoint-classmean'], opt='sgd', lr=0.1, wd=2e-4),
     'overhead': dict(dataset='fmnist', tasks=['overhead'], arch='resnet18', methods=['erm', 'feature', 'manifold',
-                     'synermix', 'midpoint', 'midpoint-perpair'], bs=128),
+                     'synermix', 'midpoint', 'midpoint-perpair'], bs=128, pretrained=False),
 }

@@ -13,15 +13,15 @@ from ..accuracies import MANY_SHOT, FEW_SHOT
 from ..datasets import ImageSet, source_checksum
 from ..losses import DRW
 from .catalog import (METHODS, DATASETS, PRESETS, _DATASET_ALIASES, dataset_name, needs_data_message,
-                                   describe_method)
+                                   describe_method, folder_split)
 from .training import SCHEDULES, OPTIMIZERS, LOADERS, _is_arch, _archs
 from .training import COMPILE_MODES
 from .loggers import LOGGERS
 from .tasks import TASKS, train_size
 
 # %% auto #0
-__all__ = ['SettingsError', 'check_settings', 'BenchConfig', 'run_key', 'data_checksum', 'check_data', 'task_config',
-           'task_configs', 'catalog_listing', 'parse_shard', 'shard_keys']
+__all__ = ['SettingsError', 'check_settings', 'BenchConfig', 'run_key', 'data_checksum', 'split_line', 'check_data',
+           'task_config', 'task_configs', 'catalog_listing', 'parse_shard', 'shard_keys']
 
 # %% ../../nbs/05_bench/06_config.ipynb #c0b4380f
 class SettingsError(ValueError):
@@ -47,6 +47,9 @@ _RULES = [  # (setting, test, what to give instead)
     ('lock_timeout', _positive, 'a positive number of seconds'),
     ('devices', len, 'one or more devices, e.g. cuda:0,cuda:1'),
     ('compile', lambda v: v in COMPILE_MODES, f"a torch.compile mode: {', '.join(COMPILE_MODES)} (or no --compile)"),
+    ('size', lambda v: v >= 1, 'a positive image side in pixels, or leave it out to keep the images\' own size'),
+    ('valid_pct', lambda v: 0 < v < 1, 'a share of each class to hold out, between 0 and 1 (e.g. 0.2)'),
+    ('freeze_epochs', lambda v: v >= 0, 'a number of epochs >= 0 trained with the body frozen'),
 ]
 
 def _known(k, values, known):
@@ -73,12 +76,22 @@ def _check_model(s:dict):
     if heads and s.get('arch', 'cnn') not in MODELS: raise SettingsError(
         f"--heads chooses the head of fastamp's models ({', '.join(MODELS)}); --arch {s['arch']} has fastai's own "
         "head: leave --heads out")
+    _check_pretrained(s)
     cosine = [m for m in s.get('methods') or [] if 'cosine' in METHODS[m].needs]
     if cosine and s.get('arch') and s['arch'] not in MODELS: raise SettingsError(
         f"--methods {cosine[0]} needs a cosine classifier, as fastamp's models have: --arch {' or '.join(MODELS)}")
     if s.get('augment') and s.get('loader', 'item') == 'item' and 'c2f' in (s.get('tasks') or [s.get('task')]):
         raise SettingsError("--task c2f with augmentation on the per-item loader would probe augmented training "
                             "features: use --loader device (its probes read unaugmented images)")
+
+def _check_pretrained(s:dict):
+    "Pretrained weights, a checkpoint and fastai's `fine_tune` are for torchvision and timm backbones"
+    if s.get('arch', 'cnn') not in MODELS: return
+    asked = ['--pretrained'] * bool(s.get('pretrained')) + [f"--weights {s.get('weights')}"] * bool(s.get('weights'))
+    asked += ['--schedule fine_tune'] * (s.get('schedule') == 'fine_tune')
+    if asked: raise SettingsError(
+        f"{asked[0]} with --arch {s.get('arch', 'cnn')}: fastamp's models ({', '.join(MODELS)}) have no pretrained "
+        "body to load or to freeze; give --arch a torchvision or timm backbone (e.g. resnet18, timm:resnet18)")
 
 def _check_device(opt:str, d:str):
     "`d` names a device this machine has"
@@ -105,6 +118,8 @@ def _check_places(s:dict):
     if s.get('data') and s.get('dataset') and DATASETS[dataset_name(s['dataset'])].source is None:
         raise SettingsError(f"--data {s['data']}: --dataset {s['dataset']} is built in and reads no files; leave "
                             "--data out (or name the --dataset of those files)")
+    if s.get('weights') and not Path(s['weights']).is_file():
+        raise SettingsError(f"--weights {s['weights']}: no such file; give a checkpoint file (a saved state dict)")
     if s.get('out'): _check_out(s['out'])
     pkg = LOGGERS.get(s.get('log'))
     if pkg and importlib.util.find_spec(pkg) is None:
@@ -175,9 +190,19 @@ class BenchConfig:
     compile:str|None=None # train the model compiled by `torch.compile` in this mode (see `CompileModel`); None: eager
     data_sha:str|None=None # checksum of the data's files; None: taken from them (`data_checksum`; so give None with
                            # another `data` in `dataclasses.replace`)
+    size:int|None=None # square side the images are resized to once; None: the dataset's (a folder: its images' own)
+    valid_pct:float=0.2 # a folder without `test/`: the share of each class held out (seeded, stratified)
+    split:str|None=None # how a folder's held-out items were chosen (recorded; set from `data`); None: built in
+    pretrained:bool|None=None # torchvision / timm: start from ImageNet weights; None: yes for them, no for fastamp's
+    weights:str|None=None # a local checkpoint file to start from (torchvision / timm; see `load_weights`)
+    weights_sha:str|None=None # checksum of `weights`; None: taken from the file
+    freeze_epochs:int=1 # `schedule='fine_tune'`: epochs trained with the body frozen, before `epochs` unfrozen
     def __post_init__(self):
         check_settings(asdict(self)); self.dataset = dataset_name(self.dataset)
         if self.data_sha is None: self.data_sha = data_checksum(self.dataset, self.data)
+        if self.split is None: self.split = split_line(self.dataset, self.data, self.valid_pct)
+        if self.pretrained is None: self.pretrained = self.arch not in MODELS
+        if self.weights and self.weights_sha is None: self.weights_sha = source_checksum(self.weights)[:16]
     def runs(self)->list:
         "The (method, seed, rho) of every run"
         rhos = self.rhos if self.task == 'lt' else [None]
@@ -187,6 +212,7 @@ _UNKEYED_DEFAULTS = {'head': None, 'subset': None, 'probe_every': 0}  # settings
                                                                       # stay out of the hash (earlier records keep keys)
 _UNKEYED_DEFAULTS['compile'] = None  # eager training: the keys of runs before `--compile`
 _UNKEYED_DEFAULTS['data_sha'] = None  # a built-in dataset (digits): the keys of runs before data checksums
+_UNKEYED_DEFAULTS.update(size=None, valid_pct=0.2, pretrained=False, weights_sha=None, freeze_epochs=1)  # own data
 def run_key(
     cfg:BenchConfig, # the comparison
     method:str, # its method
@@ -194,7 +220,8 @@ def run_key(
     rho=None, # its imbalance ratio (long-tailed task)
 )->str:
     "A file-safe name for one run, with a hash of the settings that change its numbers"
-    fixed = {k: v for k, v in asdict(cfg).items() if k not in ('methods', 'seeds', 'rhos', 'device', 'data')
+    fixed = {k: v for k, v in asdict(cfg).items() if k not in ('methods', 'seeds', 'rhos', 'device', 'data', 'split',
+                                                                 'weights')
              and not (k in _UNKEYED_DEFAULTS and v == _UNKEYED_DEFAULTS[k])}
     h = hashlib.sha1(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:8]
     return f"{cfg.task}_{cfg.dataset}_{method}_s{seed}" + (f"_rho{rho:g}" if rho is not None else '') + f"_{h}"
@@ -209,6 +236,17 @@ def data_checksum(
     src = None if src is None else src(data)
     return None if src is None else source_checksum(src)[:16]
 
+def split_line(
+    dataset:str, # a key of `DATASETS` or an alias
+    data=None, # the path given (`--data`), if any
+    valid_pct:float=0.2, # the share held out when a folder has no held-out folder
+)->str|None: # None for a dataset with its own split
+    "How the held-out items of a folder are chosen: its own held-out folder, or a seeded stratified split"
+    if dataset_name(dataset) != 'folder' or data is None: return None
+    own = folder_split(data)
+    return (f"the folder's {own}/" if own else
+            f"stratified: {valid_pct:g} of each class held out (seed 0), the folder having no test/")
+
 def check_data(
     cfg:BenchConfig, # the comparison
     data:tuple, # what `load_dataset` gave for it: `(ImageSet, coarse map, image size)`
@@ -218,6 +256,9 @@ def check_data(
     if want and len(images.vocab) != want: raise SettingsError(
         f"--dataset {cfg.dataset} --data {cfg.data}: those files hold {len(images.vocab)} classes, {cfg.dataset} has "
         f"{want}; give the --dataset they are (see fastamp bench --list) or the files of {cfg.dataset}")
+    if cfg.task == 'c2f' and data[1] is None and images.coarse_labels is None: raise SettingsError(
+        f"--task c2f on --data {cfg.data}: a flat folder has no coarse classes; nest it as train/<coarse>/<fine>/ "
+        "(the folders are the coarse map) or leave c2f out (--task lt,overhead)")
     sizes = {(s, r): train_size(cfg, images, s, r) for _, s, r in cfg.runs()}
     (seed, rho), n = min(sizes.items(), key=lambda kv: kv[1])
     if n < cfg.bs: raise SettingsError(
@@ -245,6 +286,7 @@ def task_configs(
     if s.get('data_sha') is None and s.get('dataset'):  # the data's checksum once for all of them
         check_settings({k: s[k] for k in ('dataset', 'data') if k in s})
         s = {**s, 'data_sha': data_checksum(s['dataset'], s.get('data'))}
+        s.setdefault('split', split_line(s['dataset'], s.get('data'), s.get('valid_pct', 0.2)))
     return [task_config(s, t, h) for t in s['tasks'] for h in (s.get('heads') or [None])]
 
 def catalog_listing()->str:

@@ -13,11 +13,11 @@ import pandas as pd, torch
 from .catalog import load_dataset
 from ..metrics import DegenerateWarning
 from .store import atomic_write, write_json, RunLock, LOCK_TIMEOUT, holder_line, output_error
-from .training import _fit
+from .training import _fit, fetch_pretrained, WeightsUnavailable
 from .resume import EpochCheckpoint, LockHeartbeat, resume_training
 from .loggers import logger_callbacks
 from .tasks import TASKS
-from .config import (BenchConfig, check_settings, check_data, run_key, task_configs, parse_shard,
+from .config import (BenchConfig, SettingsError, check_settings, check_data, run_key, task_configs, parse_shard,
                                   shard_keys)
 from .records import _record, read_record, write_runs_table, write_plan
 
@@ -26,18 +26,21 @@ __all__ = ['check_sweep', 'run_one', 'set_threads', 'cpu_cores', 'worker_threads
            'worker_devices', 'assign_workers', 'run_comparison', 'run_benchmark']
 
 # %% ../../nbs/05_bench/08_runner.ipynb #9eb68dd7
-_DATASET_CACHE = {}  # (dataset, data path, its checksum) -> what `load_dataset` gives, for the runs of this process
+_DATASET_CACHE = {}  # (dataset, path, checksum, size, held-out share) -> what `load_dataset` gives, in this process
 def _data(cfg:BenchConfig):
     "The dataset of `cfg`, read once per process"
-    k = (cfg.dataset, cfg.data, cfg.data_sha)
-    if k not in _DATASET_CACHE: _DATASET_CACHE[k] = load_dataset(cfg.dataset, cfg.data)
+    k = (cfg.dataset, cfg.data, cfg.data_sha, cfg.size, cfg.valid_pct)
+    if k not in _DATASET_CACHE: _DATASET_CACHE[k] = load_dataset(cfg.dataset, cfg.data, cfg.size, cfg.valid_pct)
     return _DATASET_CACHE[k]
 
 def check_sweep(
     cfgs:list, # the comparisons of a sweep (`task_configs`)
 ):
-    "Read the data of every comparison (once per process) and `check_data` it: a sweep that cannot train stops here"
+    "Read the data of every comparison (once per process) and `check_data` it, find the pretrained weights they need"
     for c in cfgs: check_data(c, _data(c))
+    for arch in dict.fromkeys(c.arch for c in cfgs if c.pretrained and not c.weights):
+        try: fetch_pretrained(arch)  # from the cache, else downloaded once: an offline machine stops here
+        except WeightsUnavailable as e: raise SettingsError(str(e)) from None
 
 def _one_line(e, n:int=300)->str:
     "An exception's message on one line (fastai's callback errors span several)"
@@ -85,8 +88,10 @@ def _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout)->tuple:
         start, t0, notes, aside = 0, time.perf_counter(), {}, []
         def train(learn):
             nonlocal start, t0
-            start, before = resume_training(learn, ckpt, aside.append); t0 -= before
-            extra = [EpochCheckpoint(ckpt, start, t0), LockHeartbeat(lock),
+            tune = cfg.schedule == 'fine_tune'  # two fits: it restarts from epoch 0 rather than resume inside one
+            if tune: ckpt.unlink(missing_ok=True)
+            else: start, before = resume_training(learn, ckpt, aside.append); t0 -= before
+            extra = [*([] if tune else [EpochCheckpoint(ckpt, start, t0)]), LockHeartbeat(lock),
                      *logger_callbacks(log, Path(out)/cfg.task/'logs', key, start), *cbs]
             _fit(learn, cfg, cfg.epochs, extra, start_epoch=start)
         try:

@@ -5,7 +5,7 @@
 # %% ../../nbs/05_bench/05_tasks.ipynb #d5d05c42
 from __future__ import annotations
 import dataclasses, statistics
-import pandas as pd, torch
+import numpy as np, pandas as pd, torch
 from fastai.metrics import accuracy
 from fastai.torch_core import set_seed
 from ..core import train_class_counts
@@ -18,7 +18,7 @@ from .catalog import Task, load_dataset
 from .training import StepTimer, _device, _dls, _coarse_fine_dls, _learner, _fit, _quiet
 
 # %% auto #0
-__all__ = ['PROBE_PLACES', 'EAGER_ERM', 'TASKS', 'run_c2f', 'run_lt', 'train_size', 'measure_overhead']
+__all__ = ['PROBE_PLACES', 'EAGER_ERM', 'TASKS', 'run_c2f', 'lt_train_idx', 'run_lt', 'train_size', 'measure_overhead']
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #8fd095c6
 PROBE_PLACES = ('pooled', 'classifier')  # where the c2f task probes: the pooled body features, the classifier's input
@@ -64,6 +64,19 @@ def run_c2f(
         res['fine_finetune_accuracy'] = float(fl.validate()[1])
     return res, learn
 
+def lt_train_idx(
+    cfg, # the comparison: a `fastamp.bench.config.BenchConfig`
+    data:ImageSet, # its data
+    rho:float, # the run's imbalance ratio
+    seed:int, # the run's seed
+)->np.ndarray:
+    "Training items of a long-tailed run: a folder's own counts (`rho` 1) or made steeper; others' exponential profile"
+    if cfg.dataset != 'folder': return long_tailed(data, rho, seed=seed)
+    if rho == 1: return data.train_idx  # the folder's natural imbalance, no resampling
+    counts = np.bincount(data.labels[data.train_idx], minlength=len(data.vocab))
+    return long_tailed(data, rho, seed=seed, n_max=int(counts.max()), order=np.argsort(-counts, kind='stable'),
+                       clamp=True)  # head = its largest class; each class keeps at most what it has
+
 def run_lt(
     cfg, # the comparison: a `fastamp.bench.config.BenchConfig`
     method:str, # a key of `fastamp.bench.catalog.METHODS`
@@ -75,7 +88,7 @@ def run_lt(
     "Long-tailed training (exponential profile, ratio `rho`), balanced evaluation: `(metrics, learner)`"
     data, _, size = data
     set_seed(seed, reproducible=True)
-    train_idx = long_tailed(data, rho, seed=seed)
+    train_idx = lt_train_idx(cfg, data, rho, seed)
     dls = _dls(cfg, data, size, train_idx=train_idx)
     learn = _learner(cfg, dls, method)
     (train or (lambda l: _fit(l, cfg, cfg.epochs)))(learn)
@@ -90,7 +103,7 @@ def train_size(
     rho=None, # the run's imbalance ratio (long-tailed task)
 )->int:
     "Training items of one run of `cfg`: what its training loader deals out in batches"
-    if cfg.task == 'lt': return len(long_tailed(data, rho, seed=seed))
+    if cfg.task == 'lt': return len(lt_train_idx(cfg, data, rho, seed))
     n = len(data.train_idx)
     return min(cfg.subset, n) if cfg.task == 'c2f' and cfg.subset is not None else n
 
@@ -109,7 +122,7 @@ def measure_overhead(
     repeats:int=5, # round-robin repeats over the methods
 )->pd.DataFrame:
     "Median time per training step of each method, and its ratio to plain training ('erm'), interleaved"
-    data, _, size = data or load_dataset(cfg.dataset, cfg.data)
+    data, _, size = data or load_dataset(cfg.dataset, cfg.data, cfg.size, cfg.valid_pct)
     methods = ['erm'] + [m for m in ([method] if method else cfg.methods) if m != 'erm']
     set_seed(seed, reproducible=True)
     dls = _dls(cfg, data, size, drop_last=True)

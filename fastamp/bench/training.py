@@ -6,6 +6,7 @@
 from __future__ import annotations
 import time, warnings
 from functools import partial
+from pathlib import Path
 import numpy as np, torch
 from fastai.learner import Learner
 from fastai.metrics import accuracy
@@ -13,18 +14,21 @@ from fastai.optimizer import OptimWrapper
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.schedule import ParamScheduler, combine_scheds, SchedLin, SchedNo
 import fastai.callback.progress, fastai.callback.schedule  # Learner.no_bar, fit_one_cycle
+from fastai.vision.core import imagenet_stats
 from ..models import MODELS, create_model
 from ..datasets import ImageSet
 from ..data import imageset_dls, coarse_fine_dls
-from ..devicedata import device_dls, PadCropFlip
+from ..devicedata import device_dls, PadCropFlip, DeviceDataLoaders
 from .catalog import get_method
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'OPTIMIZERS', 'LOADERS', 'COMPILE_MODES', 'make_learner', 'warmup_step_schedule', 'torch_sgd',
-           'CompileModel', 'StepTimer']
+__all__ = ['SCHEDULES', 'OPTIMIZERS', 'LOADERS', 'COMPILE_MODES', 'WeightsUnavailable', 'weight_caches', 'weights_message',
+           'fetch_pretrained', 'load_weights', 'make_learner', 'warmup_step_schedule', 'torch_sgd', 'CompileModel',
+           'StepTimer']
 
 # %% ../../nbs/05_bench/02_training.ipynb #929e2eb8
-SCHEDULES = ('one_cycle', 'warmup_step')  # fastai's `fit_one_cycle`; `warmup_step_schedule` under a `ParamScheduler`
+SCHEDULES = ('one_cycle', 'warmup_step', 'fine_tune')  # fastai's `fit_one_cycle`; `warmup_step_schedule` under a
+                                                       # `ParamScheduler`; fastai's `fine_tune` (frozen epochs first)
 OPTIMIZERS = ('adam', 'sgd')  # fastai's Adam; `torch_sgd`
 LOADERS = ('item', 'device')  # fastai's per-item `imageset_dls`; `device_dls`, arrays on the training device
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')  # `torch.compile`'s
@@ -40,6 +44,74 @@ def _is_arch(arch:str)->bool:
 
 def _archs()->str: return f"{', '.join(MODELS)} (fastamp.models), resnet18, resnet34 (torchvision) or timm:<name>"
 
+class WeightsUnavailable(ValueError):
+    "Pretrained weights that cannot be had here (no internet, no cached copy); the message says what to give instead"
+
+def weight_caches()->dict:
+    "Where torchvision and timm look for downloaded weights before downloading: `{library: folder}`"
+    from huggingface_hub.constants import HF_HUB_CACHE
+    return {'torchvision': Path(torch.hub.get_dir())/'checkpoints', 'timm': Path(HF_HUB_CACHE)}
+
+def weights_message(
+    arch:str, # the architecture whose weights were asked for
+    e:Exception, # what the download raised
+)->str:
+    "One line: the pretrained weights of `arch` could not be had, and the three ways out"
+    lib = 'timm' if arch.startswith('timm:') else 'torchvision'
+    why = ' '.join(f"{type(e).__name__}: {e}".split())[:160]
+    return (f"--arch {arch}: its pretrained weights are neither in {lib}'s cache ({weight_caches()[lib]}) nor "
+            f"downloadable here ({why}); give --weights <file> (a local checkpoint), prefetch them into that cache on "
+            "a machine with internet (see the README, 'Your own data'), or train from scratch with --no-pretrained")
+
+def fetch_pretrained(
+    arch:str, # a torchvision model name or 'timm:<name>'
+):
+    "Find the pretrained weights of `arch` in its library's cache, downloading them when absent: `WeightsUnavailable`"
+    try:
+        if arch.startswith('timm:'):
+            import timm; timm.create_model(arch[5:], pretrained=True)
+        else:
+            from torchvision import models
+            models.get_model_weights(arch).DEFAULT.get_state_dict(progress=False)
+    except OSError as e: raise WeightsUnavailable(weights_message(arch, e)) from None
+
+def _state_dict(weights)->dict:
+    "The tensors of a checkpoint file: a state dict, or a dict holding one under 'state_dict' or 'model'"
+    sd = torch.load(weights, map_location='cpu', weights_only=True)
+    for k in ('state_dict', 'model'):
+        if isinstance(sd, dict) and isinstance(sd.get(k), dict): sd = sd[k]
+    if not isinstance(sd, dict): raise ValueError(f"--weights {weights}: holds a {type(sd).__name__}, not a state "
+                                                  "dict (name -> tensor): save `model.state_dict()`")
+    return sd
+
+def load_weights(
+    learn:Learner, # a `vision_learner` of a torchvision architecture
+    arch:str, # that architecture's name
+    weights, # a file: the state dict of the torchvision model (`model.state_dict()`) or of a fastai learner's model
+):
+    "Load the body of `learn.model` from `weights` (the classifier, made for other classes, stays new)"
+    from torchvision import models
+    sd, body = _state_dict(weights), learn.model[0]
+    if all(k.startswith(('0.', '1.')) for k in sd): src = {k[2:]: v for k, v in sd.items() if k.startswith('0.')}
+    else:
+        m = getattr(models, arch)()
+        parts = dict(list(m.named_children())[:len(body)])  # the children fastai keeps as the body
+        keep = {k: v for k, v in m.state_dict().items() if k.split('.')[0] in parts}
+        if miss := [k for k in keep if k not in sd]: raise ValueError(
+            f"--weights {weights}: not weights of {arch}: {len(miss)} of its body's tensors are missing ({miss[0]}, "
+            "...); give a state dict saved from that architecture")
+        m.load_state_dict({**m.state_dict(), **{k: sd[k] for k in keep}})
+        src = torch.nn.Sequential(*list(m.children())[:len(body)]).state_dict()
+    try: body.load_state_dict(src)
+    except RuntimeError as e: raise ValueError(f"--weights {weights}: does not fit {arch}'s body: "
+                                               f"{' '.join(str(e).split())[:200]}") from None
+
+def _imagenet_norm(dls):
+    "ImageNet normalisation after the batch, as fastai adds with pretrained weights (once)"
+    from fastai.vision.augment import Normalize
+    if hasattr(dls, 'after_batch') and not dls.after_batch.fs.filter(lambda t: isinstance(t, Normalize)):
+        dls.add_tfms([Normalize.from_stats(*imagenet_stats)], 'after_batch')
+
 def _quiet(learn:Learner)->Learner:
     "`learn` without progress bars or printed epoch logs"
     if hasattr(learn, 'progress'): learn.remove_cb(learn.progress)
@@ -52,10 +124,14 @@ def make_learner(
     cbs, # callbacks of the method
     normed:bool=False, # a cosine classifier (`NormedLinear`), as the LDAM loss needs (fastamp's models only)
     head:str|None=None, # fastamp's models: 'one' (pooled -> Linear) or 'two' (a hidden Linear first); None: theirs
+    pretrained:bool=False, # torchvision / timm: start from their downloaded ImageNet weights (ImageNet normalisation)
+    weights=None, # torchvision / timm: a local checkpoint file to start from instead (see `load_weights`)
     **kwargs, # to `Learner` / `vision_learner` (`loss_func`, `opt_func`, `wd`, ...)
 )->Learner:
-    "A quiet learner of `arch` on `dls` with callbacks `cbs`"
+    "A quiet learner of `arch` on `dls` with callbacks `cbs` (a pretrained one with its body frozen, as fastai's)"
     if arch in MODELS:
+        if pretrained or weights: raise ValueError(f"arch {arch!r}: fastamp's models ({', '.join(MODELS)}) have no "
+                                                   "pretrained weights: leave pretrained and weights out.")
         model = create_model(arch, dls.c, normed=normed, **({'head': head} if head else {}))
         return _quiet(Learner(dls, model, metrics=accuracy, cbs=cbs, **kwargs))
     if head: raise ValueError(f"arch {arch!r}: head={head!r} chooses the head of fastamp's models "
@@ -65,8 +141,17 @@ def make_learner(
                                 f"have) needs one of fastamp's models: {', '.join(MODELS)}.")
     from fastai.vision.learner import vision_learner
     from torchvision import models
-    a = arch[5:] if arch.startswith('timm:') else getattr(models, arch)
-    return _quiet(vision_learner(dls, a, pretrained=False, metrics=accuracy, cbs=cbs, **kwargs))
+    timm_name = arch[5:] if arch.startswith('timm:') else None
+    if timm_name and weights: kwargs['pretrained_cfg_overlay'] = dict(file=str(weights))  # timm reads the file
+    kwargs.setdefault('normalize', not isinstance(dls, DeviceDataLoaders))  # those normalise on the device (`_dls`)
+    download = bool(pretrained or weights) if timm_name else bool(pretrained and not weights)  # `load_weights` after
+    try: learn = vision_learner(dls, timm_name or getattr(models, arch), pretrained=download, metrics=accuracy, cbs=cbs,
+                                **kwargs)
+    except OSError as e: raise WeightsUnavailable(weights_message(arch, e)) from None
+    if weights and not timm_name:
+        load_weights(learn, arch, weights); learn.freeze()
+        if kwargs['normalize']: _imagenet_norm(dls)
+    return _quiet(learn)
 
 # %% ../../nbs/05_bench/02_training.ipynb #a78aaffd
 def warmup_step_schedule(
@@ -151,6 +236,7 @@ def _dls(cfg, data:ImageSet, size, **kwargs):
     "The run's `DataLoaders` over `data` (`labels`, `vocab`, `train_idx`, `drop_last` in `kwargs`) on its loader"
     if cfg.loader == 'device':
         kwargs.pop('drop_last', None)
+        if cfg.pretrained or cfg.weights: kwargs['normalize'] = imagenet_stats  # what the pretrained body expects
         return device_dls(data, bs=cfg.bs, size=size, augment=cfg.augment, device=_device(cfg), **kwargs)
     aug = {'after_batch': [PadCropFlip()]} if cfg.augment else {}
     return imageset_dls(data, bs=cfg.bs, size=size, device=_device(cfg), **aug, **kwargs)
@@ -165,14 +251,19 @@ def _learner(cfg, dls, method:str)->Learner:
     m = get_method(method)
     if cfg.compile: torch._dynamo.reset()   # a fresh cache per run: sequential runs never reach its recompile limit
     cbs = m.cbs() + ([CompileModel(mode=cfg.compile)] if cfg.compile else [])
-    return make_learner(cfg.arch, dls, cbs, normed='cosine' in m.needs, head=cfg.head, loss_func=m.make_loss(),
-                        opt_func=_opt_func(cfg), **({'wd_bn_bias': True} if cfg.opt == 'sgd' else {}))
+    return make_learner(cfg.arch, dls, cbs, normed='cosine' in m.needs, head=cfg.head, pretrained=cfg.pretrained,
+                        weights=cfg.weights, loss_func=m.make_loss(), opt_func=_opt_func(cfg),
+                        **({'wd_bn_bias': True} if cfg.opt == 'sgd' else {}))
 
 def _fit(learn:Learner, cfg, epochs:int, cbs=(), start_epoch:int=0):
     "Fit `learn` for `epochs` under the configuration's schedule, from `start_epoch`; the plain model back on any exit"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', UserWarning)
+            if cfg.schedule == 'fine_tune':  # frozen body for `freeze_epochs`, then all of it: discriminative rates
+                return learn.fine_tune(epochs, cfg.lr, freeze_epochs=cfg.freeze_epochs, cbs=list(cbs))
+            if getattr(learn.opt, 'frozen_idx', 0): learn.unfreeze()  # a pretrained learner starts frozen: these
+                                                                      # train every layer
             if cfg.schedule == 'one_cycle': learn.fit_one_cycle(epochs, cfg.lr, cbs=list(cbs), start_epoch=start_epoch)
             else: learn.fit(epochs, cfg.lr, cbs=[ParamScheduler({'lr': warmup_step_schedule(cfg.lr)}), *cbs],
                             start_epoch=start_epoch)
