@@ -44,21 +44,10 @@ def _report_parser(sub):
     r.add_argument('--no-plots', dest='plots', action='store_false', help='tables only')
     r.set_defaults(func=_report)
 
-def _parser():
-    from fastamp.bench import PRESETS, LOGGERS, LOADERS, METHODS, DATASETS, TASKS, SCHEDULES
-    from fastamp.bench.training import _archs
+def _data_options(b):
+    "The options that choose the data of `fastamp bench`"
+    from fastamp.bench import DATASETS, LOADERS
     from fastamp.accuracies import MANY_SHOT, FEW_SHOT
-    p = _Parser(prog='fastamp', description='Asymptotic Midpoint Mixup for fastai')
-    sub = p.add_subparsers(dest='cmd', required=True, parser_class=_Parser)
-    b = sub.add_parser('bench', help='compare MidpointMixup with its baselines (no option: digits, ~2 min on CPU)',
-                       formatter_class=_Help,
-                       epilog='fastamp bench --list: every method with its callbacks and loss, the presets with their '
-                       'settings, the datasets and the tasks')
-    b.add_argument('--preset', choices=list(PRESETS), default='default', help='named settings; options override them')
-    b.add_argument('--quick', action='store_true', help='same as --preset quick (seconds)')
-    b.add_argument('--list', action='store_true', help='list the methods (callbacks, loss), presets, datasets and '
-                   'tasks, and exit')
-    b.add_argument('--task', dest='tasks', type=_csv(str), help=f"comma list of {', '.join(TASKS)}")
     b.add_argument('--dataset', help=f"{', '.join(DATASETS)} (fastamp bench --list says which need --data); folder: "
                    "any image tree given by --data")
     b.add_argument('--data', help='folder or archive of the dataset (CIFAR; Fashion-MNIST default: $FASTAMP_DATA or '
@@ -67,8 +56,17 @@ def _parser():
     b.add_argument('--valid-pct', type=float, dest='valid_pct', help='a folder without test/: the share of each class '
                    'held out, seeded and stratified (default 0.2)')
     b.add_argument('--size', type=int, help='resize the images to NxN (default: their own size, when they share one)')
-    b.add_argument('--methods', type=_csv(str), help=f"comma list of methods: {', '.join(METHODS)} (each with its "
-                   "callbacks and loss: fastamp bench --list)")
+    b.add_argument('--rhos', type=_csv(float), help='imbalance ratios of the long-tailed task (>= 1)')
+    b.add_argument('--many', type=int, help=f'many-shot classes have more training images than this ({MANY_SHOT})')
+    b.add_argument('--few', type=int, help=f'few-shot classes have fewer training images than this ({FEW_SHOT})')
+    b.add_argument('--loader', choices=LOADERS, help="'item': fastai's per-item loaders; 'device': arrays resident on "
+                   'the training device, augmented there (array datasets)')
+    b.add_argument('--subset', type=int, help='c2f: train on a seeded subset of this many training images (per seed)')
+
+def _model_options(b):
+    "The options that choose the model and its training"
+    from fastamp.bench import SCHEDULES
+    from fastamp.bench.training import _archs
     b.add_argument('--arch', help=_archs())
     b.add_argument('--pretrained', action=argparse.BooleanOptionalAction, help='torchvision / timm: start from '
                    'ImageNet weights, with ImageNet normalisation (default: on for them; --no-pretrained: from '
@@ -82,21 +80,32 @@ def _parser():
     b.add_argument('--epochs', type=int, help='training epochs of each run (the schedule keeps its shape)')
     b.add_argument('--bs', type=int, help='batch size')
     b.add_argument('--lr', type=float, help='peak learning rate')
-    b.add_argument('--seeds', type=_csv(int), help='comma list of seeds')
-    b.add_argument('--rhos', type=_csv(float), help='imbalance ratios of the long-tailed task (>= 1)')
-    b.add_argument('--many', type=int, help=f'many-shot classes have more training images than this ({MANY_SHOT})')
-    b.add_argument('--few', type=int, help=f'few-shot classes have fewer training images than this ({FEW_SHOT})')
-    b.add_argument('--loader', choices=LOADERS, help="'item': fastai's per-item loaders; 'device': arrays resident on "
-                   'the training device, augmented there (array datasets)')
     b.add_argument('--finetune-epochs', type=int, dest='finetune_epochs', help='also fine-tune on fine labels (c2f)')
     b.add_argument('--heads', type=_csv(str), help="head of fastamp's models, one comparison each: one, two "
                    '(default: the model\'s own)')
-    b.add_argument('--subset', type=int, help='c2f: train on a seeded subset of this many training images (per seed)')
     b.add_argument('--probe-every', type=int, dest='probe_every', help='c2f: probe the fine classes every N epochs '
                    'during training, for curves (0: at the end only)')
-    b.add_argument('--device', help='cpu, cuda, cuda:1 (default: a GPU when there is one)')
     b.add_argument('--compile', nargs='?', const='default', metavar='MODE', help='train compiled by torch.compile '
                    '(MODE: default, reduce-overhead on a GPU, max-autotune); validation stays eager')
+
+def _parser():
+    from fastamp.bench import PRESETS, LOGGERS, METHODS, TASKS
+    p = _Parser(prog='fastamp', description='Asymptotic Midpoint Mixup for fastai')
+    sub = p.add_subparsers(dest='cmd', required=True, parser_class=_Parser)
+    b = sub.add_parser('bench', help='compare MidpointMixup with its baselines (no option: digits, ~2 min on CPU)',
+                       formatter_class=_Help,
+                       epilog='fastamp bench --list: every method with its callbacks and loss, the presets with their '
+                       'settings, the datasets and the tasks')
+    b.add_argument('--preset', choices=list(PRESETS), default='default', help='named settings; options override them')
+    b.add_argument('--quick', action='store_true', help='same as --preset quick (seconds)')
+    b.add_argument('--list', action='store_true', help='list the methods (callbacks, loss), presets, datasets and '
+                   'tasks, and exit')
+    b.add_argument('--task', dest='tasks', type=_csv(str), help=f"comma list of {', '.join(TASKS)}")
+    b.add_argument('--methods', type=_csv(str), help=f"comma list of methods: {', '.join(METHODS)} (each with its "
+                   "callbacks and loss: fastamp bench --list)")
+    _data_options(b); _model_options(b)
+    b.add_argument('--seeds', type=_csv(int), help='comma list of seeds')
+    b.add_argument('--device', help='cpu, cuda, cuda:1 (default: a GPU when there is one)')
     b.add_argument('--threads', type=int, help='CPU threads of each process (default: with --jobs N, '
                    'an equal share of the cores, cores // N)')
     b.add_argument('--jobs', type=int, default=1, help='runs at once, one process each (default 1)')

@@ -353,8 +353,8 @@ def write_image_folder(
     path = Path(path)
     if not isinstance(data.items, np.ndarray): raise TypeError(
         f"write_image_folder needs an ImageSet of arrays, but {data.name or 'this one'} holds "
-        f"{type(data.items).__name__} items: it is a folder already (use it as it is), or load it as arrays first, e.g. "
-        "with `load_cifar`.")
+        f"{type(data.items).__name__} items: it is a folder already (use it as it is), or load it as arrays "
+        "first, e.g. with `load_cifar`.")
     if _marker(path) == (key := _content_key(data)): return path
     from PIL import Image
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")        # written aside, then renamed: never seen half-done

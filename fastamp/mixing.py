@@ -214,19 +214,6 @@ class FeatureMixHandler(Callback):
         "What was recorded at each training batch, for every fit of this callback (column `fit`)"
         return self.hist.frame()
 
-    def plot_history(self,
-        cols=None, # the recorded columns to plot; default: all but the counters
-        figsize=(10, 3), # size of the figure
-    ):
-        "Plot the recorded values against the training step, across fits"
-        import matplotlib.pyplot as plt
-        df = self.history
-        cols = cols or [c for c in df.columns if c not in ('fit', 'iter', 'pct_train')]
-        fig, axs = plt.subplots(1, len(cols), figsize=figsize, squeeze=False)
-        for ax, c in zip(axs[0], cols): ax.plot(range(len(df)), df[c]); ax.set_title(c); ax.set_xlabel('step')
-        fig.tight_layout()
-        return fig
-
     def unhook(self):
         "Remove the hook from the model and forget this batch (every exit of a fit calls it)"
         if self._hook is not None: self._hook.remove()
@@ -238,6 +225,21 @@ class FeatureMixHandler(Callback):
     def __getstate__(self):
         self.hist.gather()   # no device tensor and no hook in an export
         return {**self.__dict__, '_hook': None, '_batch_state': None, '_out': None, '_y': None, '_s': None, '_lf': None}
+
+# %% ../nbs/01_mixing.ipynb #899326ea
+@patch
+def plot_history(self:FeatureMixHandler,
+    cols=None, # the recorded columns to plot; default: all but the counters
+    figsize=(10, 3), # size of the figure
+):
+    "Plot the recorded values against the training step, across fits"
+    import matplotlib.pyplot as plt
+    df = self.history
+    cols = cols or [c for c in df.columns if c not in ('fit', 'iter', 'pct_train')]
+    fig, axs = plt.subplots(1, len(cols), figsize=figsize, squeeze=False)
+    for ax, c in zip(axs[0], cols): ax.plot(range(len(df)), df[c]); ax.set_title(c); ax.set_xlabel('step')
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/01_mixing.ipynb #dd380b1c
 @patch
