@@ -1,0 +1,90 @@
+"""The docs a reader sees: every notebook is in the sidebar, the pages keep their outputs (figures, tables, `show_doc`),
+no committed output is an error, and each documentation page renders to HTML with its figures embedded.
+
+The outputs are written by `python tools/execute_docs.py` (README, Development)."""
+import json, re, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).parents[1]
+NBS = ROOT/'nbs'
+sys.path.insert(0, str(ROOT/'tools'))
+from execute_docs import doc_notebooks, skipped, SKIP_FLAGS  # noqa: E402
+
+READER_PAGES = [NBS/'index.ipynb', NBS/'method.ipynb', *sorted((NBS/'tutorials').glob('*.ipynb'))]
+MODULE_PAGES = [p for p in doc_notebooks() if p not in READER_PAGES]
+PLOTS = re.compile(r'\bplt\.|\.plot\(|\bplot_\w+\(|\.show_batch\(|\.show_results\(|\bsubplots\(')
+
+
+class _Cell(dict):
+    "A notebook cell with attribute access, as execnb's cells (so `skipped` reads both)"
+    __getattr__ = dict.__getitem__
+    @property
+    def source(self): return ''.join(self['source'])
+
+
+def cells(path: Path) -> list:
+    return [_Cell(c) for c in json.loads(path.read_text())['cells']]
+
+
+def run_cells(path: Path) -> list:
+    "The code cells that CI runs (and `tools/execute_docs.py` saves with outputs)"
+    return [c for c in cells(path) if not skipped(c, SKIP_FLAGS)]
+
+
+def ids(paths): return [str(p.relative_to(NBS)) for p in paths]
+
+
+def is_error(out: dict) -> bool:
+    text = ''.join(out.get('text', '')) + ''.join(out.get('data', {}).get('text/plain', ''))
+    return out['output_type'] == 'error' or 'Traceback (most recent call last)' in text
+
+
+def test_sidebar_lists_every_notebook():
+    listed = set(re.findall(r'([\w./-]+\.ipynb)', (NBS/'sidebar.yml').read_text()))
+    pages = {str(p.relative_to(NBS)) for p in doc_notebooks()}
+    assert not pages - listed, f"notebooks missing from nbs/sidebar.yml: {sorted(pages - listed)}"
+    assert not listed - pages, f"nbs/sidebar.yml lists pages that do not exist: {sorted(listed - pages)}"
+
+
+@pytest.mark.parametrize('path', doc_notebooks(), ids=ids(doc_notebooks()))
+def test_no_committed_output_is_an_error(path):
+    bad = [i for i, c in enumerate(cells(path)) for o in c.get('outputs', []) if is_error(o)]
+    assert not bad, f"{path.name}: cells {bad} were committed with an error: rerun tools/execute_docs.py {path}"
+
+
+@pytest.mark.parametrize('path', READER_PAGES, ids=ids(READER_PAGES))
+def test_every_plot_is_committed_as_an_image(path):
+    blank = [i for i, c in enumerate(run_cells(path)) if PLOTS.search(c.source)
+             and not any('image/png' in o.get('data', {}) for o in c.get('outputs', []))]
+    assert not blank, (f"{path.name}: plotting cells {blank} (counting run cells) have no image output: "
+                       f"run `python tools/execute_docs.py {path.relative_to(ROOT)}` and commit the notebook")
+
+
+@pytest.mark.parametrize('path', READER_PAGES, ids=ids(READER_PAGES))
+def test_reader_pages_keep_their_outputs(path):
+    run = run_cells(path)
+    assert run and sum(bool(c.get('outputs')) for c in run) >= len(run) // 3, \
+        f"{path.name} was committed without its outputs: run tools/execute_docs.py on it"
+
+
+@pytest.mark.parametrize('path', MODULE_PAGES, ids=ids(MODULE_PAGES))
+def test_module_pages_keep_show_doc(path):
+    "Each `show_doc` call shows its page section (a reader sees only a cell's last value: one call per cell)"
+    shown = lambda c: sum(o['output_type'] in ('display_data', 'execute_result') for o in c.get('outputs', []))
+    calls = lambda c: len(re.findall(r'^show_doc\(', c.source, re.M))
+    empty = [i for i, c in enumerate(run_cells(path)) if calls(c) and shown(c) < calls(c)]
+    assert not empty, (f"{path.name}: show_doc cells {empty} (counting run cells) show fewer docs than they call: "
+                       "one show_doc per cell, then run tools/execute_docs.py on it")
+
+
+@pytest.mark.parametrize('path', READER_PAGES, ids=ids(READER_PAGES))
+def test_page_renders_with_its_figures(path):
+    "Where Quarto is absent: nbconvert's HTML has every committed figure embedded and no error"
+    nbconvert, nbformat = pytest.importorskip('nbconvert'), pytest.importorskip('nbformat')
+    nb = nbformat.reads(path.read_text(), as_version=4)
+    html, _ = nbconvert.HTMLExporter(template_name='basic').from_notebook_node(nb)
+    n_figs = sum('image/png' in o.get('data', {}) for c in nb.cells for o in c.get('outputs', []))
+    assert html.count('src="data:image/png;base64,') == n_figs, f"{path.name}: a figure is not embedded in the HTML"
+    assert 'output_error' not in html, f"{path.name}: the HTML shows an error output"
+    if any(PLOTS.search(c.source) for c in run_cells(path)): assert n_figs, f"{path.name} draws plots but shows none"
