@@ -64,3 +64,23 @@ def test_no_test_file_imports_another():
     bad = [(p.name, m) for p in (ROOT/'tests').glob('*.py')
            for m in re.findall(r'^\s*(?:from|import)\s+(test_\w+)', p.read_text(), re.M)]
     assert not bad, bad
+
+
+def test_rooms_stay_small():
+    "Modules within 400 lines, classes 120, functions 50, lines 120 characters (nbdev's `__all__` aside)"
+    import ast
+    limits = {ast.ClassDef: 120, ast.FunctionDef: 50, ast.AsyncFunctionDef: 50}
+    big = []
+    for p in sorted((ROOT/'fastamp').rglob('*.py')):
+        if p.name == '_modidx.py': continue
+        text, name = p.read_text(), str(p.relative_to(ROOT))
+        lines, tree = text.splitlines(), ast.parse(text)
+        if len(lines) > 400: big.append(f"{name}: {len(lines)} lines")
+        spans = [(n.lineno, n.end_lineno) for n in tree.body if isinstance(n, ast.Assign)
+                 and any(getattr(t, 'id', None) == '__all__' for t in n.targets)]
+        for n in ast.walk(tree):
+            size = n.end_lineno - n.lineno + 1 if type(n) in limits else 0
+            if size > limits.get(type(n), size): big.append(f"{name}: {n.name} is {size} lines")
+        big += [f"{name}:{i}: over 120 characters" for i, l in enumerate(lines, 1)
+                if len(l) > 120 and not any(a <= i <= b for a, b in spans)]
+    assert not big, big
