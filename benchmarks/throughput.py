@@ -10,6 +10,13 @@ taking their passes in turn so that a machine shared with other jobs loads them 
   Decoding is skipped when the first 1,000 images project more than `--decode-budget` seconds for all 60,000.
 
 Run: OMP_NUM_THREADS=1 python benchmarks/throughput.py [--out results/throughput.md]
+
+A folder of image files (issue 24, item 4): `--folder N` writes N 64x64 PNGs (scikit-learn's digits, upscaled) as
+`train/<class>/`, `test/<class>/` in a temp folder, times their first decode by `decode_images` (all cores) and the
+read of the kept array, then an epoch of the per-item path on the files against the device path on the decoded
+array, and writes that section of `--out` (the rest of the page is kept):
+
+    OMP_NUM_THREADS=1 python benchmarks/throughput.py --folder 4000
 """
 import argparse, os, platform, statistics, sys, time
 from itertools import islice
@@ -23,7 +30,7 @@ from fastai.data.transforms import Normalize  # noqa: E402
 from fastai.vision.core import imagenet_stats  # noqa: E402
 from fastamp.datasets import load_cifar, load_image_folder  # noqa: E402
 from fastamp.data import imageset_dls  # noqa: E402
-from fastamp.devicedata import device_dls  # noqa: E402
+from fastamp.devicedata import device_dls, decode_images  # noqa: E402
 from _synthetic import random_cifar  # noqa: E402
 
 BS = 128
@@ -44,9 +51,9 @@ def interleaved(loaders, repeats):
     return [(statistics.median(r), min(r), max(r)) for r in rates]
 
 
-def per_item_tfms():
+def per_item_tfms(size=32):
     "fastai batch transforms as near the CIFAR recipe as fastai has: flip, a square random crop, normalisation"
-    return [Flip(p=0.5), RandomResizedCropGPU(32, min_scale=0.77, ratio=(1., 1.)),
+    return [Flip(p=0.5), RandomResizedCropGPU(size, min_scale=0.77, ratio=(1., 1.)),
             Normalize.from_stats(*imagenet_stats)]
 
 
@@ -87,8 +94,10 @@ def main():
     p.add_argument('--item-batches', type=int, default=40, help='batches timed on the per-item path')
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--decode-budget', type=float, default=120.)
+    p.add_argument('--folder', type=int, default=0, help='measure only a folder of this many 64x64 PNGs')
     a = p.parse_args()
     t0 = time.perf_counter()
+    if a.folder: return folder_case(a, t0)
     rand = random_cifar(60_000, 10_000)
     rows = measure(rand, 'random uint8 (50000, 32, 32, 3)', a.item_batches, a.repeats)
     notes = []
@@ -109,6 +118,74 @@ def main():
                          '(measured one after the other).')
     else: notes.append('Real CIFAR-10: not measured (FASTAMP_CIFAR10 unset).')
     write(rows, notes, a, time.perf_counter() - t0)
+
+
+FOLDER_SIDE = 64
+FOLDER_HEAD = f'## A folder of {FOLDER_SIDE}x{FOLDER_SIDE} image files: per-item against decoded once (issue 24)'
+
+
+def write_folder(root, n):
+    "`n` 64x64 RGB PNGs from scikit-learn's digits (upscaled, cycled), a fifth of them in `test/`"
+    from PIL import Image
+    from fastamp.datasets import load_digits
+    d = load_digits()
+    for i in range(n):
+        k = i % len(d.labels)
+        img = Image.fromarray(d.items[k]).resize((FOLDER_SIDE, FOLDER_SIDE), Image.BILINEAR).convert('RGB')
+        f = Path(root)/('test' if i % 5 == 4 else 'train')/str(d.labels[k])/f'{i:05d}.png'
+        f.parent.mkdir(parents=True, exist_ok=True); img.save(f)
+    return Path(root)
+
+
+def folder_case(a, t0):
+    "Decode time, cached read, and epoch images/s of the per-item path against the device path on a 64x64 folder"
+    import tempfile
+    tmp = Path(tempfile.mkdtemp()); os.environ['FASTAMP_CACHE'] = str(tmp/'cache')
+    files = load_image_folder(write_folder(tmp/'folder', a.folder))
+    cores = len(os.sched_getaffinity(0))
+    t = time.perf_counter(); arrays = decode_images(files, FOLDER_SIDE, workers=cores)
+    decode_s = time.perf_counter() - t
+    t = time.perf_counter(); decode_images(files, FOLDER_SIDE); cached_s = time.perf_counter() - t
+    paths = [('per-item `imageset_dls` on the files, no batch transforms', imageset_dls(files, bs=BS).train),
+             ('per-item `imageset_dls` on the files + Flip, RandomResizedCropGPU, Normalize',
+              imageset_dls(files, bs=BS, after_batch=per_item_tfms(FOLDER_SIDE)).train),
+             ('device `device_dls` on the decoded array, crop (pad 4) + flip + normalise',
+              device_dls(arrays, bs=BS, device='cpu', seed=0, augment=True).train),
+             ('device `device_dls` on the decoded array, normalise only',
+              device_dls(arrays, bs=BS, device='cpu', seed=0, augment=False).train)]
+    for _, dl in paths: next(iter(dl))
+    rates = interleaved([(dl, None) for _, dl in paths], a.repeats)
+    for (what, _), r in zip(paths, rates): print(what, r, file=sys.stderr)
+    write_folder_section(a, paths, rates, len(files), (decode_s, cores, cached_s), time.perf_counter() - t0)
+
+
+def write_folder_section(a, paths, rates, n, decoding, wall):
+    "The folder section of `a.out`, put in place of an earlier one (the rest of the page kept)"
+    nt, base, ratio = torch.get_num_threads(), rates[0][0], rates[2][0] / rates[0][0]
+    decode_s, cores, cached_s = decoding
+    lines = [FOLDER_HEAD, '',
+             f'Command: `OMP_NUM_THREADS={nt} python benchmarks/throughput.py --folder {a.folder}` (wall time '
+             f'{wall:.0f} s, {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}). Machine: {cpu_name()}, '
+             f'{os.cpu_count()} cores shared with other jobs (load average {os.getloadavg()[0]:.1f} at the end), no GPU.',
+             '',
+             f'Data: {n:,} PNG files of {FOLDER_SIDE}x{FOLDER_SIDE} RGB (scikit-learn\'s digits upscaled), '
+             '`train/<class>/` and a fifth in `test/<class>/`. Decided before running: the target is the device path '
+             '(crop + flip + normalise, the recipe `--loader device` trains with) at least 10x the per-item path on '
+             'the files (its cheapest form, no batch transforms, fastai\'s default worker processes) after the '
+             'first decode; whole training epochs, images/s median (min to max) of '
+             f'{a.repeats} passes taken in turn.', '',
+             f'- First decode (`decode_images`, {FOLDER_SIDE}x{FOLDER_SIDE}, {cores} processes): {decode_s:.1f} s '
+             f'({n / decode_s:,.0f} images/s); the next run reads the kept array in {cached_s:.2f} s, decoding nothing.',
+             '', '| path | images/s | min to max | x per-item (none) |', '| --- | --- | --- | --- |']
+    lines += [f'| {what} | {med:,.0f} | {lo:,.0f} to {hi:,.0f} | {med / base:.1f} |'
+              for (what, _), (med, lo, hi) in zip(paths, rates)]
+    lines += ['', f'Result: the device path makes {ratio:.1f}x the images/s of the per-item path after the first '
+              f'decode: the 10x target is {"met" if ratio >= 10 else "NOT met"}.']
+    out = Path(a.out)
+    page = out.read_text() if out.exists() else ''
+    page = page.split('\n' + FOLDER_HEAD)[0].rstrip('\n')
+    out.write_text((page + '\n\n' if page else '') + '\n'.join(lines) + '\n')
+    print('\n'.join(lines))
 
 
 def cpu_name():

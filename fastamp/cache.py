@@ -4,11 +4,13 @@
 
 # %% ../nbs/00d_cache.ipynb #96eb56ba
 from __future__ import annotations
-import hashlib, os, shutil, tarfile, tempfile, zlib
+import hashlib, os, shutil, tarfile, tempfile, warnings, zlib
 from pathlib import Path
+import numpy as np
 
 # %% auto #0
-__all__ = ['owned', 'user_temp_dir', 'cache_dir', 'source_checksum', 'extract_archive']
+__all__ = ['owned', 'user_temp_dir', 'cache_dir', 'source_checksum', 'files_checksum', 'extract_archive', 'save_arrays',
+           'load_arrays', 'available_memory', 'check_fits']
 
 # %% ../nbs/00d_cache.ipynb #a049fab5
 def owned(
@@ -42,13 +44,20 @@ def source_checksum(
 )->str:
     "A sha256 hex digest that changes when the archive's content or the folder's files change"
     source, h = Path(source), hashlib.sha256()
-    if source.is_file():
-        with open(source, 'rb') as f:
-            for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
-    else:
-        for p in sorted(source.rglob('*')):
-            if not p.is_file(): continue
-            st = p.stat(); h.update(f"{p.relative_to(source).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    if not source.is_file(): return files_checksum([p for p in sorted(source.rglob('*')) if p.is_file()], source)
+    with open(source, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return h.hexdigest()
+
+def files_checksum(
+    files:list, # the files, in the order that matters
+    root, # the folder their names are taken relative to
+    salt:str='', # what else the key depends on (e.g. the size images are decoded at)
+)->str:
+    "A sha256 hex digest of the files' names (relative to `root`), sizes and mtimes: it changes when any file does"
+    h = hashlib.sha256(salt.encode())
+    for p in map(Path, files):
+        st = p.stat(); h.update(f"{p.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 def _refused(archive, e): return ValueError(
@@ -80,3 +89,58 @@ def extract_archive(
         for old in out.parent.glob(f"{stem}-" + '?' * 16):              # extractions of earlier versions of it
             if old != out and (old/'.extracted').exists(): shutil.rmtree(old, ignore_errors=True)
     return out
+
+# %% ../nbs/00d_cache.ipynb #7bce594b
+def save_arrays(
+    f, # the .npz file, named `<what>-<key>.npz` (the key last)
+    **arrays, # the arrays to keep, by name
+)->Path:
+    "Write `arrays` to `f` atomically (never seen half-written) and remove its versions with another key"
+    f = Path(f); f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_name(f"{f.name}.{os.getpid()}.tmp")
+    with open(tmp, 'wb') as fh: np.savez(fh, **arrays)
+    os.replace(tmp, f)
+    for old in f.parent.glob(f.name.rsplit('-', 1)[0] + '-*.npz'):
+        if old != f: old.unlink(missing_ok=True)                      # a derivation of an earlier version of the source
+    return f
+
+def load_arrays(
+    f, # a .npz file written by `save_arrays`
+)->dict|None: # name -> array; None when there is none to read
+    "The arrays kept in `f`; None when it is absent, or another user's (never read as data: a warning says so)"
+    f = Path(f)
+    if not f.exists(): return None
+    if not owned(f):
+        warnings.warn(f"{f}: a cached decoding owned by another user (uid {f.lstat().st_uid}) is not read as your "
+                      "data: the source is decoded again.")
+        return None
+    with np.load(f) as z: return {k: z[k] for k in z.files}
+
+# %% ../nbs/00d_cache.ipynb #d29991c1
+def available_memory()->int:
+    "Bytes of memory free for new arrays: psutil's `available` where installed, else half the physical memory"
+    try: import psutil
+    except ImportError: return os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') // 2
+    return psutil.virtual_memory().available
+
+def _bytes(n:float)->str:
+    "`n` bytes for a reader: 512 bytes, 3.1 MiB, 1.20 GiB"
+    units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB']
+    while n >= 1024 and len(units) > 1: n, units = n / 1024, units[1:]
+    return f"{n:.0f} bytes" if units[0] == 'bytes' else f"{n:.{1 if n >= 10 else 2}f} {units[0]}"
+
+def check_fits(
+    n:int, # number of images
+    shape:tuple, # (H, W, C) of one decoded image
+    where='the images', # what the message calls them
+    copies:int=2, # arrays of that size held at once (the decoded array and the device's copy of it)
+):
+    "Refuse, before decoding, `n` images of `shape` that do not fit in memory: a `ValueError` with the arithmetic"
+    (h, w, c), have = shape, available_memory()
+    one = h * w * c; need = n * one
+    if copies * need <= have: return
+    raise ValueError(
+        f"{where}: {n:,} images x {h}x{w} x {c} bytes = {_bytes(need)}, held {copies} times on the device path: more "
+        f"than the {_bytes(have)} of memory available here (at {h}x{w}, {have // (copies * one):,} images fit); give "
+        f"a smaller --size (--size {max(h // 2, 1)}: {_bytes(need / 4)}) or --loader item (it reads the files per "
+        "batch)")

@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from fastai.data.transforms import get_image_files, image_extensions
 from .cache import owned, user_temp_dir, cache_dir, source_checksum, extract_archive, _archive_error
+from .cache import save_arrays, load_arrays
 
 # %% auto #0
 __all__ = ['FASHION_MNIST_CLASSES', 'DEBIAN_FASHION_MNIST', 'CIFAR10_CLASSES', 'ImageSet', 'seeded_subset', 'load_digits',
@@ -253,9 +254,16 @@ def _cifar_pickles(files:dict, root:PurePosixPath, src:Path)->ImageSet:
     vocab = get('batches.meta')['label_names'] if meta in files else CIFAR10_CLASSES
     return ImageSet(x, y, list(vocab), np.arange(len(y) - len(parts[-1]['labels']), len(y)), name='cifar10')
 
-def _decode(v, where)->np.ndarray:
-    try: return np.asarray(open_image(_read(v), where).convert('RGB'))
+def _decode(
+    v, # an image file, or its bytes
+    where=None, # what an error calls it (default: `v`)
+    size:int|None=None, # square side: center-cropped to a square and resized (bilinear) to it; None: as it is
+)->np.ndarray: # uint8 RGB (H, W, 3)
+    "An image decoded as uint8 RGB, resized once; an unreadable one is a `ValueError` naming it"
+    from PIL import Image, ImageOps
+    try: im = open_image(_read(v), where or v).convert('RGB')
     except OSError as e: raise ValueError(str(e)) from None
+    return np.asarray(ImageOps.fit(im, (size, size), Image.BILINEAR) if size else im)
 
 def _cifar_folder(files:dict, root:PurePosixPath, src:Path)->ImageSet:
     rel = sorted(n.relative_to(root) for n in files if n.is_relative_to(root) and n.suffix.lower() in image_extensions)
@@ -283,22 +291,16 @@ def _cifar_root(files:dict, src:Path)->tuple:
 
 # %% ../nbs/00b_datasets.ipynb #b6bc48fe
 def _save_cache(data:ImageSet, f:Path):
-    f.parent.mkdir(parents=True, exist_ok=True)
     arrs = dict(items=data.items, labels=data.labels, valid_idx=data.valid_idx, vocab=np.array(data.vocab),
                 name=data.name)
     if data.coarse_labels is not None:
         arrs.update(coarse_labels=data.coarse_labels, coarse_vocab=np.array(data.coarse_vocab))
-    tmp = f.with_name(f"{f.name}.{os.getpid()}.tmp")
-    with open(tmp, 'wb') as fh: np.savez(fh, **arrs)
-    os.replace(tmp, f)
-    for old in f.parent.glob(f.name.rsplit('-', 1)[0] + '-*.npz'):
-        if old != f: old.unlink(missing_ok=True)                      # an older decoding of a changed source
+    save_arrays(f, **arrs)
 
-def _load_cache(f:Path)->ImageSet:
-    with np.load(f) as z:
-        cv = [str(c) for c in z['coarse_vocab']] if 'coarse_vocab' in z else None
-        return ImageSet(z['items'], z['labels'], [str(c) for c in z['vocab']], z['valid_idx'],
-                        z['coarse_labels'] if 'coarse_labels' in z else None, cv, name=str(z['name']))
+def _from_cache(z:dict)->ImageSet:
+    cv = [str(c) for c in z['coarse_vocab']] if 'coarse_vocab' in z else None
+    return ImageSet(z['items'], z['labels'], [str(c) for c in z['vocab']], z['valid_idx'],
+                    z.get('coarse_labels'), cv, name=str(z['name']))
 
 def load_cifar(
     path, # CIFAR pickles' folder, an image folder tree, or a .tar.gz / .tgz of either
@@ -308,10 +310,7 @@ def load_cifar(
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file or folder; pass the CIFAR folder or archive.")
     f = cache_dir(path)/f"{path.name}.fastamp-{source_checksum(path)[:16]}.npz"
-    if cache and f.exists():
-        if owned(f): return _load_cache(f)
-        warnings.warn(f"{f}: a cached decoding owned by another user (uid {f.lstat().st_uid}) is not read as your "
-                      f"data: {path} is decoded again.")
+    if cache and (z := load_arrays(f)) is not None: return _from_cache(z)
     files = _archive_files(path) if path.is_file() else _folder_files(path)
     layout, root = _cifar_root(files, path)
     data = (_cifar_pickles if layout == 'pickles' else _cifar_folder)(files, root, path)

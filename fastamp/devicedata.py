@@ -4,6 +4,12 @@
 
 # %% ../nbs/02a_devicedata.ipynb #54c5902f
 from __future__ import annotations
+import dataclasses, os, sys, time
+from contextlib import nullcontext
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from multiprocessing import get_context, get_all_start_methods
+from pathlib import Path
 import numpy as np
 import torch, torch.nn.functional as F
 from fastcore.basics import store_attr
@@ -13,12 +19,13 @@ from fastai.data.transforms import Category
 from fastai.losses import CrossEntropyLossFlat
 from fastai.torch_core import TensorImage, default_device, show_images
 from fasttransform import Transform
-from .datasets import ImageSet
+from .datasets import ImageSet, _decode
+from .cache import cache_dir, files_checksum, save_arrays, load_arrays, check_fits
 from .data import train_weights, labelled_split, pixel_scale, check_channels, checked_weights
 
 # %% auto #0
 __all__ = ['images_to_tensor', 'channel_stats', 'pad_crop_flip', 'PadCropFlip', 'DeviceImages', 'DeviceDL', 'DeviceDataLoaders',
-           'device_dls']
+           'decode_images', 'device_dls']
 
 # %% ../nbs/02a_devicedata.ipynb #43c42a0e
 def _resize_uint8(x:torch.Tensor, size:int, chunk:int=4096)->torch.Tensor:
@@ -264,6 +271,66 @@ class DeviceDataLoaders(DataLoaders):
         ds = DeviceImages(x, y, self.valid.vocab)
         return self.valid.new(ds, shuffle=False, drop_last=False, augment=False, **kwargs)
 
+# %% ../nbs/02a_devicedata.ipynb #27b3b181
+def _cores()->int: return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+def _pool(workers:int):
+    "A process pool of `workers` (forked where the system can: nothing re-imported), or none for one worker"
+    if workers <= 1: return nullcontext()
+    return ProcessPoolExecutor(workers, mp_context=get_context('fork' if 'fork' in get_all_start_methods() else None))
+
+def _decode_files(files:list, size, shape:tuple, workers:int, where)->np.ndarray:
+    "`files` decoded into one uint8 array of `shape`d images by `workers` processes, a progress line every 10 s"
+    out, fn, t0 = np.empty((len(files), *shape), np.uint8), partial(_decode, size=size), time.time()
+    last = t0
+    with _pool(workers) as pool:
+        try:
+            for i, a in enumerate(pool.map(fn, files, chunksize=64) if pool else map(fn, files)):
+                if a.shape != shape: raise ValueError(
+                    f"{files[i]}: an image of {a.shape[1]}x{a.shape[0]} where {files[0]} is {shape[1]}x{shape[0]}: "
+                    "one array needs one size: give --size N (`size=N`) to resize them all once")
+                out[i] = a
+                if time.time() - last > 10:
+                    last = time.time()
+                    print(f"decoding {where}: {i + 1:,} of {len(files):,} images ({last - t0:.0f} s)", file=sys.stderr)
+        except BaseException:                                   # an unreadable file, Ctrl-C: the rest is not decoded
+            if pool: pool.shutdown(cancel_futures=True)
+            raise
+    return out
+
+def _shape(f, size)->tuple:
+    "(H, W, 3) of the image file `f` decoded at `size`, from its header alone (nothing decoded)"
+    if size: return (size, size, 3)
+    from PIL import Image
+    try:
+        with Image.open(f) as im: return (im.height, im.width, 3)
+    except OSError: return _decode(f).shape                        # an unreadable file: its error, by name
+
+def decode_images(
+    data:ImageSet, # an `ImageSet` of image files (`load_image_folder`); one of arrays is returned as it is
+    size:int|None=None, # square side each image is resized to, once (center crop first); None: their own one size
+    cache:bool=True, # keep the array (keyed by the files' names, sizes, mtimes and `size`) and reuse it
+    workers:int|None=None, # decoding processes; None: every core this process may use (one for under 1,000 files)
+)->ImageSet:
+    "`data` with its image files decoded once into one uint8 array (N, H, W, 3), cached beside them"
+    if isinstance(data.items, np.ndarray): return data
+    if not len(data.items): raise ValueError(f"{data.name or 'this ImageSet'}: no image files to decode.")
+    files = [Path(f).absolute() for f in data.items]
+    root, t0 = Path(os.path.commonpath([f.parent for f in files])), time.time()
+    f = cache_dir(root)/f"{root.name}.fastamp{size or ''}px-{files_checksum(files, root, str(size))[:16]}.npz"
+    if cache and (z := load_arrays(f)) is not None:
+        print(f"{root}: {len(files):,} images read decoded from {f} in {time.time() - t0:.1f} s (nothing decoded)",
+              file=sys.stderr)
+        return dataclasses.replace(data, items=z['items'])
+    shape = _shape(files[0], size)
+    check_fits(len(files), shape, root)
+    workers = workers or (_cores() if len(files) >= 1000 else 1)
+    x = _decode_files(files, size, shape, workers, root)
+    print(f"{root}: decoded {len(files):,} images at {shape[1]}x{shape[0]} in {time.time() - t0:.1f} s ({workers} "
+          f"process{'es' * (workers > 1)})" + (f"; kept in {f}" if cache else ''), file=sys.stderr)
+    if cache: save_arrays(f, items=x)
+    return dataclasses.replace(data, items=x)
+
 # %% ../nbs/02a_devicedata.ipynb #04a9134c
 def _stats(normalize, x_train:torch.Tensor, n_ch:int)->tuple:
     "`(mean, std)` of length `n_ch` (None, None without normalisation)"
@@ -280,7 +347,7 @@ def _stats(normalize, x_train:torch.Tensor, n_ch:int)->tuple:
     return mean, std
 
 def device_dls(
-    data:ImageSet, # an `ImageSet` whose `items` are an array (N, H, W[, C]): uint8, uint16 or floats in [0, 1]
+    data:ImageSet, # its `items`: an array (N, H, W[, C]) (uint8, uint16, floats in [0, 1]) or image files
     labels:np.ndarray|None=None, # labels to train on (default: `data.labels`), e.g. coarse labels
     vocab:list|None=None, # their names (default: `data.vocab`)
     train_idx=None, # training items (default: `data.train_idx`), e.g. a long-tailed subset
@@ -298,9 +365,7 @@ def device_dls(
     seed:int|None=None, # seed of the training order and augmentation; None: torch's global generators
 )->DeviceDataLoaders:
     "fastai `DataLoaders` with an `ImageSet`'s arrays on `device`, batches gathered and augmented there"
-    if not isinstance(data.items, np.ndarray): raise TypeError(
-        f"{data.name or 'this ImageSet'} holds {type(data.items).__name__} items (image files?): the device-resident "
-        "path needs an image array; decode the images into an array first, or use `fastamp.data.imageset_dls`.")
+    data = decode_images(data, size)  # image files: decoded once at `size` (cached); an array stays as it is
     labels, vocab, train_idx, valid_idx = labelled_split(data, labels, vocab, train_idx, valid_idx)
     device = torch.device(device) if device is not None else default_device()
     xt, xv = (images_to_tensor(data.items[i], size, device) for i in (train_idx, valid_idx))

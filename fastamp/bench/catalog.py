@@ -17,6 +17,7 @@ from ..losses import LogitAdjustedLoss, LDAMLoss, DRW
 from ..datasets import load_digits, load_fashion_mnist, load_cifar, find_fashion_mnist, load_image_folder
 from ..datasets import _labelled, _valid_dir, _tree_root
 from ..cache import extract_archive
+from ..devicedata import decode_images
 from fastai.data.transforms import get_image_files
 from ..data import COARSE_MAPS
 
@@ -219,12 +220,14 @@ def load_dataset(
     path=None, # folder or archive of the dataset's files, where it needs one
     size:int|None=None, # square side the models get; None: the dataset's (a folder: its images' one size)
     valid_pct:float=0.2, # a folder without a held-out folder: the share of each class held out
+    loader:str='item', # 'device': a folder's files decoded once into one array at `size` (`decode_images`, cached)
 )->tuple:
     "`(ImageSet, coarse map or None, image size)` of a benchmark dataset"
     d = DATASETS[dataset_name(name)]
     if d.needs_path and path is None: raise FileNotFoundError(needs_data_message(d.name))
     images = d.load(path, valid_pct) if d.load is load_folder else d.load(path)
     if size is None and d.load is load_folder: one_size(images, f"--data {path}")  # mixed sizes: stop here
+    if loader == 'device': images = decode_images(images, size)  # before any run: a folder too large stops here
     return images, d.coarse, size or d.size
 
 def folder_tasks(

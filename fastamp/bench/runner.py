@@ -26,11 +26,12 @@ __all__ = ['check_sweep', 'run_one', 'set_threads', 'cpu_cores', 'worker_threads
            'worker_devices', 'assign_workers', 'run_comparison', 'run_benchmark']
 
 # %% ../../nbs/05_bench/08_runner.ipynb #9eb68dd7
-_DATASET_CACHE = {}  # (dataset, path, checksum, size, held-out share) -> what `load_dataset` gives, in this process
+_DATASET_CACHE = {}  # (dataset, path, checksum, size, held-out share, loader) -> what `load_dataset` gives, here
 def _data(cfg:BenchConfig):
     "The dataset of `cfg`, read once per process"
-    k = (cfg.dataset, cfg.data, cfg.data_sha, cfg.size, cfg.valid_pct)
-    if k not in _DATASET_CACHE: _DATASET_CACHE[k] = load_dataset(cfg.dataset, cfg.data, cfg.size, cfg.valid_pct)
+    k = (cfg.dataset, cfg.data, cfg.data_sha, cfg.size, cfg.valid_pct, cfg.loader)
+    if k not in _DATASET_CACHE:
+        _DATASET_CACHE[k] = load_dataset(cfg.dataset, cfg.data, cfg.size, cfg.valid_pct, cfg.loader)
     return _DATASET_CACHE[k]
 
 def check_sweep(

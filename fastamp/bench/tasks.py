@@ -122,7 +122,7 @@ def measure_overhead(
     repeats:int=5, # round-robin repeats over the methods
 )->pd.DataFrame:
     "Median time per training step of each method, and its ratio to plain training ('erm'), interleaved"
-    data, _, size = data or load_dataset(cfg.dataset, cfg.data, cfg.size, cfg.valid_pct)
+    data, _, size = data or load_dataset(cfg.dataset, cfg.data, cfg.size, cfg.valid_pct, cfg.loader)
     methods = ['erm'] + [m for m in ([method] if method else cfg.methods) if m != 'erm']
     set_seed(seed, reproducible=True)
     dls = _dls(cfg, data, size, drop_last=True)
