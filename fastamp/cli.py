@@ -60,7 +60,8 @@ def _data_options(b):
     b.add_argument('--many', type=int, help=f'many-shot classes have more training images than this ({MANY_SHOT})')
     b.add_argument('--few', type=int, help=f'few-shot classes have fewer training images than this ({FEW_SHOT})')
     b.add_argument('--loader', choices=LOADERS, help="'item': fastai's per-item loaders; 'device': arrays resident on "
-                   'the training device, augmented there (array datasets)')
+                   'the training device, augmented there (array datasets; a folder is decoded once at --size into a '
+                   'uint8 array, cached by its files, and refused with the arithmetic when it does not fit in memory)')
     b.add_argument('--subset', type=int, help='c2f: train on a seeded subset of this many training images (per seed)')
 
 def _model_options(b):
