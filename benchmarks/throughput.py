@@ -17,6 +17,11 @@ read of the kept array, then an epoch of the per-item path on the files against 
 array, and writes that section of `--out` (the rest of the page is kept):
 
     OMP_NUM_THREADS=1 python benchmarks/throughput.py --folder 4000
+
+`--folder-path PATH` measures the same on a folder or archive of your own instead (at `--size`, default the images'
+own size), in a section of `--out` named after it, e.g. the CIFAR-10 archive read as a user's folder:
+
+    OMP_NUM_THREADS=1 python benchmarks/throughput.py --folder-path cifar10-jpg.tar.gz --out results/cifar10_folder.md
 """
 import argparse, os, platform, statistics, sys, time
 from itertools import islice
@@ -95,9 +100,11 @@ def main():
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--decode-budget', type=float, default=120.)
     p.add_argument('--folder', type=int, default=0, help='measure only a folder of this many 64x64 PNGs')
+    p.add_argument('--folder-path', help='measure only this image folder or archive (train/<class>/, test/<class>/)')
+    p.add_argument('--size', type=int, help='--folder-path: decode at NxN (default: the images\' own size)')
     a = p.parse_args()
     t0 = time.perf_counter()
-    if a.folder: return folder_case(a, t0)
+    if a.folder or a.folder_path: return folder_case(a, t0)
     rand = random_cifar(60_000, 10_000)
     rows = measure(rand, 'random uint8 (50000, 32, 32, 3)', a.item_batches, a.repeats)
     notes = []
@@ -140,15 +147,17 @@ def write_folder(root, n):
 def folder_case(a, t0):
     "Decode time, cached read, and epoch images/s of the per-item path against the device path on a 64x64 folder"
     import tempfile
-    tmp = Path(tempfile.mkdtemp()); os.environ['FASTAMP_CACHE'] = str(tmp/'cache')
-    files = load_image_folder(write_folder(tmp/'folder', a.folder))
+    tmp = Path(tempfile.mkdtemp()); os.environ['FASTAMP_CACHE'] = str(tmp/'cache')  # a fresh cache: a first decode
+    files = load_image_folder(a.folder_path or write_folder(tmp/'folder', a.folder))
+    side = a.size if a.folder_path else FOLDER_SIDE
     cores = len(os.sched_getaffinity(0))
-    t = time.perf_counter(); arrays = decode_images(files, FOLDER_SIDE, workers=cores)
+    t = time.perf_counter(); arrays = decode_images(files, side, workers=cores)
     decode_s = time.perf_counter() - t
-    t = time.perf_counter(); decode_images(files, FOLDER_SIDE); cached_s = time.perf_counter() - t
+    t = time.perf_counter(); decode_images(files, side); cached_s = time.perf_counter() - t
+    side = arrays.items.shape[1]
     paths = [('per-item `imageset_dls` on the files, no batch transforms', imageset_dls(files, bs=BS).train),
              ('per-item `imageset_dls` on the files + Flip, RandomResizedCropGPU, Normalize',
-              imageset_dls(files, bs=BS, after_batch=per_item_tfms(FOLDER_SIDE)).train),
+              imageset_dls(files, bs=BS, after_batch=per_item_tfms(side)).train),
              ('device `device_dls` on the decoded array, crop (pad 4) + flip + normalise',
               device_dls(arrays, bs=BS, device='cpu', seed=0, augment=True).train),
              ('device `device_dls` on the decoded array, normalise only',
@@ -156,26 +165,28 @@ def folder_case(a, t0):
     for _, dl in paths: next(iter(dl))
     rates = interleaved([(dl, None) for _, dl in paths], a.repeats)
     for (what, _), r in zip(paths, rates): print(what, r, file=sys.stderr)
-    write_folder_section(a, paths, rates, len(files), (decode_s, cores, cached_s), time.perf_counter() - t0)
+    write_folder_section(a, paths, rates, len(files), (decode_s, cores, cached_s, side), time.perf_counter() - t0)
 
 
 def write_folder_section(a, paths, rates, n, decoding, wall):
     "The folder section of `a.out`, put in place of an earlier one (the rest of the page kept)"
     nt, base, ratio = torch.get_num_threads(), rates[0][0], rates[2][0] / rates[0][0]
-    decode_s, cores, cached_s = decoding
-    lines = [FOLDER_HEAD, '',
-             f'Command: `OMP_NUM_THREADS={nt} python benchmarks/throughput.py --folder {a.folder}` (wall time '
+    decode_s, cores, cached_s, side = decoding
+    head, desc = _folder_names(a, n, side)
+    lines = [head, '',
+             f'Command: `OMP_NUM_THREADS={nt} python benchmarks/throughput.py {_args(a)}` (wall time '
              f'{wall:.0f} s, {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}). Machine: {cpu_name()}, '
-             f'{os.cpu_count()} cores shared with other jobs (load average {os.getloadavg()[0]:.1f} at the end), no GPU.',
+             f'{os.cpu_count()} cores shared with other jobs (load average {os.getloadavg()[0]:.1f} at the end), '
+             'no GPU.',
              '',
-             f'Data: {n:,} PNG files of {FOLDER_SIDE}x{FOLDER_SIDE} RGB (scikit-learn\'s digits upscaled), '
-             '`train/<class>/` and a fifth in `test/<class>/`. Decided before running: the target is the device path '
+             f'Data: {desc}. Decided before running: the target is the device path '
              '(crop + flip + normalise, the recipe `--loader device` trains with) at least 10x the per-item path on '
              'the files (its cheapest form, no batch transforms, fastai\'s default worker processes) after the '
              'first decode; whole training epochs, images/s median (min to max) of '
              f'{a.repeats} passes taken in turn.', '',
-             f'- First decode (`decode_images`, {FOLDER_SIDE}x{FOLDER_SIDE}, {cores} processes): {decode_s:.1f} s '
-             f'({n / decode_s:,.0f} images/s); the next run reads the kept array in {cached_s:.2f} s, decoding nothing.',
+             f'- First decode (`decode_images`, {side}x{side}, {cores} processes): {decode_s:.1f} s '
+             f'({n / decode_s:,.0f} images/s); the next run reads the kept array in {cached_s:.2f} s, decoding '
+             'nothing.',
              '', '| path | images/s | min to max | x per-item (none) |', '| --- | --- | --- | --- |']
     lines += [f'| {what} | {med:,.0f} | {lo:,.0f} to {hi:,.0f} | {med / base:.1f} |'
               for (what, _), (med, lo, hi) in zip(paths, rates)]
@@ -183,9 +194,24 @@ def write_folder_section(a, paths, rates, n, decoding, wall):
               f'decode: the 10x target is {"met" if ratio >= 10 else "NOT met"}.']
     out = Path(a.out)
     page = out.read_text() if out.exists() else ''
-    page = page.split('\n' + FOLDER_HEAD)[0].rstrip('\n')
+    page = page.split('\n' + head)[0].rstrip('\n')
     out.write_text((page + '\n\n' if page else '') + '\n'.join(lines) + '\n')
     print('\n'.join(lines))
+
+
+def _folder_names(a, n, side)->tuple:
+    "The section's heading and the data's description: a folder of the user's (`--folder-path`) or the written PNGs"
+    if not a.folder_path: return FOLDER_HEAD, (f"{n:,} PNG files of {FOLDER_SIDE}x{FOLDER_SIDE} RGB (scikit-learn's "
+                                               "digits upscaled), `train/<class>/` and a fifth in `test/<class>/`")
+    name = Path(a.folder_path).name
+    return (f'## {name} as a folder: per-item against decoded once',
+            f'{n:,} image files of `{name}` (training and held-out), decoded at {side}x{side}')
+
+
+def _args(a)->str:
+    "The command-line options that chose this folder case"
+    return (f'--folder-path {a.folder_path}' + (f' --size {a.size}' if a.size else '') + f' --out {a.out}'
+            if a.folder_path else f'--folder {a.folder}')
 
 
 def cpu_name():
