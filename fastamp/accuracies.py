@@ -49,15 +49,21 @@ def linear_probe_accuracy(
     max_iter:int=1000, # iterations of its solver
 )->float:
     "Accuracy of a multinomial logistic regression fitted on standardised train features"
+    _check_probe(h_train, y_train, h_valid, y_valid)
+    return _scored(_linear_probe(h_train, y_train, C, max_iter), h_valid, y_valid)
+
+def _linear_probe(h_train, y_train, C:float=1., max_iter:int=1000):
+    "`predict(h)` of a multinomial logistic regression fitted once on standardised `h_train`"
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
-    _check_probe(h_train, y_train, h_valid, y_valid)
     if len(torch.unique(torch.as_tensor(y_train))) < 2: raise ValueError(
         "y_train holds a single class: a linear probe needs two classes or more among the train labels.")
-    tr, va = h_train.float().cpu().numpy(), h_valid.float().cpu().numpy()
+    tr = h_train.float().cpu().numpy()
     sc = StandardScaler().fit(tr)
     clf = LogisticRegression(C=C, max_iter=max_iter).fit(sc.transform(tr), torch.as_tensor(y_train).cpu().numpy())
-    return float((clf.predict(sc.transform(va)) == torch.as_tensor(y_valid).cpu().numpy()).mean())
+    return lambda h: clf.predict(sc.transform(h.float().cpu().numpy()))
+
+def _scored(predict, h, y)->float: return float((predict(h) == torch.as_tensor(y).cpu().numpy()).mean())
 
 def knn_accuracy(
     h_train:torch.Tensor, # features voting (N, D)
@@ -84,10 +90,14 @@ def probe_accuracies(
     h_valid:torch.Tensor, # features they are scored on (M, D)
     y_valid:torch.Tensor, # their labels (M,)
     k:int=20, # neighbours of the k-NN probe
-)->dict: # `{'linear_probe': ..., 'knn': ...}`
-    "Linear-probe and k-NN accuracy of the same features"
-    return {'linear_probe': linear_probe_accuracy(h_train, y_train, h_valid, y_valid),
-            'knn': knn_accuracy(h_train, y_train, h_valid, y_valid, k)}
+    more:dict|None=None, # `{suffix: (features, labels)}`: also scored on these (e.g. `{'_val': ...}`), same probes
+)->dict: # `{'linear_probe': ..., 'knn': ...}`, and `linear_probe<suffix>`, `knn<suffix>` of each of `more`
+    "Linear-probe and k-NN accuracy of the same features (the linear probe fitted once, however many sets it scores)"
+    sets = {'': (h_valid, y_valid), **(more or {})}
+    for h, y in sets.values(): _check_probe(h_train, y_train, h, y)
+    predict = _linear_probe(h_train, y_train)
+    return {f'{name}{s}': v for s, (h, y) in sets.items() for name, v in
+            [('linear_probe', _scored(predict, h, y)), ('knn', knn_accuracy(h_train, y_train, h, y, k))]}
 
 # %% ../nbs/03a_accuracies.ipynb #34308c9b
 def shot_groups(

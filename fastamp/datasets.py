@@ -13,9 +13,9 @@ from .cache import owned, user_temp_dir, cache_dir, source_checksum, extract_arc
 from .cache import save_arrays, load_arrays
 
 # %% auto #0
-__all__ = ['FASHION_MNIST_CLASSES', 'DEBIAN_FASHION_MNIST', 'CIFAR10_CLASSES', 'ImageSet', 'seeded_subset', 'load_digits',
-           'read_idx', 'find_fashion_mnist', 'load_fashion_mnist', 'load_image_folder', 'open_image', 'as_8bit',
-           'load_cifar', 'write_image_folder', 'fashion_mnist_or_digits', 'cifar10_or_digits_folder']
+__all__ = ['FASHION_MNIST_CLASSES', 'DEBIAN_FASHION_MNIST', 'CIFAR10_CLASSES', 'ImageSet', 'seeded_subset', 'stratified_valid',
+           'load_digits', 'read_idx', 'find_fashion_mnist', 'load_fashion_mnist', 'load_image_folder', 'open_image',
+           'as_8bit', 'load_cifar', 'write_image_folder', 'fashion_mnist_or_digits', 'cifar10_or_digits_folder']
 
 # %% ../nbs/00b_datasets.ipynb #e3053b41
 @dataclass
@@ -49,6 +49,19 @@ def seeded_subset(
         f"seeded_subset(n={n}, k={k}): a size cannot be negative; pass 0 <= k < n, or k=None for all n items.")
     if k is None or k >= n: return np.arange(n)
     return np.sort(np.random.default_rng(seed).permutation(n)[:k])
+
+# %% ../nbs/00b_datasets.ipynb #d60234be
+def stratified_valid(
+    labels:np.ndarray, # integer class of each item
+    valid_pct:float=0.2, # share of each class held out
+    seed:int=0, # seed of the draw
+)->np.ndarray:
+    "Sorted indices of a seeded held-out share of each class (each class keeps at least one training item)"
+    rng, out = np.random.default_rng(seed), []
+    for c in np.unique(labels):
+        idx = np.nonzero(labels == c)[0]
+        out.append(rng.permutation(idx)[:min(int(round(valid_pct * len(idx))), len(idx) - 1)])
+    return np.sort(np.concatenate(out)).astype(np.int64)
 
 # %% ../nbs/00b_datasets.ipynb #f8b4f7f4
 def load_digits(

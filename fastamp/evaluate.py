@@ -16,6 +16,7 @@ from .core import (resolve_module, unwrap_model, train_class_counts, TrainCounts
 from .losses import setup_learner, _as_counts   # `setup_learner`: sets up `ShotAccuracy` at each `before_fit`
 from .models import NormedLinear
 from .datasets import seeded_subset
+from .transfer import fit_val_subsets
 from .metrics import *
 from .accuracies import *
 from .accuracies import _check_size
@@ -125,17 +126,17 @@ def _as_labels(v, n:int, name:str, where:str)->torch.Tensor:
                                      "in the dataset's order (e.g. `data.labels[data.train_idx]`).")
     return v
 
-def _fine_measures(h, y, fine, h_train=None, train_fine=None, k=20)->dict:
-    "Same-coarse / different-fine alignment of `h`, and fine probes fitted on `h_train` when given"
+def _fine_measures(h, y, fine, h_train=None, train_fine=None, k=20, more=None)->dict:
+    "Same-coarse / different-fine alignment of `h`, fine probes fitted on `h_train` when given (scored on `more` too)"
     res = {'alignment_same_coarse_diff_fine': alignment(h, y, differ=fine)}
     if h_train is None: return res
-    return {**res, **{f'fine_{n}': v for n, v in probe_accuracies(h_train, train_fine, h, fine, k).items()}}
+    return {**res, **{f'fine_{n}': v for n, v in probe_accuracies(h_train, train_fine, h, fine, k, more).items()}}
 
-def _train_subset(learn, train_fine, n_train, seed)->tuple:
-    "Seeded subset of at most `n_train` training items and their fine labels"
+def _train_subset(learn, train_fine, n_train, seed, val_idx=None, n_val=None)->tuple:
+    "Seeded subsets of the training items: at most `n_train` to fit on, none of `val_idx`, `n_val` of those; labels"
     train_fine = _as_labels(train_fine, len(learn.dls.train_ds), 'train_fine', 'dls.train_ds')
-    keep = seeded_subset(len(train_fine), n_train, seed)
-    return keep, train_fine[keep]
+    keep, val = fit_val_subsets(len(train_fine), n_train, val_idx, n_val, seed)
+    return keep, train_fine[keep], val, None if val is None else train_fine[val]
 
 def _noted(notes:dict, f, *args, key=None, **kwargs):
     "`f(*args, **kwargs)`; its `DegenerateWarning`s noted under their measure (or `key`), every warning re-raised"
@@ -173,10 +174,8 @@ def collapse_report(self:Learner,
                                            'features and weight rows (on the unit sphere)')
     if fine is not None:
         fine = _as_labels(fine, len(y), 'fine', 'dl')
-        h_tr = ftr = None
-        if train_fine is not None:
-            keep, ftr = _train_subset(self, train_fine, probe_max, seed)
-            h_tr = self.get_features(ds_idx=0, module=target, idxs=keep)[0]
+        keep, ftr, *_ = (None,) * 4 if train_fine is None else _train_subset(self, train_fine, probe_max, seed)
+        h_tr = None if keep is None else self.get_features(ds_idx=0, module=target, idxs=keep)[0]
         res.update(_noted(notes, _fine_measures, h, y, fine, h_tr, ftr, key='alignment_same_coarse_diff_fine'))
     if counts is not None and cm is not None:
         counts = train_class_counts(self.dls) if counts is True else counts
@@ -199,27 +198,28 @@ def fine_probe(self:Learner,
     n_valid:int|None=None, # and scored on a seeded subset of this many held-out items; None: all
     seed:int=0, # which subsets
     k:int=20, # neighbours of the k-NN probe
-)->dict: # `fine_linear_probe`, `fine_knn`, `nc1` (coarse classes), `alignment_same_coarse_diff_fine`
+    val_idx=None, # positions in `self.dls.train_ds` never fitted on, the probes also scored there (`*_val`); None: none
+)->dict: # `fine_linear_probe`, `fine_knn`, `nc1` (coarse classes), `alignment_same_coarse_diff_fine` (and `*_val`)
     "Fine linear-probe and k-NN accuracy, coarse NC1 and same-coarse / different-fine alignment of a coarse learner"
     _check_size('n_train', n_train); _check_size('n_valid', n_valid); _check_size('k', k)
-    return _fine_probe(self.model, module, _probe_sets(self, train_fine, valid_fine, n_train, n_valid, seed), k,
-                       learner_n_classes(self))
+    sets = _probe_sets(self, train_fine, valid_fine, n_train, n_valid, seed, val_idx)
+    return _fine_probe(self.model, module, sets, k, learner_n_classes(self))
 
-def _probe_sets(learn, train_fine, valid_fine, n_train, n_valid, seed)->tuple:
-    "`((train batches, their fine labels), (valid batches, their fine labels))` of the seeded subsets, read once"
-    keep, ftr = _train_subset(learn, train_fine, n_train, seed)
+def _probe_sets(learn, train_fine, valid_fine, n_train, n_valid, seed, val_idx=None)->tuple:
+    "`(batches, fine labels)` of the seeded subsets, read once: fitted on, held out, validation (None: no `val_idx`)"
+    keep, ftr, val, fval = _train_subset(learn, train_fine, n_train, seed, val_idx, n_valid)
     valid_fine = _as_labels(valid_fine, len(learn.dls.valid_ds), 'valid_fine', 'dls.valid_ds')
     keep_va = seeded_subset(len(valid_fine), n_valid, seed)
-    return (_read_batches(learn.dls.train, keep), ftr), (_read_batches(learn.dls.valid, keep_va), valid_fine[keep_va])
+    return ((_read_batches(learn.dls.train, keep), ftr), (_read_batches(learn.dls.valid, keep_va), valid_fine[keep_va]),
+            None if val is None else (_read_batches(learn.dls.train, val), fval))
 
 def _fine_probe(model, module, sets, k, n_out=None)->dict:
-    "`learn.fine_probe` on the batches of `_probe_sets`"
-    (b_tr, f_tr), (b_va, f_va) = sets
+    "`learn.fine_probe` on the batches of `_probe_sets`; with validation batches, the probes' scores there (`*_val`)"
+    (b_tr, f_tr), (b_va, f_va), val = sets
     target = resolve_module(model, module, n_out)
-    h, _, y = collect_features(model, b_va, target)
-    h_tr, _, _ = collect_features(model, b_tr, target)
-    res = {'nc1': nc1(h, y), **_fine_measures(h, y, f_va, h_tr, f_tr, k)}
-    return {n: res[n] for n in ('fine_linear_probe', 'fine_knn', 'nc1', 'alignment_same_coarse_diff_fine')}
+    (h, _, y), (h_tr, _, _) = collect_features(model, b_va, target), collect_features(model, b_tr, target)
+    more = {} if val is None else {'_val': (collect_features(model, val[0], target)[0], val[1])}
+    return {'nc1': nc1(h, y), **_fine_measures(h, y, f_va, h_tr, f_tr, k, more)}   # alignment, the fine probes
 
 # %% ../nbs/04_evaluate.ipynb #caf5c562
 class CollapseRecorder(Callback):
@@ -287,16 +287,17 @@ class FineProbeRecorder(CollapseRecorder):
         module=None, # whose input is probed: None/'classifier', 'pooled', a module or `model -> module`
         seed:int=0, # which subsets
         k:int=20, # neighbours of the k-NN probe
+        val_idx=None, # positions in `dls.train_ds` never fitted on; `n` of them scored too (`*_val`); None: none
     ):
-        super().__init__(n, module, seed, every); store_attr('train_fine,valid_fine,n_train,k')
+        super().__init__(n, module, seed, every); store_attr('train_fine,valid_fine,n_train,k,val_idx')
         _check_size('n_train', n_train); _check_size('k', k)
     def check(self):
-        "The fine labels: one per training and held-out item; the module"
-        _as_labels(self.train_fine, len(self.learn.dls.train_ds), 'train_fine', 'dls.train_ds')
+        "The fine labels: one per training and held-out item; the validation positions; the module"
+        _train_subset(self.learn, self.train_fine, 1, self.seed, self.val_idx, 1)
         _as_labels(self.valid_fine, len(self.learn.dls.valid_ds), 'valid_fine', 'dls.valid_ds')
         resolve_module(self.learn.model, self.module, learner_n_classes(self.learn))
     def read_inputs(self):
-        return _probe_sets(self.learn, self.train_fine, self.valid_fine, self.n_train, self.n, self.seed)
+        return _probe_sets(self.learn, self.train_fine, self.valid_fine, self.n_train, self.n, self.seed, self.val_idx)
     def measure(self)->dict:
         if self._inputs is None: self._inputs = self.read_inputs()
         return _fine_probe(self.learn.model, self.module, self._inputs, self.k, learner_n_classes(self.learn))
@@ -334,8 +335,7 @@ class ShotAccuracy(Metric):
     @property
     def value(self):
         if not self.preds: return None
-        res = group_accuracies(torch.cat(self.preds), torch.cat(self.targs), self.used, self.many, self.few)
-        return res[self.name]
+        return group_accuracies(torch.cat(self.preds), torch.cat(self.targs), self.used, self.many, self.few)[self.name]
     @property
     def name(self): return 'balanced_accuracy' if self.group is None else f'{self.group}_accuracy'
 

@@ -11,11 +11,12 @@ from .bench.records import (TASKS, PROBE_PLACES, BenchConfig, atomic_write, run_
                                    planned_keys, write_runs_table)
 from .evaluate import plot_align_uniform
 from .verdict import (PRIMARY, is_am, comparisons, verdict_line, per_class_table, worst_classes,
-                             shot_groups_line, plot_per_class)
+                             shot_groups_line, plot_per_class, select_on_validation)
 
 # %% auto #0
 __all__ = ['summarize', 'to_markdown', 'overhead_table', 'save_plots', 'probe_curves', 'curve_table', 'plot_probe_curves',
-           'task_section', 'verdict_lines', 'verdict_section', 'results_page', 'write_results', 'write_report']
+           'selection_table', 'task_section', 'verdict_lines', 'verdict_section', 'results_page', 'write_results',
+           'write_report']
 
 # %% ../nbs/05a_report.ipynb #0aba5b61
 _NOT_METRICS = ('method', 'seed', 'rho', 'wall_s')
@@ -142,6 +143,28 @@ def plot_probe_curves(
     if title: fig.suptitle(title)
     fig.tight_layout(); return fig
 
+# %% ../nbs/05a_report.ipynb #d23dc0d5
+def _curve_frame(recs:list, place:str)->pd.DataFrame:
+    "Every probed epoch of every run at `place`: `method`, `seed`, `epoch` (counted from 1) and the probes' columns"
+    return pd.DataFrame([{**row, 'method': r['method'], 'seed': r['seed'], 'epoch': row['epoch'] + 1}
+                         for r in recs for row in (r.get('curves') or {}).get(place, [])])
+
+def selection_table(
+    recs:list, # run records of one coarse-to-fine setting
+)->pd.DataFrame: # indexed by place, probe and what was chosen among; empty without validation scores
+    "Per probed place and probe: the method (and probe epoch) with the best mean validation score, and its test score"
+    df, rows = records_frame(recs), []
+    for place in PROBE_PLACES:
+        curves = _curve_frame(recs, place)
+        for probe in ('fine_linear_probe', 'fine_knn'):
+            for among, frame, metric, by in [('methods, after training', df, f'{probe}_{place}', ('method',)),
+                                             ('methods x probed epochs', curves, probe, ('method', 'epoch'))]:
+                if metric not in frame or not (s := select_on_validation(frame, metric, by)): continue
+                rows.append({'place': place, 'probe': probe, 'chosen among': among, 'method': s['method'],
+                             'epoch': s.get('epoch', 'last'), 'val': round(s['val'], 4), 'test': round(s['test'], 4),
+                             'seeds': s['seeds']})
+    return pd.DataFrame(rows).set_index(['place', 'probe', 'chosen among']) if rows else pd.DataFrame()
+
 # %% ../nbs/05a_report.ipynb #1a1d4fbd
 def _setting(rec:dict)->str: return rec['key'].rsplit('_', 1)[-1]  # the hash of the settings that change numbers
 
@@ -230,8 +253,19 @@ def _curves_section(d:Path, recs:list, order:list, plots:bool)->list:
     for place in PROBE_PLACES:
         if (t := curve_table(recs, place, methods=order)).empty: continue
         out += [f"Fine linear probe of the {place} features during training (mean over seeds; these probes read "
-                "seeded subsets, so their last epoch differs slightly from the final probe above):", to_markdown(t)]
+                "seeded subsets, so their last epoch differs slightly from the final probe above; `peak` is read off "
+                "these test curves, a description, not a choice):", to_markdown(t)]
     return out
+
+def _selection_section(title:str, recs:list)->list:
+    "Coarse-to-fine: what is chosen on the validation split, with the chosen one's test score"
+    if recs[0]['task'] != 'c2f' or (t := selection_table(recs)).empty: return []
+    return [f"### {title}: selected on validation",
+            "Every number above is a default, chosen in advance: each method's probes after its last epoch, on the "
+            "test set. Choices are made here on the validation split (a seeded share of each fine class of each run's "
+            "training items that the probes are never fitted on; the coarse training saw those images, with coarse "
+            "labels only), and only the chosen one's test score is reported (`val` and `test`: means over seeds):",
+            to_markdown(t)]
 
 def _per_class_section(d:Path, title:str, recs:list, order:list, plots:bool)->list:
     "Long-tailed runs, per rho: shot groups by the runs' training counts, each method's worst classes, table, plot"
@@ -268,7 +302,8 @@ def _setting_section(d:Path, title:str, recs:list, cfg, plots:bool, several:bool
         f"### {title}: collapse measures of the classifier input on the held-out set (no best marked: the better "
         f"direction differs per measure), {_runs(recs, planned)}",
         to_markdown(summarize(df, coll, methods=order, mark_best=False)), *_degenerate(recs),
-        *_curves_section(d, recs, order, plots), *_per_class_section(d, title, recs, order, plots)])
+        *_curves_section(d, recs, order, plots), *_selection_section(title, recs),
+        *_per_class_section(d, title, recs, order, plots)])
 
 def _tasks(out:Path, cfgs:list|None)->list:
     "`(task, cfg)` of each task to report: those of `cfgs`, else every task folder of `out` (`cfg` None: all runs)"

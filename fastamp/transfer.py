@@ -5,6 +5,7 @@
 # %% ../nbs/04a_transfer.ipynb #f7b23574
 from __future__ import annotations
 import copy
+import numpy as np
 import torch.nn as nn
 from fastcore.foundation import L
 from fastai.data.core import DataLoaders
@@ -13,9 +14,10 @@ from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.callback.training import BnFreeze
 from .core import find_classifier, unwrap_model, resolve_module, learner_n_classes
+from .datasets import seeded_subset
 
 # %% auto #0
-__all__ = ['fine_learner']
+__all__ = ['fine_learner', 'fit_val_subsets']
 
 # %% ../nbs/04a_transfer.ipynb #46bcc1bb
 def _replace_module(model:nn.Module, old:nn.Module, new:nn.Module):
@@ -49,3 +51,20 @@ def fine_learner(
         for p in new.parameters(): p.requires_grad_(True)
         cbs += BnFreeze()
     return Learner(fine_dls, model, loss_func=CrossEntropyLossFlat(), cbs=cbs, **kwargs)
+
+# %% ../nbs/04a_transfer.ipynb #ee3e0cd0
+def fit_val_subsets(
+    n:int, # items to choose from: 0 .. n-1 (positions in a training set)
+    n_fit:int|None, # at most this many to fit on (a seeded subset), none of `val_idx`; None: all the others
+    val_idx=None, # positions held out of fitting, to score on (e.g. `stratified_valid`'s); None: none
+    n_val:int|None=None, # score on a seeded subset of at most this many of them; None: all
+    seed:int=0, # which subsets
+)->tuple: # `(fit, val)`: sorted index arrays that share no item; `val` is None without `val_idx`
+    "Seeded subsets of `n` items to fit a probe on and to validate it on, never sharing an item"
+    if val_idx is None: return seeded_subset(n, n_fit, seed), None
+    val = np.unique(np.asarray(val_idx, dtype=np.int64))
+    if len(val) != len(val_idx) or len(val) and (val[0] < 0 or val[-1] >= n): raise ValueError(
+        f"val_idx: {len(val_idx)} positions, some repeated or outside 0..{n - 1}: pass distinct positions in the "
+        "training set (e.g. `stratified_valid(train_labels, 0.1, seed)`).")
+    pool = np.setdiff1d(np.arange(n), val)
+    return pool[seeded_subset(len(pool), n_fit, seed)], val[seeded_subset(len(val), n_val, seed)]

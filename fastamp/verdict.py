@@ -9,7 +9,7 @@ from .accuracies import FEW_SHOT, shot_groups
 
 # %% auto #0
 __all__ = ['PRIMARY', 'REFERENCE', 'is_am', 'verdict', 'paired_differences', 'best_baseline', 'comparisons', 'verdict_line',
-           'per_class_table', 'worst_classes', 'shot_groups_line', 'plot_per_class']
+           'select_on_validation', 'per_class_table', 'worst_classes', 'shot_groups_line', 'plot_per_class']
 
 # %% ../nbs/05b_verdict.ipynb #28200731
 PRIMARY = {'lt': 'balanced_accuracy', 'c2f': 'fine_linear_probe_pooled'}  # task -> the metric its verdict reads
@@ -85,6 +85,24 @@ def verdict_line(
     n = row['seeds']
     return (f"`{row['method']}` vs {ref}, {metric}: {row['mean']:+.4f} ({spread}{n} seed{'s' * (n != 1)}): "
             f"{row['verdict']}")
+
+# %% ../nbs/05b_verdict.ipynb #9378c6d8
+def select_on_validation(
+    df:pd.DataFrame, # one row per run (or per run and probed epoch): the columns of `by`, `seed`, `metric` and
+                     # `metric + '_val'`, its score on the validation split
+    metric:str, # the test column reported for the choice (e.g. 'fine_linear_probe_pooled')
+    by=('method',), # what is chosen: the values of these columns (e.g. `('method', 'epoch')`)
+)->dict|None: # `by`'s values of the choice, its mean `val` and `test` scores, `seeds`; None without validation scores
+    "The group of `by` with the best mean validation score (`metric + '_val'`) and its mean test score `metric`"
+    by, val = list(by), f'{metric}_val'
+    if missing := [c for c in [*by, 'seed', metric] if c not in df]: raise ValueError(
+        f"df has no column {missing[0]!r}: pass one row per run with the columns of by={by}, 'seed' and "
+        f"metric={metric!r} (e.g. `fastamp.bench.records.records_frame(recs)`).")
+    if val not in df or df[val].isna().all(): return None
+    g = df.groupby(by, sort=False)
+    means, best = g[[val, metric]].mean(), g[val].mean().idxmax()   # the first of equal ones
+    return {**dict(zip(by, best if isinstance(best, tuple) else (best,))), 'val': float(means.loc[best, val]),
+            'test': float(means.loc[best, metric]), 'seeds': int(g['seed'].nunique().loc[best])}
 
 # %% ../nbs/05b_verdict.ipynb #46bf2c87
 def _mean_counts(recs:list):

@@ -20,7 +20,8 @@ SAME_LAYER = {  # the imports inside one layer, each clearly one-way (DESIGN.md)
     ('mixup', 'mixing'),
     ('devicedata', 'data'),  # ... the device-resident loaders on the per-item recipes, ...
     ('accuracies', 'metrics'),  # ... the accuracies on the measures' checks, ...
-    ('datasets', 'cache'),  # ... the readers on where their cache lives
+    ('datasets', 'cache'),  # ... the readers on where their cache lives, ...
+    ('evaluate', 'transfer'),  # ... the probes on which training items they fit on and validate on
 }
 
 

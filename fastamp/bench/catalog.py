@@ -15,7 +15,7 @@ from ..core import AsymptoticLam, LinearLam, ConstantLam
 from ..mixup import MidpointMixup, FeatureMixup, ManifoldMixup, InputMixup, Remix, SynerMix, SynerMixIntra
 from ..losses import LogitAdjustedLoss, LDAMLoss, DRW
 from ..datasets import load_digits, load_fashion_mnist, load_cifar, find_fashion_mnist, load_image_folder
-from ..datasets import _labelled, _valid_dir, _tree_root
+from ..datasets import _labelled, _valid_dir, _tree_root, stratified_valid
 from ..cache import extract_archive
 from ..devicedata import decode_images
 from fastai.data.transforms import get_image_files
@@ -23,8 +23,8 @@ from ..data import COARSE_MAPS
 
 # %% auto #0
 __all__ = ['METHODS', 'METHOD_LOSSES', 'DATASETS', 'PRESETS', 'Method', 'get_method', 'method_loss', 'method_callbacks',
-           'describe_method', 'Dataset', 'folder_root', 'folder_split', 'stratified_valid', 'load_folder',
-           'dataset_name', 'needs_data_message', 'one_size', 'load_dataset', 'folder_tasks', 'Task']
+           'describe_method', 'Dataset', 'folder_root', 'folder_split', 'load_folder', 'dataset_name',
+           'needs_data_message', 'one_size', 'load_dataset', 'folder_tasks', 'Task']
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #708d0787
 @dataclass(frozen=True)
@@ -140,18 +140,6 @@ def folder_split(
     root = folder_root(path)
     if not (root/'train').is_dir(): return None
     return _valid_dir({c.name for c in root.iterdir() if c.is_dir()}, 'train', None)
-
-def stratified_valid(
-    labels:np.ndarray, # integer class of each item
-    valid_pct:float=0.2, # share of each class held out
-    seed:int=0, # seed of the draw
-)->np.ndarray:
-    "Sorted indices of a seeded held-out share of each class (each class keeps at least one training item)"
-    rng, out = np.random.default_rng(seed), []
-    for c in np.unique(labels):
-        idx = np.nonzero(labels == c)[0]
-        out.append(rng.permutation(idx)[:min(int(round(valid_pct * len(idx))), len(idx) - 1)])
-    return np.sort(np.concatenate(out)).astype(np.int64)
 
 def load_folder(
     path, # an image folder or archive: `train/` and `test/` (or `valid/`) of class folders, or class folders alone

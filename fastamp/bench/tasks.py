@@ -9,7 +9,7 @@ import numpy as np, pandas as pd, torch
 from fastai.metrics import accuracy
 from fastai.torch_core import set_seed
 from ..core import train_class_counts
-from ..datasets import ImageSet, seeded_subset
+from ..datasets import ImageSet, seeded_subset, stratified_valid
 from ..data import long_tailed
 from ..transfer import fine_learner
 from ..accuracies import group_accuracies
@@ -18,23 +18,37 @@ from .catalog import Task, load_dataset
 from .training import StepTimer, _device, _dls, _coarse_fine_dls, _learner, _fit, _quiet
 
 # %% auto #0
-__all__ = ['PROBE_PLACES', 'EAGER_ERM', 'TASKS', 'run_c2f', 'lt_train_idx', 'run_lt', 'train_size', 'measure_overhead']
+__all__ = ['PROBE_PLACES', 'PROBE_VAL_PCT', 'EAGER_ERM', 'TASKS', 'probe_val_idx', 'run_c2f', 'lt_train_idx', 'run_lt',
+           'train_size', 'measure_overhead']
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #8fd095c6
 PROBE_PLACES = ('pooled', 'classifier')  # where the c2f task probes: the pooled body features, the classifier's input
-_CURVE_N = 1000  # training and held-out items of the probes during training (the final probes use more)
+_CURVE_N = 1000  # training, held-out and validation items of the probes during training (the final probes use more)
+PROBE_VAL_PCT = 0.1  # c2f: share of each fine class of the training items never fitted on, the probes scored there
 
-def _probe_recorders(cfg, data:ImageSet, train_idx, seed)->list:
+def probe_val_idx(
+    data:ImageSet, # the run's data
+    train_idx, # its training items (indices into `data`), in the training loader's order
+    seed:int, # the run's seed (one split per seed)
+)->np.ndarray: # positions in `train_idx`, i.e. in the training loader's dataset
+    "A coarse-to-fine run's validation split: a seeded share `PROBE_VAL_PCT` of each fine class of its training items"
+    return stratified_valid(data.labels[train_idx], PROBE_VAL_PCT, seed)
+
+def _probe_recorders(cfg, data:ImageSet, train_idx, val, seed)->list:
     "A `FineProbeRecorder` per probed place, every `cfg.probe_every` epochs of the coarse training"
     return [FineProbeRecorder(data.labels[train_idx], data.labels[data.valid_idx], every=cfg.probe_every,
-                              n_train=_CURVE_N, n=_CURVE_N, module=place, seed=seed) for place in PROBE_PLACES]
+                              n_train=_CURVE_N, n=_CURVE_N, module=place, seed=seed, val_idx=val)
+            for place in PROBE_PLACES]
 
-def _probe(learn, module, data:ImageSet, train_idx, cfg, seed)->dict:
-    "Fine linear probe, k-NN, coarse NC1 and same-coarse / different-fine alignment of the features entering `module`"
+_PROBE_NAMES = {'fine_linear_probe': 'fine_linear_probe', 'fine_linear_probe_val': 'fine_linear_probe', 'fine_knn':
+                'fine_knn', 'fine_knn_val': 'fine_knn', 'nc1': 'coarse_nc1',
+                'alignment_same_coarse_diff_fine': 'align_same_coarse_diff_fine'}  # fine_probe's -> the record's
+
+def _probe(learn, module, data:ImageSet, train_idx, val, cfg, seed)->dict:
+    "Fine linear probe and k-NN (test, `*_val`), coarse NC1 and fine alignment of the features entering `module`"
     r = learn.fine_probe(data.labels[train_idx], data.labels[data.valid_idx], module=module,
-                         n_train=cfg.probe_max, seed=seed)
-    return {'fine_linear_probe': r['fine_linear_probe'], 'fine_knn': r['fine_knn'], 'coarse_nc1': r['nc1'],
-            'align_same_coarse_diff_fine': r['alignment_same_coarse_diff_fine']}
+                         n_train=cfg.probe_max, seed=seed, val_idx=val)
+    return {f"{v}_{module}{'_val' * k.endswith('_val')}": r[k] for k, v in _PROBE_NAMES.items()}
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #edb96703
 def run_c2f(
@@ -51,12 +65,11 @@ def run_c2f(
     sub = None if cfg.subset is None else data.train_idx[seeded_subset(len(data.train_idx), cfg.subset, seed)]
     cdls, fdls = _coarse_fine_dls(cfg, data, coarse, size, sub)
     train_idx = data.train_idx if sub is None else sub
-    learn = _learner(cfg, cdls, method)
-    if cfg.probe_every: learn.add_cbs(_probe_recorders(cfg, data, train_idx, seed))
+    learn, val = _learner(cfg, cdls, method), probe_val_idx(data, train_idx, seed)
+    if cfg.probe_every: learn.add_cbs(_probe_recorders(cfg, data, train_idx, val, seed))
     (train or (lambda l: _fit(l, cfg, cfg.epochs)))(learn)
     res = {'coarse_accuracy': float(learn.validate()[1])}
-    for place in PROBE_PLACES:
-        res.update({f'{k}_{place}': v for k, v in _probe(learn, place, data, train_idx, cfg, seed).items()})
+    for place in PROBE_PLACES: res.update(_probe(learn, place, data, train_idx, val, cfg, seed))
     if cfg.finetune_epochs:
         set_seed(seed, reproducible=True)
         fl = _quiet(fine_learner(learn, fdls, mode='finetune', metrics=accuracy))
