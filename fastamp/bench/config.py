@@ -17,7 +17,7 @@ from .catalog import (METHODS, DATASETS, PRESETS, _DATASET_ALIASES, dataset_name
 from .training import SCHEDULES, OPTIMIZERS, LOADERS, _is_arch, _archs
 from .training import COMPILE_MODES
 from .loggers import LOGGERS
-from .tasks import TASKS, train_size
+from .tasks import TASKS, PROBE_VAL_PCT, train_size
 
 # %% auto #0
 __all__ = ['SettingsError', 'check_settings', 'BenchConfig', 'run_key', 'data_checksum', 'split_line', 'check_data',
@@ -223,6 +223,7 @@ def run_key(
     fixed = {k: v for k, v in asdict(cfg).items() if k not in ('methods', 'seeds', 'rhos', 'device', 'data', 'split',
                                                                  'weights')
              and not (k in _UNKEYED_DEFAULTS and v == _UNKEYED_DEFAULTS[k])}
+    if cfg.task == 'c2f': fixed['probe_val_pct'] = PROBE_VAL_PCT  # probes fitted outside a validation split (#25)
     h = hashlib.sha1(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:8]
     return f"{cfg.task}_{cfg.dataset}_{method}_s{seed}" + (f"_rho{rho:g}" if rho is not None else '') + f"_{h}"
 
