@@ -14,8 +14,9 @@ from .verdict import (PRIMARY, is_am, comparisons, verdict_line, per_class_table
                              shot_groups_line, plot_per_class)
 
 # %% auto #0
-__all__ = ['summarize', 'to_markdown', 'overhead_table', 'save_plots', 'probe_curves', 'curve_table', 'plot_probe_curves',
-           'task_section', 'verdict_lines', 'verdict_section', 'results_page', 'write_results', 'write_report']
+__all__ = ['LT_CURVES', 'summarize', 'to_markdown', 'overhead_table', 'save_plots', 'probe_curves', 'curve_table',
+           'plot_probe_curves', 'plot_lt_curve', 'task_section', 'verdict_lines', 'verdict_section', 'results_page',
+           'write_results', 'write_report']
 
 # %% ../nbs/05a_report.ipynb #0aba5b61
 _NOT_METRICS = ('method', 'seed', 'rho', 'wall_s')
@@ -105,17 +106,32 @@ def curve_table(
     metric:str='fine_linear_probe', # a column of `FineProbeRecorder.history`
     n_points:int=6, # probed epochs shown, evenly spread from the first to the last
     methods:list|None=None, # row order; others follow in order of appearance
+    peak:bool=True, # add the peak (highest value) of each method's mean curve and its epoch
 )->pd.DataFrame:
-    "Mean over seeds of `metric` at a few epochs, the peak of each method's mean curve and its epoch"
+    "Mean over seeds of `metric` at a few epochs (and, with `peak`, the peak of each method's mean curve and its epoch)"
     df = probe_curves(recs, place, metric)
     if df.empty: return pd.DataFrame()
     mean = df.groupby(['method', 'epoch'], sort=False)['value'].mean().unstack('epoch')
     probed = list(mean.columns)
     shown = sorted({probed[i] for i in np.linspace(0, len(probed) - 1, n_points).round().astype(int)})
     t = mean[shown].round(4).rename(columns=lambda e: f'epoch {e}')
-    t['peak'], t['peak epoch'] = mean.max(axis=1).round(4), mean.idxmax(axis=1)
+    if peak: t['peak'], t['peak epoch'] = mean.max(axis=1).round(4), mean.idxmax(axis=1)
     t['seeds'] = df.groupby('method', sort=False)['seed'].nunique()
     return t.reindex(_method_order(list(t.index), methods))
+
+def _draw_curves(ax, df:pd.DataFrame, methods:list|None):
+    "A line per method of `df` (`probe_curves`'s rows): its mean over seeds and min-max band; AM-mixup's solid"
+    import matplotlib.pyplot as plt
+    palettes = {True: plt.get_cmap('Dark2').colors + plt.get_cmap('Set1').colors, False: plt.get_cmap('tab10').colors}
+    order, seen = _method_order(list(dict.fromkeys(df['method'])), methods), {True: 0, False: 0}
+    for m in order:
+        am = is_am(m)  # AM-mixup's variants: solid lines in their own colours; baselines dashed
+        c = palettes[am][seen[am] % len(palettes[am])]; seen[am] += 1
+        g = df[df['method'] == m].groupby('epoch')['value']
+        several = g.size().max() > 1  # averaged over seeds: a thicker line and its min-max band
+        ax.plot(g.mean().index, g.mean().values, '-' if am else '--', color=c, lw=2 if several else 1, label=m)
+        if several: ax.fill_between(g.mean().index, g.min().values, g.max().values, color=c, alpha=.12)
+    ax.set_xlabel('epoch'); ax.grid(alpha=.3)
 
 def plot_probe_curves(
     recs:list, # run records with `curves`
@@ -127,18 +143,31 @@ def plot_probe_curves(
     import matplotlib.pyplot as plt
     curves = {p: df for p in PROBE_PLACES if not (df := probe_curves(recs, p, metric)).empty}
     fig, axs = plt.subplots(1, len(curves), figsize=(6.5 * len(curves), 4.5), squeeze=False, sharey=True)
-    palettes = {True: plt.get_cmap('Dark2').colors + plt.get_cmap('Set1').colors, False: plt.get_cmap('tab10').colors}
     for ax, (place, df) in zip(axs[0], curves.items()):
-        order, seen = _method_order(list(dict.fromkeys(df['method'])), methods), {True: 0, False: 0}
-        for m in order:
-            am = is_am(m)  # AM-mixup's variants: solid lines in their own colours; baselines dashed
-            c = palettes[am][seen[am] % len(palettes[am])]; seen[am] += 1
-            g = df[df['method'] == m].groupby('epoch')['value']
-            several = g.size().max() > 1  # averaged over seeds: a thicker line and its min-max band
-            ax.plot(g.mean().index, g.mean().values, '-' if am else '--', color=c, lw=2 if several else 1, label=m)
-            if several: ax.fill_between(g.mean().index, g.min().values, g.max().values, color=c, alpha=.12)
-        ax.set_title(f'{metric}, {place} features'); ax.set_xlabel('epoch'); ax.grid(alpha=.3)
+        _draw_curves(ax, df, methods); ax.set_title(f'{metric}, {place} features')
     axs[0][-1].legend(fontsize=7, loc='center left', bbox_to_anchor=(1, .5))
+    if title: fig.suptitle(title)
+    fig.tight_layout(); return fig
+
+# %% ../nbs/05a_report.ipynb #b7d1a0e2
+LT_CURVES = {  # measure of `CollapseRecorder.history` -> what the long-tailed curves call it
+    'geometric_margin': 'geometric margin, mean over held-out items',
+    'margin_cv': 'margin CV: std / mean of the per-class mean margins (lower: more balanced)',
+    'margin_min_max': 'margin min / max: smallest over largest per-class mean margin (higher: more balanced)',
+    'nc1': 'NC1: within- over between-class variability (lower: more collapsed)'}
+
+def plot_lt_curve(
+    recs:list, # long-tailed run records of one setting and rho, with `curves` (runs with `probe_every`)
+    metric:str='margin_cv', # a column of `CollapseRecorder.history` (`LT_CURVES`: the report's)
+    title:str='', # the figure's title (the setting)
+    methods:list|None=None, # drawing order; others follow in order of appearance
+): # the matplotlib figure
+    "One measure of the classifier input against epoch: a line per method (mean over seeds) and its min-max band"
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    _draw_curves(ax, probe_curves(recs, 'classifier', metric), methods)
+    ax.set_title(LT_CURVES.get(metric, metric), fontsize=10)
+    ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1, .5))
     if title: fig.suptitle(title)
     fig.tight_layout(); return fig
 
@@ -181,7 +210,8 @@ def _fixed(cfg:dict, recs:list)->str:
          + f", {cfg['epochs']} epoch{'s' * (cfg['epochs'] != 1)}, batch size {cfg['bs']}, "
          f"{cfg.get('opt', 'adam')} with {sched} lr {cfg['lr']}" + (', crop+flip' if cfg.get('augment') else '')
          + f", seeds {sorted({r['seed'] for r in recs})}"
-         + (f", fine probes every {cfg['probe_every']} epoch(s) of training" if cfg.get('probe_every') else ''))
+         + (f", {'fine probes' if cfg['task'] == 'c2f' else 'collapse measures'} every {cfg['probe_every']} epoch(s) "
+            "of training" if cfg.get('probe_every') else ''))
     if cfg['task'] == 'lt':
         rhos = ', '.join(f'{r:g}' for r in sorted({r['rho'] for r in recs}, reverse=True))
         s += (f", rho {rhos}, shot groups many > {cfg['many']}, "
@@ -215,22 +245,42 @@ def task_section(
     return '\n\n'.join(_setting_section(d, title, recs, cfg, plots, len(settings) > 1, plan(h))
                         for h, recs in settings.items())
 
+def _save_fig(d:Path, name:str, fig, alt:str)->str:
+    "Save `fig` as `<d>/plots/<name>` (atomically), close it, and return the page's link to it"
+    import matplotlib.pyplot as plt
+    atomic_write(d/'plots'/name, lambda p: fig.savefig(p, format='png', dpi=100, bbox_inches='tight'))
+    plt.close(fig); return f"![{alt}]({d.name}/plots/{name})"
+
 def _curves_section(d:Path, recs:list, order:list, plots:bool)->list:
     "The fine-probe curves of one setting: their PNG (when `plots`) and, per place, the table at a few epochs"
-    if not any(r.get('curves') for r in recs): return []
+    if recs[0]['task'] != 'c2f' or not any(r.get('curves') for r in recs): return []
     cfg, out = recs[0]['config'], []
     if plots:
         import matplotlib; matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
         name = (f"fine_probe_{cfg['dataset']}_{cfg['arch']}" + (f"_head-{cfg['head']}" if cfg.get('head') else '')
                 + f"_{_setting(recs[0])}.png")
         fig = plot_probe_curves(recs, title=_setting_name(cfg), methods=order)
-        atomic_write(d/'plots'/name, lambda t: fig.savefig(t, format='png', dpi=100, bbox_inches='tight'))
-        plt.close(fig); out.append(f"![fine linear probe against epoch]({d.name}/plots/{name})")
+        out.append(_save_fig(d, name, fig, 'fine linear probe against epoch'))
     for place in PROBE_PLACES:
         if (t := curve_table(recs, place, methods=order)).empty: continue
         out += [f"Fine linear probe of the {place} features during training (mean over seeds; these probes read "
                 "seeded subsets, so their last epoch differs slightly from the final probe above):", to_markdown(t)]
+    return out
+
+def _lt_curves_section(d:Path, title:str, recs:list, order:list, plots:bool)->list:
+    "Long-tailed runs with curves, per rho: a plot (`plots`) and a table at a few epochs per measure of `LT_CURVES`"
+    out = []
+    for rho, rs in (_by_rho(recs) if recs[0]['task'] == 'lt' else {}).items():
+        if not any(r.get('curves') for r in rs): continue
+        cfg, at = rs[0]['config'], '' if rho is None else f', rho {rho:g}'
+        out.append(f"### {title}: curves{at} (collapse measures of the classifier input on the held-out set every "
+                   f"{cfg['probe_every']} epoch(s); mean over seeds, plots: the min-max band over seeds)")
+        if plots: import matplotlib; matplotlib.use('Agg')
+        for metric, what in LT_CURVES.items():
+            if (t := curve_table(rs, 'classifier', metric, methods=order, peak=False)).empty: continue
+            name = f"curve_{metric}_{cfg['dataset']}_{_setting(rs[0])}" + ('' if rho is None else f'_rho{rho:g}')
+            fig = plot_lt_curve(rs, metric, f"{_setting_name(cfg)}{at}", order) if plots else None
+            out += [f"{what}:", *([_save_fig(d, name + '.png', fig, what)] if plots else []), to_markdown(t)]
     return out
 
 def _per_class_section(d:Path, title:str, recs:list, order:list, plots:bool)->list:
@@ -244,11 +294,9 @@ def _per_class_section(d:Path, title:str, recs:list, order:list, plots:bool)->li
                 *([shot_groups_line(t, cfg['many'], cfg['few'])] if 'shot' in t else []), worst_classes(t)]
         if plots and 'train items' in t:
             import matplotlib; matplotlib.use('Agg')
-            import matplotlib.pyplot as plt
             name = f"per_class_{cfg['dataset']}_{_setting(rs[0])}" + ('' if rho is None else f'_rho{rho:g}') + '.png'
             fig = plot_per_class(t, f"{_setting_name(cfg)}{at}")
-            atomic_write(d/'plots'/name, lambda p: fig.savefig(p, format='png', dpi=100, bbox_inches='tight'))
-            plt.close(fig); out.append(f"![per-class accuracy against training items]({d.name}/plots/{name})")
+            out.append(_save_fig(d, name, fig, 'per-class accuracy against training items'))
         out.append(to_markdown(t))
     return out
 
@@ -268,7 +316,8 @@ def _setting_section(d:Path, title:str, recs:list, cfg, plots:bool, several:bool
         f"### {title}: collapse measures of the classifier input on the held-out set (no best marked: the better "
         f"direction differs per measure), {_runs(recs, planned)}",
         to_markdown(summarize(df, coll, methods=order, mark_best=False)), *_degenerate(recs),
-        *_curves_section(d, recs, order, plots), *_per_class_section(d, title, recs, order, plots)])
+        *_curves_section(d, recs, order, plots), *_lt_curves_section(d, title, recs, order, plots),
+        *_per_class_section(d, title, recs, order, plots)])
 
 def _tasks(out:Path, cfgs:list|None)->list:
     "`(task, cfg)` of each task to report: those of `cfgs`, else every task folder of `out` (`cfg` None: all runs)"
