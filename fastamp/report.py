@@ -167,6 +167,7 @@ def plot_lt_curve(
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     _draw_curves(ax, probe_curves(recs, 'classifier', metric), methods)
     ax.set_title(LT_CURVES.get(metric, metric), fontsize=10)
+    if metric in ('margin_cv', 'nc1'): ax.set_yscale('log')  # their early values are many times their late ones
     ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1, .5))
     if title: fig.suptitle(title)
     fig.tight_layout(); return fig
