@@ -84,8 +84,9 @@ def _model_options(b):
     b.add_argument('--finetune-epochs', type=int, dest='finetune_epochs', help='also fine-tune on fine labels (c2f)')
     b.add_argument('--heads', type=_csv(str), help="head of fastamp's models, one comparison each: one, two "
                    '(default: the model\'s own)')
-    b.add_argument('--probe-every', type=int, dest='probe_every', help='c2f: probe the fine classes every N epochs '
-                   'during training, for curves (0: at the end only)')
+    b.add_argument('--probe-every', type=int, dest='probe_every', help='measure every N epochs during '
+                   'training, for curves (0: at the end only); c2f: fine probes; lt: collapse measures of the '
+                   'classifier input on the held-out set')
     b.add_argument('--compile', nargs='?', const='default', metavar='MODE', help='train compiled by torch.compile '
                    '(MODE: default, reduce-overhead on a GPU, max-autotune); validation stays eager')
 

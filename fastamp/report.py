@@ -11,20 +11,16 @@ from .bench.records import (TASKS, PROBE_PLACES, BenchConfig, atomic_write, run_
                                    planned_keys, write_runs_table)
 from .evaluate import plot_align_uniform
 from .verdict import (PRIMARY, is_am, comparisons, verdict_line, per_class_table, worst_classes,
-                             shot_groups_line, plot_per_class, select_on_validation)
+                             shot_groups_line, plot_per_class)
+from .curves import (_method_order, probe_curves, curve_table, plot_probe_curves, selection_table,
+                             LT_CURVES, plot_lt_curve)
 
 # %% auto #0
-__all__ = ['summarize', 'to_markdown', 'overhead_table', 'save_plots', 'probe_curves', 'curve_table', 'plot_probe_curves',
-           'selection_table', 'task_section', 'verdict_lines', 'verdict_section', 'results_page', 'write_results',
-           'write_report']
+__all__ = ['summarize', 'to_markdown', 'overhead_table', 'save_plots', 'task_section', 'verdict_lines', 'verdict_section',
+           'results_page', 'write_results', 'write_report']
 
 # %% ../nbs/05a_report.ipynb #0aba5b61
 _NOT_METRICS = ('method', 'seed', 'rho', 'wall_s')
-
-def _method_order(seen:list, methods:list|None)->list:
-    "The methods of `seen`: those of `methods` first, in its order, then the others in order of appearance"
-    methods = methods or []
-    return [m for m in methods if m in seen] + [m for m in seen if m not in methods]
 
 def summarize(
     df:pd.DataFrame, # one row per run (`fastamp.bench.records.load_records`)
@@ -89,82 +85,6 @@ def save_plots(
         plt.close(fig); paths.append(p)
     return paths
 
-# %% ../nbs/05a_report.ipynb #efc61e8e
-def probe_curves(
-    recs:list, # run records with `curves` (coarse-to-fine runs with `probe_every`)
-    place:str='pooled', # the probed place: 'pooled' or 'classifier'
-    metric:str='fine_linear_probe', # a column of `FineProbeRecorder.history`
-)->pd.DataFrame:
-    "One row per run and probed epoch: `method`, `seed`, `epoch` (counted from 1), `value` of `metric` at `place`"
-    rows = [{'method': r['method'], 'seed': r['seed'], 'epoch': row['epoch'] + 1, 'value': row[metric]}
-            for r in recs for row in (r.get('curves') or {}).get(place, [])]
-    return pd.DataFrame(rows, columns=['method', 'seed', 'epoch', 'value'])
-
-def curve_table(
-    recs:list, # run records with `curves`
-    place:str='pooled', # 'pooled' or 'classifier'
-    metric:str='fine_linear_probe', # a column of `FineProbeRecorder.history`
-    n_points:int=6, # probed epochs shown, evenly spread from the first to the last
-    methods:list|None=None, # row order; others follow in order of appearance
-)->pd.DataFrame:
-    "Mean over seeds of `metric` at a few epochs, the peak of each method's mean curve and its epoch"
-    df = probe_curves(recs, place, metric)
-    if df.empty: return pd.DataFrame()
-    mean = df.groupby(['method', 'epoch'], sort=False)['value'].mean().unstack('epoch')
-    probed = list(mean.columns)
-    shown = sorted({probed[i] for i in np.linspace(0, len(probed) - 1, n_points).round().astype(int)})
-    t = mean[shown].round(4).rename(columns=lambda e: f'epoch {e}')
-    t['peak'], t['peak epoch'] = mean.max(axis=1).round(4), mean.idxmax(axis=1)
-    t['seeds'] = df.groupby('method', sort=False)['seed'].nunique()
-    return t.reindex(_method_order(list(t.index), methods))
-
-def plot_probe_curves(
-    recs:list, # run records with `curves`
-    metric:str='fine_linear_probe', # a column of `FineProbeRecorder.history`
-    title:str='', # the figure's title (the setting)
-    methods:list|None=None, # drawing order; others follow in order of appearance
-): # the matplotlib figure
-    "One panel per probed place: mean `metric` against epoch per method, with the min-max band over seeds"
-    import matplotlib.pyplot as plt
-    curves = {p: df for p in PROBE_PLACES if not (df := probe_curves(recs, p, metric)).empty}
-    fig, axs = plt.subplots(1, len(curves), figsize=(6.5 * len(curves), 4.5), squeeze=False, sharey=True)
-    palettes = {True: plt.get_cmap('Dark2').colors + plt.get_cmap('Set1').colors, False: plt.get_cmap('tab10').colors}
-    for ax, (place, df) in zip(axs[0], curves.items()):
-        order, seen = _method_order(list(dict.fromkeys(df['method'])), methods), {True: 0, False: 0}
-        for m in order:
-            am = is_am(m)  # AM-mixup's variants: solid lines in their own colours; baselines dashed
-            c = palettes[am][seen[am] % len(palettes[am])]; seen[am] += 1
-            g = df[df['method'] == m].groupby('epoch')['value']
-            several = g.size().max() > 1  # averaged over seeds: a thicker line and its min-max band
-            ax.plot(g.mean().index, g.mean().values, '-' if am else '--', color=c, lw=2 if several else 1, label=m)
-            if several: ax.fill_between(g.mean().index, g.min().values, g.max().values, color=c, alpha=.12)
-        ax.set_title(f'{metric}, {place} features'); ax.set_xlabel('epoch'); ax.grid(alpha=.3)
-    axs[0][-1].legend(fontsize=7, loc='center left', bbox_to_anchor=(1, .5))
-    if title: fig.suptitle(title)
-    fig.tight_layout(); return fig
-
-# %% ../nbs/05a_report.ipynb #d23dc0d5
-def _curve_frame(recs:list, place:str)->pd.DataFrame:
-    "Every probed epoch of every run at `place`: `method`, `seed`, `epoch` (counted from 1) and the probes' columns"
-    return pd.DataFrame([{**row, 'method': r['method'], 'seed': r['seed'], 'epoch': row['epoch'] + 1}
-                         for r in recs for row in (r.get('curves') or {}).get(place, [])])
-
-def selection_table(
-    recs:list, # run records of one coarse-to-fine setting
-)->pd.DataFrame: # indexed by place, probe and what was chosen among; empty without validation scores
-    "Per probed place and probe: the method (and probe epoch) with the best mean validation score, and its test score"
-    df, rows = records_frame(recs), []
-    for place in PROBE_PLACES:
-        curves = _curve_frame(recs, place)
-        for probe in ('fine_linear_probe', 'fine_knn'):
-            for among, frame, metric, by in [('methods, after training', df, f'{probe}_{place}', ('method',)),
-                                             ('methods x probed epochs', curves, probe, ('method', 'epoch'))]:
-                if metric not in frame or not (s := select_on_validation(frame, metric, by)): continue
-                rows.append({'place': place, 'probe': probe, 'chosen among': among, 'method': s['method'],
-                             'epoch': s.get('epoch', 'last'), 'val': round(s['val'], 4), 'test': round(s['test'], 4),
-                             'seeds': s['seeds']})
-    return pd.DataFrame(rows).set_index(['place', 'probe', 'chosen among']) if rows else pd.DataFrame()
-
 # %% ../nbs/05a_report.ipynb #1a1d4fbd
 def _setting(rec:dict)->str: return rec['key'].rsplit('_', 1)[-1]  # the hash of the settings that change numbers
 
@@ -204,7 +124,8 @@ def _fixed(cfg:dict, recs:list)->str:
          + f", {cfg['epochs']} epoch{'s' * (cfg['epochs'] != 1)}, batch size {cfg['bs']}, "
          f"{cfg.get('opt', 'adam')} with {sched} lr {cfg['lr']}" + (', crop+flip' if cfg.get('augment') else '')
          + f", seeds {sorted({r['seed'] for r in recs})}"
-         + (f", fine probes every {cfg['probe_every']} epoch(s) of training" if cfg.get('probe_every') else ''))
+         + (f", {'fine probes' if cfg['task'] == 'c2f' else 'collapse measures'} every {cfg['probe_every']} epoch(s) "
+            "of training" if cfg.get('probe_every') else ''))
     if cfg['task'] == 'lt':
         rhos = ', '.join(f'{r:g}' for r in sorted({r['rho'] for r in recs}, reverse=True))
         s += (f", rho {rhos}, shot groups many > {cfg['many']}, "
@@ -238,18 +159,22 @@ def task_section(
     return '\n\n'.join(_setting_section(d, title, recs, cfg, plots, len(settings) > 1, plan(h))
                         for h, recs in settings.items())
 
+def _save_fig(d:Path, name:str, fig, alt:str)->str:
+    "Save `fig` as `<d>/plots/<name>` (atomically), close it, and return the page's link to it"
+    import matplotlib.pyplot as plt
+    atomic_write(d/'plots'/name, lambda p: fig.savefig(p, format='png', dpi=100, bbox_inches='tight'))
+    plt.close(fig); return f"![{alt}]({d.name}/plots/{name})"
+
 def _curves_section(d:Path, recs:list, order:list, plots:bool)->list:
     "The fine-probe curves of one setting: their PNG (when `plots`) and, per place, the table at a few epochs"
-    if not any(r.get('curves') for r in recs): return []
+    if recs[0]['task'] != 'c2f' or not any(r.get('curves') for r in recs): return []
     cfg, out = recs[0]['config'], []
     if plots:
         import matplotlib; matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
         name = (f"fine_probe_{cfg['dataset']}_{cfg['arch']}" + (f"_head-{cfg['head']}" if cfg.get('head') else '')
                 + f"_{_setting(recs[0])}.png")
         fig = plot_probe_curves(recs, title=_setting_name(cfg), methods=order)
-        atomic_write(d/'plots'/name, lambda t: fig.savefig(t, format='png', dpi=100, bbox_inches='tight'))
-        plt.close(fig); out.append(f"![fine linear probe against epoch]({d.name}/plots/{name})")
+        out.append(_save_fig(d, name, fig, 'fine linear probe against epoch'))
     for place in PROBE_PLACES:
         if (t := curve_table(recs, place, methods=order)).empty: continue
         out += [f"Fine linear probe of the {place} features during training (mean over seeds; these probes read "
@@ -267,6 +192,22 @@ def _selection_section(title:str, recs:list)->list:
             "labels only), and only the chosen one's test score is reported (`val` and `test`: means over seeds):",
             to_markdown(t)]
 
+def _lt_curves_section(d:Path, title:str, recs:list, order:list, plots:bool)->list:
+    "Long-tailed runs with curves, per rho: a plot (`plots`) and a table at a few epochs per measure of `LT_CURVES`"
+    out = []
+    for rho, rs in (_by_rho(recs) if recs[0]['task'] == 'lt' else {}).items():
+        if not any(r.get('curves') for r in rs): continue
+        cfg, at = rs[0]['config'], '' if rho is None else f', rho {rho:g}'
+        out.append(f"### {title}: curves{at} (collapse measures of the classifier input on the held-out set every "
+                   f"{cfg['probe_every']} epoch(s); mean over seeds, plots: the min-max band over seeds)")
+        if plots: import matplotlib; matplotlib.use('Agg')
+        for metric, what in LT_CURVES.items():
+            if (t := curve_table(rs, 'classifier', metric, methods=order, peak=False)).empty: continue
+            name = f"curve_{metric}_{cfg['dataset']}_{_setting(rs[0])}" + ('' if rho is None else f'_rho{rho:g}')
+            fig = plot_lt_curve(rs, metric, f"{_setting_name(cfg)}{at}", order) if plots else None
+            out += [f"{what}:", *([_save_fig(d, name + '.png', fig, what)] if plots else []), to_markdown(t)]
+    return out
+
 def _per_class_section(d:Path, title:str, recs:list, order:list, plots:bool)->list:
     "Long-tailed runs, per rho: shot groups by the runs' training counts, each method's worst classes, table, plot"
     out = []
@@ -278,11 +219,9 @@ def _per_class_section(d:Path, title:str, recs:list, order:list, plots:bool)->li
                 *([shot_groups_line(t, cfg['many'], cfg['few'])] if 'shot' in t else []), worst_classes(t)]
         if plots and 'train items' in t:
             import matplotlib; matplotlib.use('Agg')
-            import matplotlib.pyplot as plt
             name = f"per_class_{cfg['dataset']}_{_setting(rs[0])}" + ('' if rho is None else f'_rho{rho:g}') + '.png'
             fig = plot_per_class(t, f"{_setting_name(cfg)}{at}")
-            atomic_write(d/'plots'/name, lambda p: fig.savefig(p, format='png', dpi=100, bbox_inches='tight'))
-            plt.close(fig); out.append(f"![per-class accuracy against training items]({d.name}/plots/{name})")
+            out.append(_save_fig(d, name, fig, 'per-class accuracy against training items'))
         out.append(to_markdown(t))
     return out
 
@@ -302,7 +241,8 @@ def _setting_section(d:Path, title:str, recs:list, cfg, plots:bool, several:bool
         f"### {title}: collapse measures of the classifier input on the held-out set (no best marked: the better "
         f"direction differs per measure), {_runs(recs, planned)}",
         to_markdown(summarize(df, coll, methods=order, mark_best=False)), *_degenerate(recs),
-        *_curves_section(d, recs, order, plots), *_selection_section(title, recs),
+        *_curves_section(d, recs, order, plots), *_lt_curves_section(d, title, recs, order, plots),
+        *_selection_section(title, recs),
         *_per_class_section(d, title, recs, order, plots)])
 
 def _tasks(out:Path, cfgs:list|None)->list:

@@ -22,6 +22,16 @@ def test_lt_presets_hold_the_standard_recipe():
         assert (p['opt'], p['mom'], p['wd'], p['schedule'], p['augment']) == ('sgd', 0.9, 2e-4, 'warmup_step', True)
 
 
+
+def test_the_fmnist_lt_curves_preset_is_fmnist_lt_at_rho_100_with_a_curve_per_epoch():
+    p, lt = bench.PRESETS['fmnist-lt-curves'], bench.PRESETS['fmnist-lt']
+    same = ('dataset', 'tasks', 'bs', 'lr', 'loader', 'augment', 'many', 'few', 'epochs', 'seeds')
+    assert {k: p.get(k) for k in same} == {k: lt.get(k) for k in same}
+    assert (p['rhos'], p['probe_every'], p['methods']) == \
+           ([100], 1, ['erm', 'la', 'mixup', 'remix', 'midpoint', 'midpoint-la'])
+    assert set(p['methods']) <= set(bench.METHODS)
+    bench.check_settings(p)
+
 class _Stop(Callback):
     order = 100
     def __init__(self, n): self.n = n
@@ -216,3 +226,19 @@ def test_more_jobs_than_cores_is_said_in_one_line():
     from fastamp.bench import jobs_cost_line, cpu_cores
     line = jobs_cost_line(cpu_cores() + 2)
     assert torch.cuda.is_available() or ('--jobs' in line and 'slower' in line and '\n' not in line)
+
+
+def test_an_lt_run_with_probe_every_records_margin_curves_and_the_report_draws_them(tmp_path):
+    from fastamp.report import write_report, LT_CURVES
+    s = dict(tasks=['lt'], methods=['erm', 'midpoint'], seeds=[0], rhos=[10], epochs=2, lr=1e-2, probe_every=1)
+    assert bench.run_benchmark(s, tmp_path, log=lambda l: None)['done'] == 2
+    for rec in bench.run_records(tmp_path / 'lt'):
+        rows = rec['curves']['classifier']                     # one row per epoch, on the whole held-out set
+        assert [r['epoch'] for r in rows] == [0, 1]
+        assert {*LT_CURVES, *(f'margin_{c}' for c in range(10))} <= set(rows[0])
+        for m in LT_CURVES: assert rows[-1][m] == pytest.approx(rec['collapse'][m], rel=1e-3, abs=1e-5), m
+    page = write_report(tmp_path)
+    pngs = sorted(p.name for p in (tmp_path / 'lt' / 'plots').glob('curve_*.png'))
+    assert sorted(p.split('_digits_')[0] for p in pngs) == sorted(f'curve_{m}' for m in LT_CURVES)
+    assert all(f'](lt/plots/{p})' in page for p in pngs) and '### long-tailed: curves, rho 10' in page
+    assert 'fine_probe_' not in page and 'collapse measures every 1 epoch(s) of training' in page

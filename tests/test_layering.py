@@ -12,7 +12,7 @@ LAYERS = {  # layer of each module; `all` re-exports everything and sits above t
     'losses': 2, 'mixing': 2, 'mixup': 2, 'data': 2, 'devicedata': 2,
     'transfer': 3, 'evaluate': 3,
     **{f'bench.{m}': 4 + i / 100 for i, m in enumerate(BENCH)}, 'bench': 4.5,  # `bench/__init__` re-exports them
-    'report': 5, 'verdict': 5,
+    'report': 5, 'verdict': 5, 'curves': 5,
     'cli': 6,
     'all': 7,
 }

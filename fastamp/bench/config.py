@@ -186,7 +186,8 @@ class BenchConfig:
     loader:str='item' # 'item': fastai's per-item `imageset_dls`; 'device': `device_dls`, arrays on the training device
     head:str|None=None # head of fastamp's models: 'one' (pooled -> Linear), 'two' (a hidden Linear first); None: theirs
     subset:int|None=None # c2f: train on a seeded subset of this many training items (drawn per seed); None: all
-    probe_every:int=0 # c2f: also probe the fine classes every this many epochs of training (curves); 0: at the end only
+    probe_every:int=0 # every this many epochs, for curves (0: at the end only); c2f: fine probes; lt: collapse
+                      # measures of the classifier input on the held-out set
     compile:str|None=None # train the model compiled by `torch.compile` in this mode (see `CompileModel`); None: eager
     data_sha:str|None=None # checksum of the data's files; None: taken from them (`data_checksum`; so give None with
                            # another `data` in `dataclasses.replace`)

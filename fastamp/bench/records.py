@@ -13,7 +13,7 @@ import fastai, fastcore
 import fastamp
 from ..core import train_class_counts
 from ..accuracies import per_class_accuracy
-from ..evaluate import FineProbeRecorder  # and Learner.get_features, .collapse_report
+from ..evaluate import CollapseRecorder  # and Learner.get_features, .collapse_report
 from .catalog import describe_method
 from .store import atomic_write, write_json, RunLock, set_aside
 from .tasks import TASKS, PROBE_PLACES
@@ -46,7 +46,7 @@ def _record(cfg, key, method, seed, rho, res, learn, wall, start, notes=None)->d
             'metrics': res, 'collapse': collapse, 'class_margins': margins, 'per_class_accuracy': per_class,
             'class_counts': train_class_counts(learn.dls).tolist(), 'class_names': None if names is None else
             [str(v) for v in names],
-            'curves': {cb.module: cb.records for cb in learn.cbs if isinstance(cb, FineProbeRecorder)},
+            'curves': {cb.module: cb.records for cb in learn.cbs if isinstance(cb, CollapseRecorder)},
             'wall_s': wall, 'resumed_at_epoch': start, 'config': asdict(cfg),
             'method_detail': describe_method(method), 'versions': versions(), 'notes': {} if notes is None else notes}
 

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #d5d05c42
 from __future__ import annotations
-import dataclasses, statistics
+import dataclasses, statistics, warnings
 import numpy as np, pandas as pd, torch
 from fastai.metrics import accuracy
 from fastai.torch_core import set_seed
@@ -13,7 +13,8 @@ from ..datasets import ImageSet, seeded_subset, stratified_valid
 from ..data import long_tailed
 from ..transfer import fine_learner
 from ..accuracies import group_accuracies
-from ..evaluate import FineProbeRecorder  # and Learner.get_features, .fine_probe
+from ..metrics import DegenerateWarning
+from ..evaluate import CollapseRecorder, FineProbeRecorder  # and Learner.get_features, .fine_probe
 from .catalog import Task, load_dataset
 from .training import StepTimer, _device, _dls, _coarse_fine_dls, _learner, _fit, _quiet
 
@@ -49,6 +50,16 @@ def _probe(learn, module, data:ImageSet, train_idx, val, cfg, seed)->dict:
     r = learn.fine_probe(data.labels[train_idx], data.labels[data.valid_idx], module=module,
                          n_train=cfg.probe_max, seed=seed, val_idx=val)
     return {f"{v}_{module}{'_val' * k.endswith('_val')}": r[k] for k, v in _PROBE_NAMES.items()}
+
+class _CurveRecorder(CollapseRecorder):
+    "A `CollapseRecorder` whose undefined measures stay NaN in its rows without a warning (see above)"
+    def measure(self)->dict:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DegenerateWarning); return super().measure()
+
+def _lt_recorders(cfg, seed)->list:
+    "lt: the collapse measures of the classifier input on the whole held-out set every `cfg.probe_every` epochs"
+    return [_CurveRecorder(n=None, module='classifier', seed=seed, every=cfg.probe_every)] if cfg.probe_every else []
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #edb96703
 def run_c2f(
@@ -98,12 +109,13 @@ def run_lt(
     data:tuple, # `(ImageSet, coarse map, image size)`, from `load_dataset`
     train=None, # `train(learn)` fits the learner; default: `cfg.epochs` of the configured schedule
 )->tuple:
-    "Long-tailed training (exponential profile, ratio `rho`), balanced evaluation: `(metrics, learner)`"
+    "Long-tailed training (exponential profile, ratio `rho`), balanced evaluation (curves with `cfg.probe_every`)"
     data, _, size = data
     set_seed(seed, reproducible=True)
     train_idx = lt_train_idx(cfg, data, rho, seed)
     dls = _dls(cfg, data, size, train_idx=train_idx)
     learn = _learner(cfg, dls, method)
+    learn.add_cbs(_lt_recorders(cfg, seed))
     (train or (lambda l: _fit(l, cfg, cfg.epochs)))(learn)
     _, logits, y = learn.get_features()
     return group_accuracies(logits.argmax(1), y, train_class_counts(learn.dls), cfg.many, cfg.few), learn
