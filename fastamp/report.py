@@ -159,6 +159,10 @@ def task_section(
     return '\n\n'.join(_setting_section(d, title, recs, cfg, plots, len(settings) > 1, plan(h))
                         for h, recs in settings.items())
 
+_C2F_CURVES = [('fine_linear_probe', 'fine linear probe', True),  # (measure, its name, whether a peak means anything)
+               ('nc1', 'coarse NC1 (within- over between-class spread of the coarse classes; higher: less collapse)',
+                False)]
+
 def _save_fig(d:Path, name:str, fig, alt:str)->str:
     "Save `fig` as `<d>/plots/<name>` (atomically), close it, and return the page's link to it"
     import matplotlib.pyplot as plt
@@ -166,20 +170,22 @@ def _save_fig(d:Path, name:str, fig, alt:str)->str:
     plt.close(fig); return f"![{alt}]({d.name}/plots/{name})"
 
 def _curves_section(d:Path, recs:list, order:list, plots:bool)->list:
-    "The fine-probe curves of one setting: their PNG (when `plots`) and, per place, the table at a few epochs"
+    "The fine-probe and coarse-NC1 curves of one setting: PNGs (when `plots`) and, per place, tables at a few epochs"
     if recs[0]['task'] != 'c2f' or not any(r.get('curves') for r in recs): return []
     cfg, out = recs[0]['config'], []
-    if plots:
-        import matplotlib; matplotlib.use('Agg')
-        name = (f"fine_probe_{cfg['dataset']}_{cfg['arch']}" + (f"_head-{cfg['head']}" if cfg.get('head') else '')
-                + f"_{_setting(recs[0])}.png")
-        fig = plot_probe_curves(recs, title=_setting_name(cfg), methods=order)
-        out.append(_save_fig(d, name, fig, 'fine linear probe against epoch'))
-    for place in PROBE_PLACES:
-        if (t := curve_table(recs, place, methods=order)).empty: continue
-        out += [f"Fine linear probe of the {place} features during training (mean over seeds; these probes read "
-                "seeded subsets, so their last epoch differs slightly from the final probe above; `peak` is read off "
-                "these test curves, a description, not a choice):", to_markdown(t)]
+    for metric, what, peak in _C2F_CURVES:
+        if plots:
+            import matplotlib; matplotlib.use('Agg')
+            name = (f"{'fine_probe' if metric == 'fine_linear_probe' else metric}_{cfg['dataset']}_{cfg['arch']}"
+                    + (f"_head-{cfg['head']}" if cfg.get('head') else '') + f"_{_setting(recs[0])}.png")
+            fig = plot_probe_curves(recs, metric, title=_setting_name(cfg), methods=order)
+            out.append(_save_fig(d, name, fig, f'{what} against epoch'))
+        for place in PROBE_PLACES:
+            if (t := curve_table(recs, place, metric, methods=order, peak=peak)).empty: continue
+            out += [f"{what[0].upper() + what[1:]} of the {place} features during training (mean over seeds; these "
+                    "probes read seeded subsets, so their last epoch differs slightly from the final probe above"
+                    + ("; `peak` is read off these test curves, a description, not a choice):" if peak else "):"),
+                    to_markdown(t)]
     return out
 
 def _selection_section(title:str, recs:list)->list:
