@@ -203,7 +203,8 @@ def test_cli_heads_give_one_setting_each_with_its_curves(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     links = re.findall(r'\]\((figs/[^)]+\.png)\)', res.stdout)
-    assert len(links) == 2 and all((tmp_path / l).exists() for l in links)
+    assert len(links) == 4 and all((tmp_path / l).exists() for l in links)  # fine probe and coarse NC1, per head
+    assert len([l for l in links if '/nc1_' in l]) == 2
     bad = subprocess.run([FASTAMP, 'bench', '--quick', '--heads', 'three'], capture_output=True, text=True)
     assert bad.returncode == 2 and "--heads: unknown head 'three'" in bad.stderr
 
