@@ -18,15 +18,20 @@ def _method_order(seen:list, methods:list|None)->list:
     return [m for m in methods if m in seen] + [m for m in seen if m not in methods]
 
 # %% ../nbs/05c_curves.ipynb #efc61e8e
+def _curve_frame(recs:list, place:str)->pd.DataFrame:
+    "Every probed epoch of every run at `place`: `method`, `seed`, `epoch` (counted from 1) and the probes' columns"
+    return pd.DataFrame([{**row, 'method': r['method'], 'seed': r['seed'], 'epoch': row['epoch'] + 1}
+                         for r in recs for row in (r.get('curves') or {}).get(place, [])])
+
 def probe_curves(
     recs:list, # run records with `curves` (coarse-to-fine runs with `probe_every`)
     place:str='pooled', # the probed place: 'pooled' or 'classifier'
     metric:str='fine_linear_probe', # a column of `FineProbeRecorder.history`
 )->pd.DataFrame:
     "One row per run and probed epoch: `method`, `seed`, `epoch` (counted from 1), `value` of `metric` at `place`"
-    rows = [{'method': r['method'], 'seed': r['seed'], 'epoch': row['epoch'] + 1, 'value': row[metric]}
-            for r in recs for row in (r.get('curves') or {}).get(place, [])]
-    return pd.DataFrame(rows, columns=['method', 'seed', 'epoch', 'value'])
+    f = _curve_frame(recs, place)
+    if f.empty: return pd.DataFrame(columns=['method', 'seed', 'epoch', 'value'])
+    return f[['method', 'seed', 'epoch', metric]].rename(columns={metric: 'value'})
 
 def curve_table(
     recs:list, # run records with `curves`
@@ -78,11 +83,6 @@ def plot_probe_curves(
     fig.tight_layout(); return fig
 
 # %% ../nbs/05c_curves.ipynb #d23dc0d5
-def _curve_frame(recs:list, place:str)->pd.DataFrame:
-    "Every probed epoch of every run at `place`: `method`, `seed`, `epoch` (counted from 1) and the probes' columns"
-    return pd.DataFrame([{**row, 'method': r['method'], 'seed': r['seed'], 'epoch': row['epoch'] + 1}
-                         for r in recs for row in (r.get('curves') or {}).get(place, [])])
-
 def selection_table(
     recs:list, # run records of one coarse-to-fine setting
 )->pd.DataFrame: # indexed by place, probe and what was chosen among; empty without validation scores

@@ -100,7 +100,7 @@ def select_on_validation(
         f"metric={metric!r} (e.g. `fastamp.bench.records.records_frame(recs)`).")
     if val not in df or df[val].isna().all(): return None
     g = df.groupby(by, sort=False)
-    means, best = g[[val, metric]].mean(), g[val].mean().idxmax()   # the first of equal ones
+    means = g[[val, metric]].mean(); best = means[val].idxmax()   # the first of equal ones
     return {**dict(zip(by, best if isinstance(best, tuple) else (best,))), 'val': float(means.loc[best, val]),
             'test': float(means.loc[best, metric]), 'seeds': int(g['seed'].nunique().loc[best])}
 
