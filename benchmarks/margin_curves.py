@@ -9,7 +9,9 @@ noise: every seed in one direction and |mean| >= std).
 import argparse
 import numpy as np, pandas as pd
 from fastamp.bench import run_records
-from fastamp.report import probe_curves, to_markdown
+from fastamp.curves import probe_curves
+from fastamp.report import to_markdown
+from fastamp.verdict import verdict as paired_verdict
 
 CLAIM = {'margin_cv': -1, 'margin_min_max': 1}  # the direction that reads as more balanced
 
@@ -26,11 +28,8 @@ def per_run(recs, metric, first):
 
 def verdict(d, sign):
     "supported / against / within noise for differences `d` (one per seed) in the claimed direction `sign`"
-    if len(d) < 2: return 'one seed: no verdict'
-    m, s = d.mean(), d.std(ddof=1)
-    if (np.sign(d) == sign).all() and abs(m) >= s: return 'supported'
-    if (np.sign(d) == -sign).all() and abs(m) >= s: return 'against'
-    return 'within noise'
+    v = paired_verdict(sign * np.asarray(d))  # fastamp.verdict's rule, read in the claimed direction
+    return {'ahead on every seed': 'supported', 'behind on every seed': 'against'}.get(v, v)
 
 
 def main(argv=None):

@@ -6,16 +6,10 @@
 from __future__ import annotations
 import numpy as np, pandas as pd
 from .bench.records import PROBE_PLACES, records_frame
-from .verdict import is_am, select_on_validation
+from .verdict import is_am, select_on_validation, _method_order
 
 # %% auto #0
 __all__ = ['LT_CURVES', 'probe_curves', 'curve_table', 'plot_probe_curves', 'selection_table', 'plot_lt_curve']
-
-# %% ../nbs/05c_curves.ipynb #cv000006
-def _method_order(seen:list, methods:list|None)->list:
-    "The methods of `seen`: those of `methods` first, in its order, then the others in order of appearance"
-    methods = methods or []
-    return [m for m in methods if m in seen] + [m for m in seen if m not in methods]
 
 # %% ../nbs/05c_curves.ipynb #efc61e8e
 def _curve_frame(recs:list, place:str)->pd.DataFrame:

@@ -11,8 +11,8 @@ from .bench.records import (TASKS, PROBE_PLACES, BenchConfig, atomic_write, run_
                                    planned_keys, write_runs_table)
 from .evaluate import plot_align_uniform
 from .verdict import (PRIMARY, is_am, comparisons, verdict_line, per_class_table, worst_classes,
-                             shot_groups_line, plot_per_class)
-from .curves import (_method_order, probe_curves, curve_table, plot_probe_curves, selection_table,
+                             shot_groups_line, plot_per_class, _method_order)
+from .curves import (probe_curves, curve_table, plot_probe_curves, selection_table,
                              LT_CURVES, plot_lt_curve)
 
 # %% auto #0

@@ -18,6 +18,11 @@ _TIE = 1e-9  # a difference this small is no difference (the same number read ba
 
 def is_am(method:str)->bool: return method.startswith('midpoint')  # AM-mixup and its variants (not a baseline)
 
+def _method_order(seen:list, methods:list|None)->list:
+    "The methods of `seen`: those of `methods` first, in its order, then the others in order of appearance"
+    methods = methods or []
+    return [m for m in methods if m in seen] + [m for m in seen if m not in methods]
+
 def verdict(
     diffs, # paired per-seed differences `method - reference` of one metric
 )->str:
@@ -65,7 +70,7 @@ def comparisons(
     rows = []
     for rho, g in (df.groupby('rho', dropna=False, sort=False) if 'rho' in df else [(np.nan, df)]):
         seen = list(dict.fromkeys(g['method']))
-        order = [m for m in (methods or []) if m in seen] + [m for m in seen if m not in (methods or [])]
+        order = _method_order(seen, methods)
         best = best_baseline(g, metric)
         refs = [r for r in dict.fromkeys([REFERENCE, best]) if r in seen]
         for ref in refs:
@@ -119,8 +124,7 @@ def per_class_table(
     "Per class: training items, shot group, mean accuracy over seeds of each method; worst (mean over methods) first"
     recs = [r for r in recs if r.get('per_class_accuracy')]
     if not recs: return pd.DataFrame()
-    seen = list(dict.fromkeys(r['method'] for r in recs))
-    order = [m for m in (methods or []) if m in seen] + [m for m in seen if m not in (methods or [])]
+    order = _method_order(list(dict.fromkeys(r['method'] for r in recs)), methods)
     names = recs[0].get('class_names') or [str(i) for i in range(len(recs[0]['per_class_accuracy']))]
     acc = {m: np.nanmean([r['per_class_accuracy'] for r in recs if r['method'] == m], axis=0) for m in order}
     t = pd.DataFrame({f'{m} acc.': a.round(4) for m, a in acc.items()}, index=pd.Index(names, name='class'))
