@@ -34,6 +34,15 @@ def test_every_notebook_is_tested():
         assert 'skip_exec' not in src and 'skip_showdoc' not in meta.get('metadata', {}), f'{nb} skips execution'
 
 
+def test_flagged_cells_are_the_ones_nbdev_test_skips():
+    "nbdev_test splits `tst_flags` on spaces (`slow|gpu` would be one flag, and every `#| slow` cell would run in CI)"
+    import configparser, importlib.util
+    cfg = configparser.ConfigParser(); cfg.read(ROOT / 'settings.ini')
+    spec = importlib.util.spec_from_file_location('execute_docs', ROOT / 'tools' / 'execute_docs.py')
+    execute_docs = importlib.util.module_from_spec(spec); spec.loader.exec_module(execute_docs)
+    assert set(cfg['DEFAULT']['tst_flags'].split()) == execute_docs.SKIP_FLAGS == {'slow', 'gpu'}
+
+
 def test_settings_declare_upper_bounds():
     import configparser
     cfg = configparser.ConfigParser(); cfg.read(ROOT / 'settings.ini')
