@@ -66,7 +66,7 @@ step() {  # step NAME SECONDS CMD...: run CMD under a deadline, log it, add its 
   echo "| $name | \`${*:1:12}\` | $rc | $(( SECONDS - t )) |" >> "$page"
 }
 
-step tests $(( $(left) / 3 )) "$PY" -m pytest -q -p no:cacheprovider tests -k test_cuda_
+step tests $(( $(left) / 3 )) "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_sync.py -k test_cuda_
 step overhead-eager $(( $(left) / 4 )) fastamp bench --preset overhead-resnet32 "${data[@]}" "${over[@]}" \
   --device "$DEVICE" --out "$WORK/overhead_eager"
 step overhead-compiled $(( $(left) / 3 )) fastamp bench --preset overhead-resnet32 "${data[@]}" "${over_c[@]}" \

@@ -2,12 +2,13 @@ import os, sys, warnings
 from pathlib import Path
 import pytest, torch, torch.nn as nn
 from fastai.vision.all import Learner, Callback, accuracy, set_seed
-from fastamp.data import digits_dls
+from fastamp.data import digits_dls, imageset_dls, load_digits
 from fastamp.models import small_cnn
 from fastamp.mixup import MidpointMixup, FeatureMixup, ManifoldMixup, InputMixup, Remix, SynerMix, SynerMixIntra, INPUT
 
 warnings.filterwarnings('ignore', category=FutureWarning)
-torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 2)))
+# one thread per pytest-xdist worker (the README's command runs two on two cores), two without xdist
+torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS') or (1 if os.environ.get('PYTEST_XDIST_WORKER') else 2)))
 
 FASTAMP = str(Path(sys.executable).parent / 'fastamp')  # the console script of this environment
 
@@ -35,6 +36,13 @@ CALLBACKS = {
 @pytest.fixture(scope='session')
 def dls():
     return digits_dls(bs=64, size=16, seed=0)
+
+
+@pytest.fixture(scope='session')
+def small_dls():
+    "A fifth of digits (320 training, 160 held-out items): for the tests that train a ResNet only to check a path"
+    data = load_digits(seed=0)
+    return imageset_dls(data, train_idx=data.train_idx[:320], valid_idx=data.valid_idx[:160], bs=64, size=16)
 
 
 @pytest.fixture

@@ -125,6 +125,7 @@ def test_a_run_locked_by_a_live_process_is_not_started(tmp_path):
 
 @pytest.mark.slow
 def test_jobs_2_gives_the_numbers_of_jobs_1(tmp_path):
+    "The same seeds give the same numbers in another process, and in a worker process of the pool"
     recs = []
     for jobs in (1, 2):
         out = tmp_path / f'j{jobs}'
@@ -205,8 +206,6 @@ def test_cli_heads_give_one_setting_each_with_its_curves(tmp_path):
     links = re.findall(r'\]\((figs/[^)]+\.png)\)', res.stdout)
     assert len(links) == 4 and all((tmp_path / l).exists() for l in links)  # fine probe and coarse NC1, per head
     assert len([l for l in links if '/nc1_' in l]) == 2
-    bad = subprocess.run([FASTAMP, 'bench', '--quick', '--heads', 'three'], capture_output=True, text=True)
-    assert bad.returncode == 2 and "--heads: unknown head 'three'" in bad.stderr
 
 
 @pytest.mark.slow

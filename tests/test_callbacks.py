@@ -87,31 +87,32 @@ def test_interruption_leaves_learner_clean(name, exc, where, cnn_learner):
 
 
 @pytest.mark.parametrize('name', ['midpoint', 'manifold'])
-def test_eval_paths_ignore_callback(name, dls, tmp_path):
+def test_eval_paths_ignore_callback(name, small_dls, tmp_path):
     set_seed(1)
-    learn = vision_learner(dls, resnet18, pretrained=False, metrics=accuracy, cbs=CALLBACKS[name](), path=tmp_path)
+    learn = vision_learner(small_dls, resnet18, pretrained=False, metrics=accuracy, cbs=CALLBACKS[name](),
+                           path=tmp_path)
     fit_quiet(learn, 1, 1e-3, method='fine_tune')
     preds, targs, losses = learn.get_preds(with_loss=True)
     with learn.removed_cbs(learn.cbs.filter(lambda c: isinstance(c, (MidpointMixup, ManifoldMixup)))):
         preds2, _, losses2 = learn.get_preds(with_loss=True)
     assert torch.allclose(preds, preds2) and torch.allclose(losses, losses2)
     interp = ClassificationInterpretation.from_learner(learn)
-    assert interp.confusion_matrix().sum() == len(dls.valid_ds)
+    assert interp.confusion_matrix().sum() == len(small_dls.valid_ds)
     learn.export('model.pkl')
     loaded = load_learner(tmp_path / 'model.pkl')
     assert not hooks_on(loaded.model)
-    x = dls.valid_ds[0][0]  # a TensorImage: what `predict` takes for in-memory datasets
+    x = small_dls.valid_ds[0][0]  # a TensorImage: what `predict` takes for in-memory datasets
     p_loaded = loaded.predict(x)[2]
     p = learn.predict(x)[2]
     assert torch.allclose(p, p_loaded, atol=1e-5)
 
 
-def test_timm_arch_and_bn_final_warning(dls):
-    learn = vision_learner(dls, 'resnet18', pretrained=False, cbs=MidpointMixup())
+def test_timm_arch_and_bn_final_warning(small_dls):
+    learn = vision_learner(small_dls, 'resnet18', pretrained=False, cbs=MidpointMixup())
     fit_quiet(learn, 1, 1e-3)
     assert not hooks_on(learn.model)
     with pytest.warns(UserWarning, match='layers follow'):
-        learn = vision_learner(dls, resnet18, pretrained=False, bn_final=True, cbs=MidpointMixup())
+        learn = vision_learner(small_dls, resnet18, pretrained=False, bn_final=True, cbs=MidpointMixup())
         fit_quiet(learn, 1, 1e-3)
 
 

@@ -43,21 +43,10 @@ def test_quick_bench_end_to_end_rerun_and_piped_output(tmp_path):
 
 
 @pytest.mark.slow
-def test_same_seed_same_numbers(tmp_path):
-    outs = []
-    for k in range(2):
-        r = run('bench', '--quick', '--task', 'lt', '--methods', 'midpoint', '--seeds', '0',
-                '--out', str(tmp_path / f'o{k}'))
-        assert r.returncode == 0, r.stderr[-2000:]
-        outs.append(json.loads(next((tmp_path / f'o{k}' / 'lt' / 'runs').glob('*.json')).read_text())['metrics'])
-    assert outs[0] == outs[1]
-
-
-@pytest.mark.slow
 def test_ctrl_c_ends_with_one_line_and_keeps_finished_runs(tmp_path):
     out = tmp_path / 'out'
-    p = subprocess.Popen([FASTAMP, 'bench', '--quick', '--task', 'c2f', '--out', str(out)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    args = ['bench', '--quick', '--task', 'c2f', '--seeds', '0', '--out', str(out)]  # two runs, one after the other
+    p = subprocess.Popen([FASTAMP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs = out / 'c2f' / 'runs'
     deadline = time.time() + 300
     while time.time() < deadline and not list(runs.glob('*.json')): time.sleep(0.2)
@@ -67,11 +56,11 @@ def test_ctrl_c_ends_with_one_line_and_keeps_finished_runs(tmp_path):
     assert len(lines) == 1 and lines[0].startswith('interrupted:') and str(out) in lines[0] and 'rerun' in lines[0], err
     assert 'Traceback' not in err
     kept = {q.name: q.read_text() for q in runs.glob('*.json')}
-    assert 1 <= len(kept) < 4 and not list(out.rglob('*.tmp')) and not list(out.rglob('*.lock'))
-    r = run('bench', '--quick', '--task', 'c2f', '--out', str(out))
+    assert len(kept) == 1 and not list(out.rglob('*.tmp')) and not list(out.rglob('*.lock'))
+    r = run(*args)
     assert r.returncode == 0
     assert {q.name: q.read_text() for q in runs.glob('*.json') if q.name in kept} == kept
-    assert len(list(runs.glob('*.json'))) == 4
+    assert len(list(runs.glob('*.json'))) == 2
 
 
 @pytest.mark.slow
@@ -128,6 +117,7 @@ BAD = [
     (['--rhos', '0.5'], '--rhos'), (['--rhos', '10,0'], '--rhos'),
     (['--arch', 'resnet33'], "--arch 'resnet33'"), (['--arch', 'timm:no_such_net'], '--arch'),
     (['--log', 'paper'], "unknown log 'paper'"),
+    (['--heads', 'three'], "--heads: unknown head 'three'"),
     pytest.param(['--device', 'cuda'], 'no CUDA GPU', marks=pytest.mark.skipif(not NO_GPU, reason='a GPU is here')),
 ]
 
@@ -151,9 +141,8 @@ def test_out_naming_a_file_is_rejected(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('args, msg', [
-    (['bench', '--dataset', 'cifar10'], 'needs --data'),
-    (['bench', '--epochs', '0'], '--epochs 0'),
-    (['bench', '--bs', 'x'], "invalid int value: 'x'"),
+    (['bench', '--dataset', 'cifar10'], 'needs --data'),             # a settings check (the others: BAD, in-process)
+    (['bench', '--bs', 'x'], "invalid int value: 'x'"),               # argparse
 ])
 @pytest.mark.slow
 def test_bad_input_from_the_console_script_exits_2_with_one_line(args, msg, tmp_path):
@@ -163,24 +152,36 @@ def test_bad_input_from_the_console_script_exits_2_with_one_line(args, msg, tmp_
     assert len(err) == 1 and msg in err[0], r.stderr
 
 
+def _checkpoint_since(runs:Path, t:float)->bool:
+    "Whether a run in `runs` has written a checkpoint since time `t`"
+    for q in runs.glob('*.ckpt'):
+        try:
+            if q.stat().st_mtime >= t: return True
+        except FileNotFoundError: pass  # replaced as we looked
+    return False
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_with_jobs_stops_the_workers_and_the_rerun_resumes_their_epochs(sig, tmp_path):
+def test_ctrl_c_then_sigterm_with_jobs_stop_the_workers_and_a_rerun_resumes_their_epochs(tmp_path):
+    "Ctrl-C, then SIGTERM (what a scheduler sends) on the rerun: each ends in one line; a third run resumes, finishes"
     out = tmp_path / 'out'
-    args = [FASTAMP, 'bench', '--quick', '--task', 'lt', '--jobs', '2', '--epochs', '6', '--out', str(out)]
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [FASTAMP, 'bench', '--quick', '--task', 'lt', '--seeds', '0', '--jobs', '2', '--epochs', '6',  # a run each
+            '--out', str(out)]
     runs = out / 'lt' / 'runs'
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(runs.glob('*.ckpt')): time.sleep(0.1)
-    p.send_signal(sig); t = time.time(); _, err = p.communicate(timeout=120)
-    assert p.returncode == 130 and time.time() - t < 30
-    lines = error_lines(err)
-    assert len(lines) == 1 and lines[0].startswith('interrupted:') and 'Traceback' not in err, err
-    time.sleep(1)
-    assert not list(out.rglob('*.tmp')) and not list(out.rglob('*.lock'))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        start = time.time()
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while time.time() < start + 300 and not _checkpoint_since(runs, start): time.sleep(0.1)
+        p.send_signal(sig); t = time.time(); _, err = p.communicate(timeout=120)
+        assert p.returncode == 130 and time.time() - t < 30, sig
+        lines = error_lines(err)
+        assert len(lines) == 1 and lines[0].startswith('interrupted:') and 'Traceback' not in err, err
+        time.sleep(1)
+        assert not list(out.rglob('*.tmp')) and not list(out.rglob('*.lock'))
+        assert not list(runs.glob('*.json'))                      # neither run had finished
     r = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert 'resumed at epoch' in r.stdout and len(list(runs.glob('*.json'))) == 4
+    assert 'resumed at epoch' in r.stdout and len(list(runs.glob('*.json'))) == 2
 
 
 def _alive(pid:int)->bool:
@@ -193,7 +194,8 @@ def _alive(pid:int)->bool:
 def test_workers_end_when_their_parent_is_killed_and_the_rerun_takes_their_runs_over(tmp_path):
     from fastamp import bench
     out = tmp_path / 'out'
-    args = [FASTAMP, 'bench', '--quick', '--task', 'lt', '--jobs', '2', '--epochs', '30', '--out', str(out)]
+    args = [FASTAMP, 'bench', '--quick', '--task', 'lt', '--seeds', '0', '--jobs', '2', '--epochs', '30',  # a run each
+            '--out', str(out)]
     p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = out / 'lt' / 'runs'
     deadline = time.time() + 300
@@ -205,4 +207,4 @@ def test_workers_end_when_their_parent_is_killed_and_the_rerun_takes_their_runs_
     assert workers and not any(_alive(w) for w in workers)   # they end by themselves, not train on for hours
     r = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert len(list(runs.glob('*.json'))) == 4 and not list(runs.glob('*.lock'))
+    assert len(list(runs.glob('*.json'))) == 2 and not list(runs.glob('*.lock'))

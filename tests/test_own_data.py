@@ -132,9 +132,9 @@ class _Seen(Callback):
         mix = next(cb for cb in self.learn.cbs if isinstance(cb, MidpointMixup))
         self.rows.append((round(mix.progress, 4), self.learn.opt.frozen_idx))
 
-def test_fine_tune_ratio_schedule_spans_the_whole_fine_tune():
+def test_fine_tune_ratio_schedule_spans_the_whole_fine_tune(small_dls):
     "MidpointMixup's progress runs once from 0 over the frozen and the unfrozen epochs together"
-    learn = make_learner('resnet18', digits_dls(bs=64), [MidpointMixup()])
+    learn = make_learner('resnet18', small_dls, [MidpointMixup()])
     seen = _Seen()
     _fit(learn, types.SimpleNamespace(schedule='fine_tune', lr=1e-3, freeze_epochs=1), 2, cbs=[seen])
     assert seen.rows == [(0.0, 2), (round(1/3, 4), 0), (round(2/3, 4), 0)]
