@@ -275,7 +275,9 @@ def verdict_lines(
 
 _RULE = ("Paired per-seed differences, method minus reference, of each task's primary metric ("
          + ', '.join(f"{TASKS[t].title}: `{m}`" for t, m in PRIMARY.items()) + "), runs paired by seed within one "
-         "setting and rho; the best baseline is the best method that is not AM-mixup by mean (picked on these runs). "
+         "setting and rho; the best baseline is the best method that is not AM-mixup by mean validation score where "
+         "the runs have one (coarse-to-fine), else by mean test score on these runs (long-tailed; this can only "
+         "favour it). "
          "Ahead (behind) on every seed: every difference above (below) zero and |mean| at least their std; within "
          "noise otherwise; one seed: no verdict.")
 

@@ -51,8 +51,9 @@ def best_baseline(
     df:pd.DataFrame, # one row per run of one setting (and one rho)
     metric:str, # the column that ranks
 )->str|None: # None without a baseline
-    "The best method that is not AM-mixup by mean `metric` (ERM included), the first of equal ones"
-    means = df[~df['method'].map(is_am)].groupby('method', sort=False)[metric].mean().dropna()
+    "The best method that is not AM-mixup (ERM included) by mean validation score, else by mean `metric`"
+    col = f'{metric}_val' if f'{metric}_val' in df and df[f'{metric}_val'].notna().any() else metric
+    means = df[~df['method'].map(is_am)].groupby('method', sort=False)[col].mean().dropna()
     return None if means.empty else means.idxmax()
 
 def _compare(df, method, against, metric)->dict:

@@ -35,10 +35,19 @@ def probe_val_idx(
     "A coarse-to-fine run's validation split: a seeded share `PROBE_VAL_PCT` of each fine class of its training items"
     return stratified_valid(data.labels[train_idx], PROBE_VAL_PCT, seed)
 
+class _Quiet:
+    "A recorder whose undefined measures stay NaN in its rows without a warning (see above)"
+    def measure(self)->dict:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DegenerateWarning); return super().measure()
+
+class _ProbeCurves(_Quiet, FineProbeRecorder): "c2f: the fine probes during training, quiet"
+class _CurveRecorder(_Quiet, CollapseRecorder): "lt: the collapse measures during training, quiet"
+
 def _probe_recorders(cfg, data:ImageSet, train_idx, val, seed)->list:
     "A `FineProbeRecorder` per probed place, every `cfg.probe_every` epochs of the coarse training"
-    return [FineProbeRecorder(data.labels[train_idx], data.labels[data.valid_idx], every=cfg.probe_every,
-                              n_train=_CURVE_N, n=_CURVE_N, module=place, seed=seed, val_idx=val)
+    return [_ProbeCurves(data.labels[train_idx], data.labels[data.valid_idx], every=cfg.probe_every,
+                         n_train=_CURVE_N, n=_CURVE_N, module=place, seed=seed, val_idx=val)
             for place in PROBE_PLACES]
 
 _PROBE_NAMES = {'fine_linear_probe': 'fine_linear_probe', 'fine_linear_probe_val': 'fine_linear_probe', 'fine_knn':
@@ -50,12 +59,6 @@ def _probe(learn, module, data:ImageSet, train_idx, val, cfg, seed)->dict:
     r = learn.fine_probe(data.labels[train_idx], data.labels[data.valid_idx], module=module,
                          n_train=cfg.probe_max, seed=seed, val_idx=val)
     return {f"{v}_{module}{'_val' * k.endswith('_val')}": r[k] for k, v in _PROBE_NAMES.items()}
-
-class _CurveRecorder(CollapseRecorder):
-    "A `CollapseRecorder` whose undefined measures stay NaN in its rows without a warning (see above)"
-    def measure(self)->dict:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', DegenerateWarning); return super().measure()
 
 def _lt_recorders(cfg, seed)->list:
     "lt: the collapse measures of the classifier input on the whole held-out set every `cfg.probe_every` epochs"
