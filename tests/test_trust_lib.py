@@ -195,13 +195,13 @@ def _assert_clean(learn, dls):
                          ids=['interrupt', 'error', 'cancel'])
 @pytest.mark.parametrize('event', EVENTS)
 @pytest.mark.parametrize('name', list(MIXERS) + ['drw'])
-def test_every_exit_event_leaves_no_hook_and_no_weight(name, event, exc, dls):
+def test_every_exit_event_leaves_no_hook_and_no_weight(name, event, exc, small_dls):
     cbs = [DRW(switch_epoch=0)] if name == 'drw' else MIXERS[name]() + [DRW(switch_epoch=0)]
     set_seed(0)
-    learn = Learner(dls, small_cnn(N_CLASSES, head='one'), loss_func=LogitAdjustedLoss(),
+    learn = Learner(small_dls, small_cnn(N_CLASSES, head='one'), loss_func=LogitAdjustedLoss(),
                     cbs=cbs + [Raise(event, exc)])
     with contextlib.suppress(type(exc)): fit_quiet(learn, 1, method='fit')
-    _assert_clean(learn, dls)
+    _assert_clean(learn, small_dls)
 
 
 def test_an_interrupted_drw_step_is_not_exported(cnn_learner, dls, tmp_path):
