@@ -47,9 +47,9 @@ def small_dls():
 
 @pytest.fixture
 def cnn_learner(dls):
-    def make(cbs=(), **kw):
+    def make(cbs=(), data=None, **kw):
         set_seed(0)
-        return Learner(dls, small_cnn(10, head='one'), metrics=accuracy, cbs=list(cbs), **kw)
+        return Learner(data or dls, small_cnn(10, head='one'), metrics=accuracy, cbs=list(cbs), **kw)
     return make
 
 

@@ -4,6 +4,7 @@ import pytest, torch, torch.nn as nn
 from fastai.vision.all import (vision_learner, resnet18, accuracy, MixUp, CutMix, GradientAccumulation,
                                CancelFitException, Callback, load_learner, ClassificationInterpretation, set_seed)
 from fastamp.mixup import MidpointMixup, FeatureMixup, ManifoldMixup, InputMixup, Remix, SynerMix, SynerMixIntra, INPUT
+from fastamp.data import imageset_dls, load_digits
 from conftest import hooks_on, fit_quiet, RaiseAt, RaiseInForward
 
 CALLBACKS = {
@@ -61,9 +62,9 @@ def test_lr_find_restores(name, cnn_learner):
 @pytest.mark.parametrize('name', ['midpoint', 'feature', 'manifold', 'synermix'])
 @pytest.mark.parametrize('exc', [RuntimeError('boom'), KeyboardInterrupt(), CancelFitException()])
 @pytest.mark.parametrize('where', ['callback', 'forward', 'before_batch'])
-def test_interruption_leaves_learner_clean(name, exc, where, cnn_learner):
+def test_interruption_leaves_learner_clean(name, exc, where, cnn_learner, small_dls):
     cb = CALLBACKS[name]()
-    learn = cnn_learner([cb])
+    learn = cnn_learner([cb], data=small_dls)                 # 5 batches: it raises at the third
     if where == 'forward': learn.model.insert(1, RaiseInForward(exc))
     else: learn.add_cb(RaiseAt(exc, event='after_pred' if where == 'callback' else 'before_batch'))
     lf, dl_tfms = learn.loss_func, learn.dls.train.after_batch.fs
@@ -165,8 +166,10 @@ class HookSpy(Callback):
 
 
 @pytest.mark.parametrize('arch', [resnet18, 'resnet18'])
-def test_manifold_default_places_are_stage_outputs(arch, dls):
+def test_manifold_default_places_are_stage_outputs(arch):
     cb, spy = ManifoldMixup(), HookSpy()
+    data = load_digits(seed=0)                             # 40 batches of 16: every one of the 5 places gets drawn
+    dls = imageset_dls(data, train_idx=data.train_idx[:640], valid_idx=data.valid_idx[:160], bs=16, size=16)
     set_seed(0)
     learn = vision_learner(dls, arch, pretrained=False, cbs=[cb, spy])
     body = learn.model[0]

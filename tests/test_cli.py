@@ -17,7 +17,7 @@ def error_lines(stderr):
 @pytest.mark.slow
 def test_quick_bench_end_to_end_rerun_and_piped_output(tmp_path):
     out = tmp_path / 'out'
-    r = run('bench', '--quick', '--out', str(out), '--threads', '2')
+    r = run('bench', '--quick', '--out', str(out), '--threads', '1')
     assert r.returncode == 0, r.stderr[-2000:]
     assert '## coarse-to-fine: digits' in r.stdout and '## long-tailed: digits' in r.stdout
     assert '| erm |' in r.stdout and '| midpoint |' in r.stdout and ' * |' in r.stdout
@@ -35,7 +35,7 @@ def test_quick_bench_end_to_end_rerun_and_piped_output(tmp_path):
     table = (out / 'runs.csv').read_text().splitlines()
     assert len(table) == 9 and 'class_accuracy_9' in table[0] and 'version_torch' in table[0]
     mtimes = {p: p.stat().st_mtime_ns for p in runs}
-    r2 = run('bench', '--quick', '--out', str(out), '--threads', '2')
+    r2 = run('bench', '--quick', '--out', str(out), '--threads', '1')
     assert r2.returncode == 0 and 'done ' not in r2.stdout          # every run was skipped
     assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items())
     tables = lambda s: [l for l in s.splitlines() if l.startswith('|')]
@@ -165,12 +165,12 @@ def _checkpoint_since(runs:Path, t:float)->bool:
 def test_ctrl_c_then_sigterm_with_jobs_stop_the_workers_and_a_rerun_resumes_their_epochs(tmp_path):
     "Ctrl-C, then SIGTERM (what a scheduler sends) on the rerun: each ends in one line; a third run resumes, finishes"
     out = tmp_path / 'out'
-    args = [FASTAMP, 'bench', '--quick', '--task', 'lt', '--seeds', '0', '--jobs', '2', '--epochs', '6',  # a run each
-            '--out', str(out)]
+    args = lambda jobs: [FASTAMP, 'bench', '--quick', '--task', 'lt', '--seeds', '0', '--epochs', '6',  # two runs
+                         '--out', str(out), '--jobs', str(jobs)]   # --jobs is no part of a run's key
     runs = out / 'lt' / 'runs'
     for sig in (signal.SIGINT, signal.SIGTERM):
         start = time.time()
-        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(args(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         while time.time() < start + 300 and not _checkpoint_since(runs, start): time.sleep(0.1)
         p.send_signal(sig); t = time.time(); _, err = p.communicate(timeout=120)
         assert p.returncode == 130 and time.time() - t < 30, sig
@@ -179,7 +179,7 @@ def test_ctrl_c_then_sigterm_with_jobs_stop_the_workers_and_a_rerun_resumes_thei
         time.sleep(1)
         assert not list(out.rglob('*.tmp')) and not list(out.rglob('*.lock'))
         assert not list(runs.glob('*.json'))                      # neither run had finished
-    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(args(1), capture_output=True, text=True, timeout=600)   # the workers' runs, resumed in-process
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'resumed at epoch' in r.stdout and len(list(runs.glob('*.json'))) == 2
 
