@@ -38,11 +38,24 @@ def dls():
     return digits_dls(bs=64, size=16, seed=0)
 
 
+def digits_subset(n_train:int, n_valid:int=160, bs:int=64):
+    "`DataLoaders` of the first `n_train` training and `n_valid` held-out digits, 16 px"
+    data = load_digits(seed=0)
+    return imageset_dls(data, train_idx=data.train_idx[:n_train], valid_idx=data.valid_idx[:n_valid], bs=bs, size=16)
+
+
+def load_script(path):
+    "A script of the repository (`benchmarks/`, `tools/`) as a module, to call its functions in-process"
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(scope='session')
 def small_dls():
     "A fifth of digits (320 training, 160 held-out items): for the tests that train a ResNet only to check a path"
-    data = load_digits(seed=0)
-    return imageset_dls(data, train_idx=data.train_idx[:320], valid_idx=data.valid_idx[:160], bs=64, size=16)
+    return digits_subset(320)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from fastamp.bench.training import _opt_func, _fit
 from fastamp.data import imageset_dls
 from fastamp.devicedata import PadCropFlip
 
-from conftest import FASTAMP
+from conftest import FASTAMP, load_script
 TINY = dict(task='lt', methods=['midpoint'], seeds=[0], rhos=[10], lr=1e-2)
 
 
@@ -213,8 +213,7 @@ def test_cli_heads_give_one_setting_each_with_its_curves(tmp_path, capsys):
     pngs = sorted(p.name for p in (tmp_path / 'c2f' / 'plots').glob('fine_probe_*.png'))
     assert len(pngs) == 2 and all(f'c2f/plots/{p}' in page for p in pngs)
     script = Path(__file__).parents[1] / 'benchmarks' / 'write_results.py'
-    spec = importlib.util.spec_from_file_location('write_results', script)
-    write_results = importlib.util.module_from_spec(spec); spec.loader.exec_module(write_results)
+    write_results = load_script(script)
     capsys.readouterr()
     write_results.main([str(tmp_path), 'c2f', 'cmd', '--figures', str(tmp_path / 'figs')])
     links = re.findall(r'\]\((figs/[^)]+\.png)\)', capsys.readouterr().out)

@@ -4,8 +4,7 @@ import pytest, torch, torch.nn as nn
 from fastai.vision.all import (vision_learner, resnet18, accuracy, MixUp, CutMix, GradientAccumulation,
                                CancelFitException, Callback, load_learner, ClassificationInterpretation, set_seed)
 from fastamp.mixup import MidpointMixup, FeatureMixup, ManifoldMixup, InputMixup, Remix, SynerMix, SynerMixIntra, INPUT
-from fastamp.data import imageset_dls, load_digits
-from conftest import hooks_on, fit_quiet, RaiseAt, RaiseInForward
+from conftest import hooks_on, fit_quiet, RaiseAt, RaiseInForward, digits_subset
 
 CALLBACKS = {
     'midpoint': lambda: MidpointMixup(),
@@ -168,8 +167,7 @@ class HookSpy(Callback):
 @pytest.mark.parametrize('arch', [resnet18, 'resnet18'])
 def test_manifold_default_places_are_stage_outputs(arch):
     cb, spy = ManifoldMixup(), HookSpy()
-    data = load_digits(seed=0)                             # 40 batches of 16: every one of the 5 places gets drawn
-    dls = imageset_dls(data, train_idx=data.train_idx[:640], valid_idx=data.valid_idx[:160], bs=16, size=16)
+    dls = digits_subset(640, bs=16)                        # 40 batches of 16: every one of the 5 places gets drawn
     set_seed(0)
     learn = vision_learner(dls, arch, pretrained=False, cbs=[cb, spy])
     body = learn.model[0]

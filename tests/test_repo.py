@@ -36,11 +36,11 @@ def test_every_notebook_is_tested():
 
 def test_flagged_cells_are_the_ones_nbdev_test_skips():
     "nbdev_test splits `tst_flags` on spaces (`slow|gpu` would be one flag, and every `#| slow` cell would run in CI)"
-    import configparser, importlib.util
+    import configparser
+    from conftest import load_script
     cfg = configparser.ConfigParser(); cfg.read(ROOT / 'settings.ini')
-    spec = importlib.util.spec_from_file_location('execute_docs', ROOT / 'tools' / 'execute_docs.py')
-    execute_docs = importlib.util.module_from_spec(spec); spec.loader.exec_module(execute_docs)
-    assert set(cfg['DEFAULT']['tst_flags'].split()) == execute_docs.SKIP_FLAGS == {'slow', 'gpu'}
+    skip = load_script(ROOT / 'tools' / 'execute_docs.py').SKIP_FLAGS
+    assert set(cfg['DEFAULT']['tst_flags'].split()) == skip == {'slow', 'gpu'}
 
 
 def test_settings_declare_upper_bounds():
