@@ -1,5 +1,5 @@
 """The benchmark's long-tail recipe, optimizer, parallel runs, resume inside a run, run table and loggers."""
-import importlib.util, json, os, re, socket, subprocess, sys
+import importlib.util, json, os, re, socket, subprocess
 from pathlib import Path
 import numpy as np, pytest, torch
 from fastai.callback.core import Callback, CancelFitException

@@ -1,5 +1,4 @@
 """Public-use behaviour shared by every fastamp mixing callback: training, restore paths, export, composition."""
-import warnings
 import pytest, torch, torch.nn as nn
 from fastai.vision.all import (vision_learner, resnet18, accuracy, MixUp, CutMix, GradientAccumulation,
                                CancelFitException, Callback, load_learner, ClassificationInterpretation, set_seed)

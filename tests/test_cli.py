@@ -1,5 +1,5 @@
 """End-to-end runs of the `fastamp` console script: reruns, Ctrl-C, bad input, failures, piped output, two processes."""
-import dataclasses, json, os, signal, subprocess, sys, time
+import dataclasses, json, os, signal, subprocess, time
 from pathlib import Path
 import pytest, torch
 

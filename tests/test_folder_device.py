@@ -1,6 +1,5 @@
 "Folders on the fast path (#24, item 4): `--loader device` decodes a folder once, keeps it, refuses what cannot fit"
 import json, os
-from pathlib import Path
 import numpy as np, pytest
 from PIL import Image
 import fastamp.cache, fastamp.devicedata

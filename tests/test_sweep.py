@@ -1,7 +1,6 @@
 """A sweep beyond one process (#26): locks across hosts and restarts, shards of a sweep, workers over devices and
 cores, busy runs, and reports of a sweep half done."""
 import functools, json, multiprocessing as mp, os, socket, subprocess, time
-from pathlib import Path
 import pandas as pd, pytest, torch
 from fastamp import bench
 from fastamp.bench.store import RunLock, LOCK_TIMEOUT, read_lock, this_process, _start_time

@@ -5,7 +5,6 @@ import contextlib, math, re, subprocess, sys, warnings
 import pytest, torch, torch.nn as nn
 from fastai.vision.all import Learner, Callback, CancelBatchException, set_seed, load_learner
 from fastai.data.core import DataLoaders
-from fastai.losses import CrossEntropyLossFlat
 from fastamp.core import find_classifier
 from fastamp.models import small_cnn, NormedLinear
 from fastamp.mixup import MidpointMixup, InputMixup, Remix

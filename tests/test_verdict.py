@@ -3,7 +3,7 @@ plain verdict, at the top of the results page and printed by `fastamp bench` / `
 with the worst classes named, the shot groups by the runs' counts, and its plot.
 
 Most tests read fake run records with known per-seed numbers (no training); one trains two one-epoch digits runs."""
-import json, os, subprocess, sys
+import json
 from dataclasses import asdict
 from pathlib import Path
 import pandas as pd, pytest
@@ -13,7 +13,6 @@ from fastamp.bench import BenchConfig, versions, run_comparison, run_records
 from fastamp.report import write_report, verdict_lines
 from fastamp.verdict import comparisons, verdict
 
-FASTAMP = str(Path(sys.executable).parent / 'fastamp')
 COUNTS, NAMES = [120, 60, 30, 15, 8], ['cat', 'dog', 'fox', 'owl', 'yak']
 
 
