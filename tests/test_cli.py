@@ -42,11 +42,17 @@ def test_quick_bench_end_to_end_rerun_and_piped_output(tmp_path):
     assert tables(r.stdout) == tables(r2.stdout)                  # same numbers from the saved runs
 
 
+def _default_ctrl_c():
+    "In the child: Ctrl-C as in a terminal, even when pytest was started in the background (SIGINT ignored)"
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_ends_with_one_line_and_keeps_finished_runs(tmp_path):
     out = tmp_path / 'out'
     args = ['bench', '--quick', '--task', 'c2f', '--seeds', '0', '--out', str(out)]  # two runs, one after the other
-    p = subprocess.Popen([FASTAMP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([FASTAMP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_default_ctrl_c)
     runs = out / 'c2f' / 'runs'
     deadline = time.time() + 300
     while time.time() < deadline and not list(runs.glob('*.json')): time.sleep(0.2)
@@ -170,7 +176,8 @@ def test_ctrl_c_then_sigterm_with_jobs_stop_the_workers_and_a_rerun_resumes_thei
     runs = out / 'lt' / 'runs'
     for sig in (signal.SIGINT, signal.SIGTERM):
         start = time.time()
-        p = subprocess.Popen(args(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(args(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=_default_ctrl_c)
         while time.time() < start + 300 and not _checkpoint_since(runs, start): time.sleep(0.1)
         p.send_signal(sig); t = time.time(); _, err = p.communicate(timeout=120)
         assert p.returncode == 130 and time.time() - t < 30, sig
