@@ -393,5 +393,6 @@ def cifar10_or_digits_folder()->Path:
                                                            "point it at CIFAR-10's archive or folder, or unset it.")
         return Path(env)
     path = write_image_folder(load_digits(), user_temp_dir()/'digits-folder')
-    print(f"FASTAMP_CIFAR10 is not set: using scikit-learn's digits written as an image folder at {path}.")
+    print(f"FASTAMP_CIFAR10 is not set: using scikit-learn's digits written as an image folder, "
+          f"{path.parent.name}/{path.name} in the temp folder.")  # by name: a page that shows it travels
     return path

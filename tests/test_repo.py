@@ -1,6 +1,6 @@
 """The repository's promises: README commands, CI, notebooks, generated code."""
 from pathlib import Path
-import json, re
+import gzip, json, re
 
 ROOT = Path(__file__).parents[1]
 
@@ -93,3 +93,46 @@ def test_rooms_stay_small():
         big += [f"{name}:{i}: over 120 characters" for i, l in enumerate(lines, 1)
                 if len(l) > 120 and not any(a <= i <= b for a, b in spans)]
     assert not big, big
+
+
+# an absolute folder of the machine that ran something: temp, work, home and mount folders, a Windows drive; not a
+# URL's path (`https://host/data/x`) nor a relative one (`nbs/data/`, `../work/`): those follow a word, `.` or `/`
+MACHINE_PATH = re.compile(r"(?<![\w.~/\\-])(?:/(?:tmp|work|root|home|Users|private/var|var/folders|scratch|mnt|data)/"
+                          r"|[A-Za-z]:\\)[^\s'\"`)\],;]*")
+RESULT_TEXTS = ('.md', '.csv', '.json', '.jsonl', '.txt')
+
+
+def test_the_machine_path_pattern():
+    found = lambda t: MACHINE_PATH.findall(t)
+    assert found("from /work/shared/x.tar.gz (checksum") == ['/work/shared/x.tar.gz']
+    assert found("--out /tmp/a/b, at=/home/u/c, ('/Users/me/d') C:\\Users\\me e") == [
+        '/tmp/a/b', '/home/u/c', '/Users/me/d', 'C:\\Users\\me']
+    assert found("/private/var/folders/x /mnt/d /scratch/e /data/f /root/g") == [
+        '/private/var/folders/x', '/mnt/d', '/scratch/e', '/data/f', '/root/g']
+    assert not found("https://docs.fast.ai/data/x http://host:8/tmp/y nbs/data/z ../work/w ./tmp/v $FASTAMP_CIFAR10 "
+                     "bench_out/tmp/u fastai.data.core /tmpfile")
+
+
+def result_texts():
+    "`(path, text)` of each text file under results/ (`.gz` decompressed)"
+    for p in sorted((ROOT/'results').rglob('*')):
+        if p.suffix == '.gz': yield p, gzip.decompress(p.read_bytes()).decode(errors='replace')
+        elif p.suffix in RESULT_TEXTS: yield p, p.read_text(errors='replace')
+
+
+def output_texts(nb: Path):
+    "`(cell index, text)` of each output of `nb`'s cells, images left out: what a reader of the page sees"
+    for i, c in enumerate(json.loads(nb.read_text())['cells']):
+        for o in c.get('outputs', []):
+            data = [v for k, v in o.get('data', {}).items() if not k.startswith('image/')]
+            parts = [o.get('text', ''), o.get('traceback', []), o.get('evalue', ''), *data]
+            yield i, ''.join(''.join(p) if isinstance(p, list) else str(p) for p in parts)
+
+
+def test_no_machine_path_in_results_or_notebook_outputs():
+    "Pages travel: results/ and the committed outputs name data by dataset, checksum and variable, folders relatively"
+    bad = [f"{p.relative_to(ROOT)}: {m}" for p, t in result_texts() for m in MACHINE_PATH.findall(t)]
+    nbs = [nb for nb in sorted((ROOT/'nbs').rglob('*.ipynb')) if not {'.ipynb_checkpoints', '_proc'} & set(nb.parts)]
+    bad += [f"{nb.relative_to(ROOT)} cell {i}: {m}" for nb in nbs for i, t in output_texts(nb)
+            for m in MACHINE_PATH.findall(t)]
+    assert not bad, 'absolute paths of the machine that made them:\n' + '\n'.join(bad)

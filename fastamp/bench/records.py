@@ -4,7 +4,7 @@
 
 # %% ../../nbs/05_bench/07_records.ipynb #90292e6a
 from __future__ import annotations
-import json, platform, time, warnings
+import functools, importlib.metadata, json, os, platform, subprocess, time, warnings
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -14,22 +14,81 @@ import fastamp
 from ..core import train_class_counts
 from ..accuracies import per_class_accuracy
 from ..evaluate import CollapseRecorder  # and Learner.get_features, .collapse_report
-from .catalog import describe_method
+from .catalog import DATASETS, describe_method
 from .store import atomic_write, write_json, RunLock, set_aside
 from .tasks import TASKS, PROBE_PLACES
 from .config import BenchConfig, run_key
 
 # %% auto #0
-__all__ = ['versions', 'read_record', 'run_records', 'records_frame', 'load_records', 'runs_table', 'write_runs_table',
-           'interrupted_line', 'read_plan', 'write_plan', 'planned_keys']
+__all__ = ['DATA_ENVS', 'code_version', 'data_source', 'data_label', 'versions', 'read_record', 'run_records', 'records_frame',
+           'load_records', 'runs_table', 'write_runs_table', 'interrupted_line', 'read_plan', 'write_plan',
+           'planned_keys']
+
+# %% ../../nbs/05_bench/07_records.ipynb #e0c1b002
+DATA_ENVS = {'FASTAMP_CIFAR10': "CIFAR-10's archive or folder", 'FASTAMP_DATA': "Fashion-MNIST's folder"}
+
+def _git(d, *args)->str|None:
+    "What `git -C d *args` prints; None when git is missing, fails (`d` not in a checkout) or takes over 5 s"
+    try: r = subprocess.run(['git', '-C', str(d), *args], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError): return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+@functools.cache
+def code_version()->dict:
+    "fastamp's git commit and whether its tree had changes (`dirty`), once per process; None for an installed package"
+    d = Path(fastamp.__file__).parent
+    if not _git(d, 'ls-files', '__init__.py'): return {'commit': None, 'dirty': None}  # not fastamp's own checkout
+    commit, status = _git(d, 'rev-parse', 'HEAD'), _git(d, 'status', '--porcelain')
+    return {'commit': commit, 'dirty': None if commit is None or status is None else bool(status)}
+
+def _env_of(path)->str|None:
+    "The first of `DATA_ENVS` that points at `path` or a folder holding it"
+    if path is None: return None
+    p = Path(path).resolve()
+    envs = {v: Path(os.environ[v]).resolve() for v in DATA_ENVS if os.environ.get(v)}
+    return next((v for v, e in envs.items() if e == p or e in p.parents), None)
+
+def data_source(
+    cfg:BenchConfig, # the comparison
+)->dict: # dataset, `name` of its file or folder, checksum (`sha`), `env`: the variable pointing at it (or None)
+    "The data of `cfg` named as another machine can find it: never by this machine's path alone"
+    src = DATASETS[cfg.dataset].source
+    try: path = None if src is None else src(cfg.data)
+    except (OSError, ValueError): path = cfg.data
+    return {'dataset': cfg.dataset, 'name': None if path is None else Path(path).name, 'sha': cfg.data_sha,
+            'env': _env_of(path)}
+
+def data_label(
+    cfg:dict, # a record's configuration (`rec['config']`)
+    source:dict|None=None, # its `data_source`; None (a record made before it): the configuration's path, by name
+)->str:
+    "A record's data for a results page: its file's name, the variable pointing at it, its checksum; no path"
+    source = source or {}
+    name = source.get('name') or (Path(cfg['data']).name if cfg.get('data') else 'its default folder')
+    env, sha = source.get('env'), cfg.get('data_sha')
+    more = [s for s in (env and f"${env}", sha and f"checksum {sha}") if s]
+    return name + (f" ({', '.join(more)})" if more else '')
 
 # %% ../../nbs/05_bench/07_records.ipynb #9eb68dd7
-def versions()->dict:
-    "Versions of the packages, the machine and the threads that made a record"
-    return {'fastamp': fastamp.__version__, 'torch': torch.__version__, 'fastai': fastai.__version__,
-            'fastcore': fastcore.__version__, 'python': platform.python_version(), 'machine': platform.machine(),
-            'cpu_threads': torch.get_num_threads(),
-            'cuda': torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+_PACKAGES = ('numpy', 'scipy', 'timm')  # read from their metadata, not imported; None when not installed
+
+def _version(p:str)->str|None:
+    try: return importlib.metadata.version(p)
+    except importlib.metadata.PackageNotFoundError: return None
+
+def _device_name(device=None)->str:
+    "The GPU's name for a CUDA device, else the device's type ('cpu'); None: the GPU when there is one"
+    d = torch.device(device if device is not None else 'cuda' if torch.cuda.is_available() else 'cpu')
+    return torch.cuda.get_device_name(d) if d.type == 'cuda' else d.type
+
+def versions(
+    device=None, # the device the run trained on; None: the GPU when there is one, else the CPU
+)->dict:
+    "Versions of fastamp (its git commit in a checkout) and of the packages, the machine, threads and device"
+    return {'fastamp': fastamp.__version__, **code_version(), 'torch': torch.__version__, 'fastai': fastai.__version__,
+            'fastcore': fastcore.__version__, **{p: _version(p) for p in _PACKAGES},
+            'python': platform.python_version(), 'machine': platform.machine(), 'cpu_threads': torch.get_num_threads(),
+            'cuda': torch.cuda.get_device_name() if torch.cuda.is_available() else None, 'device': _device_name(device)}
 
 def _collapse(learn, features)->tuple:
     "Collapse measures of the classifier input on the held-out set (`features` from `get_features`), class margins"
@@ -48,7 +107,8 @@ def _record(cfg, key, method, seed, rho, res, learn, wall, start, notes=None)->d
             [str(v) for v in names],
             'curves': {cb.module: cb.records for cb in learn.cbs if isinstance(cb, CollapseRecorder)},
             'wall_s': wall, 'resumed_at_epoch': start, 'config': asdict(cfg),
-            'method_detail': describe_method(method), 'versions': versions(), 'notes': {} if notes is None else notes}
+            'method_detail': describe_method(method), 'versions': versions(getattr(learn.dls, 'device', None)),
+            'data_source': data_source(cfg), 'notes': {} if notes is None else notes}
 
 # %% ../../nbs/05_bench/07_records.ipynb #b389029c
 _RECORD_KEYS = ('key', 'task', 'dataset', 'method', 'seed', 'rho', 'metrics', 'collapse', 'wall_s', 'config',
