@@ -3,15 +3,16 @@ verdicts of results/fmnist_lt_margins.md (its rule is written there, before the 
 
 Usage: python benchmarks/margin_curves.py OUT_DIR [--from-epoch 6] [--pairs midpoint:erm,midpoint-la:la] > tables.md
 For each run: the margin CV and min / max averaged over epochs FROM..last (NaN epochs dropped, counted) and at the
-last epoch; for each pair, the per-seed differences, their mean, std and the verdict (supported / against / within
-noise: every seed in one direction and |mean| >= std).
+last epoch; for each pair, the per-seed differences, their mean, std, the 95 % Student t interval in the claimed
+direction and the verdict of `fastamp.verdict.compare` read in that direction (supported / against / equivalent /
+inconclusive).
 """
 import argparse
 import numpy as np, pandas as pd
 from fastamp.bench import run_records
 from fastamp.curves import probe_curves
 from fastamp.report import to_markdown
-from fastamp.verdict import verdict as paired_verdict
+from fastamp.verdict import compare
 
 CLAIM = {'margin_cv': -1, 'margin_min_max': 1}  # the direction that reads as more balanced
 
@@ -27,9 +28,9 @@ def per_run(recs, metric, first):
 
 
 def verdict(d, sign):
-    "supported / against / within noise for differences `d` (one per seed) in the claimed direction `sign`"
-    v = paired_verdict(sign * np.asarray(d))  # fastamp.verdict's rule, read in the claimed direction
-    return {'ahead on every seed': 'supported', 'behind on every seed': 'against'}.get(v, v)
+    "`compare` of differences `d` (one per seed) in the claimed direction `sign`: the interval and the label"
+    c = compare(sign * np.asarray(d))  # fastamp.verdict's rule, read in the claimed direction
+    return f"[{c.low:+.4f}, {c.high:+.4f}]", {'better': 'supported', 'worse': 'against'}.get(c.label, c.label)
 
 
 def main(argv=None):
@@ -51,7 +52,8 @@ def main(argv=None):
                 d = (runs.loc[new, col] - runs.loc[ref, col]).dropna()
                 rows.append({'pair': f'{new} - {ref}', 'when': col,
                              **{f's{s}': round(v, 4) for s, v in d.items()}, 'mean': round(d.mean(), 4),
-                             'std': round(d.std(ddof=1), 4), 'verdict': verdict(d.values, sign)})
+                             'std': round(d.std(ddof=1), 4),
+                             **dict(zip(['interval (claimed direction)', 'verdict'], verdict(d.values, sign)))})
         print(f"### {metric}: paired differences (claimed direction: {'lower' if sign < 0 else 'higher'})\n")
         print(to_markdown(pd.DataFrame(rows).set_index('pair')) + '\n')
 

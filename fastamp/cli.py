@@ -36,12 +36,26 @@ def _sweep_options(b):
     b.add_argument('--lock-timeout', type=float, dest='lock_timeout', default=LOCK_TIMEOUT, help='seconds without a '
                    f'heartbeat after which a run locked by another host is taken over (default {LOCK_TIMEOUT:g})')
 
+def _margin(v:str)->float:
+    "A margin >= 0, or argparse's one-line error"
+    try: m = float(v)
+    except ValueError: m = float('nan')
+    if not m >= 0 or m == float('inf'): raise argparse.ArgumentTypeError(f"{v!r}: give a margin >= 0, e.g. 0.005")
+    return m
+
+def _margin_option(p):
+    "`--margin` of `fastamp bench` and `fastamp report`: the verdicts' equivalence margin"
+    from fastamp.verdict import MARGIN
+    p.add_argument('--margin', type=_margin, default=MARGIN, help='equivalence margin of the verdicts: a difference '
+                   f'whose interval lies within +-MARGIN is "equivalent" (default {MARGIN:g}: half a point)')
+
 def _report_parser(sub):
     "`fastamp report`: the tables of a benchmark folder, any time"
     r = sub.add_parser('report', help='rebuild runs.csv, the tables, plots and results.md of a benchmark folder from '
                        'its records (a sweep half done included)')
     r.add_argument('--out', default='bench_out', help='the benchmark folder (fastamp bench --out)')
     r.add_argument('--no-plots', dest='plots', action='store_false', help='tables only')
+    _margin_option(r)
     r.set_defaults(func=_report)
 
 def _data_options(b):
@@ -107,6 +121,7 @@ def _parser():
                    "callbacks and loss: fastamp bench --list)")
     _data_options(b); _model_options(b)
     b.add_argument('--seeds', type=_csv(int), help='comma list of seeds')
+    _margin_option(b)
     b.add_argument('--device', help='cpu, cuda, cuda:1 (default: a GPU when there is one)')
     b.add_argument('--threads', type=int, help='CPU threads of each process (default: with --jobs N, '
                    'an equal share of the cores, cores // N)')
@@ -116,6 +131,7 @@ def _parser():
                    'interrupted ones resume)')
     b.set_defaults(func=_bench)
     _sweep_options(b); _report_parser(sub)
+    _plan_parser(sub, b)
     return p
 
 # %% ../nbs/06_cli.ipynb #be6ec5dc
@@ -143,20 +159,23 @@ def _bench(args)->int:
     import warnings; warnings.filterwarnings('ignore', category=FutureWarning)
     from fastamp import bench, report
     if args.list: print(bench.catalog_listing()); return 0
-    s = bench_settings(args)
+    try: plan, s = _planned(args)  # --plan: the plan's settings, an option that changes them refused
+    except bench.SettingsError as e: return _fail(e)
     opts = dict(threads=args.threads, devices=args.devices, shard=args.shard, lock_timeout=args.lock_timeout)
     try: bench.check_settings({**s, 'out': args.out, 'jobs': args.jobs, 'log': args.log, **opts})
     except bench.SettingsError as e: return _fail(e)
-    s = _folder_tasks(s, args)
+    s = s if plan else _folder_tasks(s, args)  # a plan's tasks are fixed
     if args.threads: bench.set_threads(args.threads)
     cfgs = bench.task_configs(s)
     s = {**s, 'data_sha': cfgs[0].data_sha}  # the data's checksum, taken once for the whole sweep
-    try: bench.check_sweep(cfgs)  # the data against the settings (classes, a batch per run), before any line
+    try:
+        bench.check_sweep(cfgs)  # the data against the settings (classes, a batch per run), before any line
+        if plan: plan.check_files(cfgs[0]); opts['plan'] = plan.register(args.out)  # its hash in the records
     except bench.SettingsError as e: return _fail(e)
     print('methods: ' + '; '.join(f"{m} = {bench.describe_method(m)}" for m in s['methods']), flush=True)
     log = lambda line: print(line, flush=True)
     counts = bench.run_benchmark(s, args.out, jobs=args.jobs, log=log, logger=args.log, **opts)
-    print('\n' + report.write_report(args.out, cfgs=cfgs), flush=True)
+    print('\n' + report.write_report(args.out, cfgs=cfgs, margin=args.margin), flush=True)
     print(f"runs, reports and tables in {args.out}/ (all runs: {args.out}/runs.csv; any time: fastamp report --out "
           f"{args.out})")
     if counts['failed'] and not counts['done']:
@@ -172,7 +191,7 @@ def _report(args)->int:
     from fastamp import report
     from pathlib import Path
     if not Path(args.out).is_dir(): return _fail(f"--out {args.out}: no such folder; give a fastamp bench --out")
-    print(report.write_report(args.out, plots=args.plots), flush=True)
+    print(report.write_report(args.out, plots=args.plots, margin=args.margin), flush=True)
     print(f"tables in {args.out}/results.md, all runs in {args.out}/runs.csv")
     return 0
 
@@ -209,3 +228,47 @@ def main(
     try: return _run(args, argv)
     finally:
         if prev is not None: _on_sigterm(prev)
+
+# %% ../nbs/06_cli.ipynb #a1c0e7d2
+def _plan_parser(sub, b):
+    "`fastamp plan`, with the options of `fastamp bench` (`b`) that fix its numbers; `--plan` of `fastamp bench`"
+    from fastamp.bench import FREE
+    b.add_argument('--plan', metavar='PLAN.md', help='run the settings of a plan written by fastamp plan, its hash in '
+                   'every record; an option that changes one of them is refused (free: --jobs, --threads, --device, '
+                   '--devices, --out, --log, --shard, --lock-timeout, and --data/--weights naming the same files)')
+    pl = sub.add_parser('plan', formatter_class=_Help, help='write a pre-registration plan of fastamp bench options, '
+                        'to run with fastamp bench --plan', description='Write the plan of a comparison before its '
+                        'runs: the options of fastamp bench, resolved, and what the comparison must show.')
+    for a in b._actions:  # the bench's own option objects, as argparse's `parents=` shares them
+        if a.dest not in {'help', 'list', 'plan', *FREE} - {'data', 'weights'}: pl._add_action(a)
+    pl.add_argument('--to', required=True, metavar='PLAN.md', help='the plan file to write (a new file)')
+    pl.set_defaults(func=_write_plan, out=None)
+
+def _write_plan(args)->int:
+    import warnings; warnings.filterwarnings('ignore', category=FutureWarning)
+    from fastamp import bench, verdict
+    s = bench_settings(args)
+    try:
+        bench.check_settings(s)
+        to = bench.write_plan_md(args.to, _folder_tasks(s, args), verdict.PRIMARY, args.margin, verdict.is_am)
+    except bench.SettingsError as e: return _fail(e)
+    except OSError as e: return _fail(f"--to {args.to}: cannot write it ({e.strerror or e}); give a path you can write")
+    print(f"plan {bench.plan_hash(to)} written to {to}: edit its prose as you like, not its fastamp-plan block; run it "
+          f"with fastamp bench --plan {to}")
+    return 0
+
+def _given(args)->dict:
+    "The settings the command line gives: options away from the parser's defaults, and a preset it names (`preset`)"
+    d = vars(_parser().parse_args(['bench']))
+    given = {k: v for k, v in vars(args).items() if k in d and v != d[k] and k not in ('preset', 'quick', 'plan')}
+    preset = 'quick' if args.quick else args.preset
+    return given | ({'preset': preset} if preset != d['preset'] else {})
+
+def _planned(args)->tuple:
+    "`(plan, settings)`: with `--plan`, the plan's settings and the free options given; else `(None, bench_settings)`"
+    from fastamp import bench
+    plan = bench.Plan(args.plan) if args.plan else None
+    s = plan.run_settings(_given(args)) if plan else bench_settings(args)
+    bench.check_out_plan(args.out, plan)  # a folder holds the runs of one plan (or of none)
+    if plan: args.margin = s['margin']  # the plan's margin reads the verdicts of the page
+    return plan, s

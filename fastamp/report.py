@@ -8,16 +8,17 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.meta import delegates
 from .bench.records import (TASKS, PROBE_PLACES, BenchConfig, atomic_write, run_records, records_frame,
-                                   planned_keys, write_runs_table)
+                                   planned_keys, write_runs_table, data_label)
+from .bench.plan import preregistration_line
 from .evaluate import plot_align_uniform
-from .verdict import (PRIMARY, is_am, comparisons, verdict_line, per_class_table, worst_classes,
-                             shot_groups_line, plot_per_class, _method_order)
+from .verdict import (PRIMARY, MARGIN, LEVEL, is_am, comparisons, label_family, verdict_line,
+                             per_class_table, worst_classes, shot_groups_line, plot_per_class, _method_order)
 from .curves import (probe_curves, curve_table, plot_probe_curves, selection_table,
                              LT_CURVES, plot_lt_curve)
 
 # %% auto #0
-__all__ = ['summarize', 'to_markdown', 'overhead_table', 'save_plots', 'task_section', 'verdict_lines', 'verdict_section',
-           'results_page', 'write_results', 'write_report']
+__all__ = ['summarize', 'to_markdown', 'overhead_table', 'save_plots', 'task_section', 'verdict_table', 'verdict_lines',
+           'verdict_section', 'results_page', 'write_results', 'write_report']
 
 # %% ../nbs/05a_report.ipynb #0aba5b61
 _NOT_METRICS = ('method', 'seed', 'rho', 'wall_s')
@@ -116,8 +117,8 @@ def _degenerate(recs:list)->list:
 def _fixed(cfg:dict, recs:list)->str:
     "What a task held fixed across its methods"
     sched = 'one-cycle' if cfg.get('schedule', 'one_cycle') == 'one_cycle' else 'warm-up and step'
-    src = cfg.get('data') or 'its default folder'
-    files = f" from {src} (checksum {cfg['data_sha']})" if cfg.get('data_sha') else ''
+    src = data_label(cfg, recs[0].get('data_source') if recs else None)  # no machine's path: name, $VAR, sum
+    files = f" from {src}" if cfg.get('data_sha') else ''
     s = (f"dataset {cfg['dataset']}{files}, arch {cfg['arch']}"
          + (f" with head {cfg['head']}" if cfg.get('head') else '')
          + (f", a seeded subset of {cfg['subset']} training images per seed" if cfg.get('subset') else '')
@@ -134,8 +135,9 @@ def _fixed(cfg:dict, recs:list)->str:
 
 def _machine(rec:dict)->str:
     v = rec['versions']
+    code = f" at {v['commit'][:7]}" + (' (dirty)' if v.get('dirty') else '') if v.get('commit') else ''
     return (f"Machine: {v['machine']}, {v['cpu_threads']} torch thread(s), GPU: {v['cuda'] or 'none'}; python "
-            f"{v['python']}, torch {v['torch']}, fastai {v['fastai']}, fastamp {v['fastamp']}.")
+            f"{v['python']}, torch {v['torch']}, fastai {v['fastai']}, fastamp {v['fastamp']}{code}.")
 
 def _runs(recs:list, planned:set|None)->str:
     "`k of n planned runs` where the plan is known, else `k runs`"
@@ -255,12 +257,13 @@ def _tasks(out:Path, cfgs:list|None)->list:
     "`(task, cfg)` of each task to report: those of `cfgs`, else every task folder of `out` (`cfg` None: all runs)"
     return [(c.task, c) for c in (cfgs or [])] or [(t, None) for t in TASKS if (out/t).is_dir()]
 
-def verdict_lines(
+def verdict_table(
     out, # the benchmark's output folder
     cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
-)->list:
-    "Per task, setting and rho: each method against ERM and the best baseline on the task's primary metric"
-    lines = []
+    margin:float=MARGIN, # the equivalence margin of the verdicts
+)->pd.DataFrame:
+    "Every comparison of the page (`where` it was made, per task, setting and rho), labelled as one family"
+    rows = []
     for t, c in _tasks(Path(out), cfgs):
         if t not in PRIMARY: continue
         for recs in _settings(run_records(Path(out)/t, c)).values():
@@ -268,26 +271,40 @@ def verdict_lines(
             if PRIMARY[t] not in df: continue
             head = f" head {cfg['head']}" if cfg.get('head') else ''
             where = f"{TASKS[t].title}, {cfg['dataset']}, {cfg['arch']}{head}"
-            for _, r in comparisons(df, PRIMARY[t], c.methods if c is not None else cfg['methods']).iterrows():
-                lines.append(where + ('' if pd.isna(r['rho']) else f", rho {r['rho']:g}") + ': '
-                             + verdict_line(r, PRIMARY[t]))
-    return lines
+            rows.append(comparisons(df, PRIMARY[t], c.methods if c is not None else cfg['methods'], margin)
+                        .assign(where=where, metric=PRIMARY[t]))
+    return label_family(pd.concat(rows, ignore_index=True), margin) if rows else pd.DataFrame()
 
-_RULE = ("Paired per-seed differences, method minus reference, of each task's primary metric ("
-         + ', '.join(f"{TASKS[t].title}: `{m}`" for t, m in PRIMARY.items()) + "), runs paired by seed within one "
-         "setting and rho; the best baseline is the best method that is not AM-mixup by mean validation score where "
-         "the runs have one (coarse-to-fine), else by mean test score on these runs (long-tailed; this can only "
-         "favour it). "
-         "Ahead (behind) on every seed: every difference above (below) zero and |mean| at least their std; within "
-         "noise otherwise; one seed: no verdict.")
+def verdict_lines(
+    out, # the benchmark's output folder
+    cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
+    margin:float=MARGIN, # the equivalence margin of the verdicts
+)->list:
+    "Per task, setting and rho: each method against ERM and the best baseline on the task's primary metric"
+    return [r['where'] + ('' if pd.isna(r['rho']) else f", rho {r['rho']:g}") + ': ' + verdict_line(r, r['metric'])
+            for _, r in verdict_table(out, cfgs, margin).iterrows()]
+
+def _rule(n:int, margin:float)->str:
+    "The rule of the verdict lines, in one paragraph"
+    return ("Paired per-seed differences, method minus reference, of each task's primary metric ("
+            + ', '.join(f"{TASKS[t].title}: `{m}`" for t, m in PRIMARY.items()) + "), runs paired by seed within "
+            "one setting and rho; the best baseline is the best method that is not AM-mixup by mean validation score "
+            "where the runs have one (coarse-to-fine), else by mean test score on these runs (long-tailed; this can "
+            "only favour it). Each line gives the mean difference and its Student t interval [low, high]: better "
+            f"(worse) when the interval lies above (below) 0, equivalent when it lies within ±{margin:g} and holds 0, "
+            "inconclusive otherwise. " + (f"The page's {n} comparisons are one family: each interval is at the "
+            f"level Holm's step-down procedure gives it (printed where above {100 * LEVEL:g} %), so all the labels "
+            f"hold together with probability at least {100 * LEVEL:g} %." if n > 1 else
+            f"The page has one comparison: its interval is at {100 * LEVEL:g} %."))
 
 def verdict_section(
     out, # the benchmark's output folder
     cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
+    margin:float=MARGIN, # the equivalence margin of the verdicts
 )->str:
     "The verdict lines as the Markdown that opens the results page (empty without a comparison)"
-    lines = verdict_lines(out, cfgs)
-    return '\n\n'.join(['## Verdict', _RULE, '\n'.join(f'- {l}' for l in lines)]) if lines else ''
+    lines = verdict_lines(out, cfgs, margin)
+    return '\n\n'.join(['## Verdict', _rule(len(lines), margin), '\n'.join(f'- {l}' for l in lines)]) if lines else ''
 
 def results_page(
     out, # the benchmark's output folder
@@ -296,13 +313,15 @@ def results_page(
     command:str|None=None, # the command that made the runs
     elapsed:str|None=None, # wall time of the whole command
     plots:bool=True, # also save the plots
+    margin:float=MARGIN, # the equivalence margin of the verdicts (`fastamp.verdict.MARGIN`)
 )->str:
     "The Markdown results page of a benchmark folder"
     out = Path(out)
     tasks = _tasks(out, cfgs)
     recs = [r for t, c in tasks for r in run_records(out/t, c)]  # a sweep's page: its comparisons' runs only
-    head = ([f'# {title}'] if title else []) + ([v] if (v := verdict_section(out, cfgs)) else [])
+    head = ([f'# {title}'] if title else []) + ([v] if (v := verdict_section(out, cfgs, margin)) else [])
     if command: head.append(f"Command: `{command}`")
+    if (pre := preregistration_line(recs)): head.append(pre)  # the records' plan against their first start
     if recs: head.append(_machine(recs[0]))
     if elapsed: head.append(f"Elapsed for the whole command: {elapsed}.")
     planned = [p for t, c in tasks if TASKS[t].per_run and (p := planned_keys(out, t, c)) is not None]
@@ -323,7 +342,7 @@ def write_results(
 def write_report(
     out, # the benchmark's output folder (finished or not)
     cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
-    **kwargs, # more for `results_page` (title, command, elapsed, plots)
+    **kwargs, # more for `results_page` (title, command, elapsed, plots, margin)
 )->str:
     "Rebuild `runs.csv`, the tables, plots and `results.md` of `out` from its records; return the page"
     write_runs_table(out)

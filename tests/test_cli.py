@@ -215,3 +215,57 @@ def test_workers_end_when_their_parent_is_killed_and_the_rerun_takes_their_runs_
     r = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(list(runs.glob('*.json'))) == 2 and not list(runs.glob('*.lock'))
+
+
+def _plan(tmp_path, name='PLAN.md', *extra):
+    "Write a quick plan (digits, 1 epoch, one seed) with `fastamp plan`; its path"
+    from fastamp import cli
+    plan = tmp_path / name
+    assert cli.main(['plan', '--quick', '--epochs', '1', '--seeds', '0', *extra, '--to', str(plan)]) == 0
+    return plan
+
+
+def test_a_plan_runs_stamps_every_record_and_the_page_says_it_came_first(tmp_path, capsys):
+    from fastamp import bench, cli
+    plan, out = _plan(tmp_path), tmp_path / 'out'
+    h = bench.plan_hash(plan)
+    assert f'plan {h} written to' in capsys.readouterr().out and '```fastamp-plan' in plan.read_text()
+    assert cli.main(['bench', '--plan', str(plan), '--out', str(out)]) == 0
+    recs = [json.loads(p.read_text()) for p in sorted(out.glob('*/runs/*.json'))]
+    assert len(recs) == 4 and {r['config']['epochs'] for r in recs} == {1} and {r['seed'] for r in recs} == {0}
+    assert all(r['plan']['hash'] == h and r['plan']['path'] == str(plan.name if plan.is_absolute() else plan)
+               and r['started'] >= r['plan']['written'] for r in recs)
+    assert (out / 'plan.md').read_bytes() == plan.read_bytes()
+    capsys.readouterr()
+    assert cli.main(['report', '--out', str(out), '--no-plots']) == 0
+    assert f"Pre-registered: plan {h} registered " in capsys.readouterr().out
+    # the same folder with a changed plan: refused, nothing run
+    (tmp_path / 'P2.md').write_text(plan.read_text() + '\nOne more sentence.\n')
+    assert cli.main(['bench', '--plan', str(tmp_path / 'P2.md'), '--out', str(out)]) == 2
+    err = error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and f"holds runs of plan {h}, not of" in err[0] and 'use another --out' in err[0], err
+    assert len(list(out.glob('*/runs/*.json'))) == 4
+
+
+@pytest.mark.parametrize('args, msg', [
+    (['--seeds', '0,1'], "--seeds 0,1 differs from the plan"),
+    (['--epochs', '3'], "--epochs 3 differs from the plan"),
+    (['--preset', 'fmnist'], "--preset fmnist (its"),
+])
+def test_an_option_that_changes_the_plan_is_refused_before_any_run(args, msg, tmp_path, capsys):
+    from fastamp import cli
+    plan, out = _plan(tmp_path), tmp_path / 'out'
+    capsys.readouterr()
+    assert cli.main(['bench', '--plan', str(plan), *args, '--out', str(out)]) == 2
+    err = error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and msg in err[0] and 'drop the option or write a new plan' in err[0], err
+    assert not out.exists()                                         # nothing was done
+
+
+def test_bench_help_lists_plan_and_plan_help_its_options(capsys):
+    from fastamp import cli
+    assert cli.main(['bench', '--help']) == 0
+    assert '--plan PLAN.md' in capsys.readouterr().out
+    assert cli.main(['plan', '--help']) == 0
+    text = capsys.readouterr().out
+    assert '--to PLAN.md' in text and '--seeds' in text and '--jobs' not in text

@@ -13,6 +13,7 @@ their import order (each imports only those before it):
 - `config`: `BenchConfig`, `check_settings` (reading the tables above), run keys, the `--list` text
 - `records`: run records, `runs.csv`, the plan of a sweep (what `fastamp.report` reads)
 - `runner`: one run, a comparison, a set of settings or one shard of it, worker processes over devices and cores
+- `plan`: pre-registration plans: written, read back and enforced, registered in a folder, the page's line on them
 """
 import warnings
 with warnings.catch_warnings():  # fastai's layers call `torch.jit.script` as they load: a FutureWarning on every
@@ -26,5 +27,6 @@ with warnings.catch_warnings():  # fastai's layers call `torch.jit.script` as th
     from .config import *
     from .records import *
     from .runner import *
+    from .plan import *
 
 run_bench = run_comparison  # its name before the package split, kept for code written then

@@ -72,14 +72,15 @@ def run_one(
     log:str|None=None, # None, 'csv', 'tensorboard' or 'wandb' (see `logger_callbacks`)
     cbs=(), # more callbacks for the training fit
     lock_timeout:float=LOCK_TIMEOUT, # seconds without a heartbeat after which a lock held elsewhere is taken over
+    plan:dict|None=None, # the sweep's pre-registration plan (`Plan.register`), stored in the record
 )->tuple: # `(status, line)`: status 'done', 'skipped', 'busy' or 'failed'
     "Train, measure and record one run of `cfg` into `out/<task>/runs/`, resuming it from its checkpoint"
-    try: return _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout)
+    try: return _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout, plan)
     except OSError as e:  # `out` cannot be written: no other run can be recorded either
         if not _cannot_write(e, out): raise
         raise output_error(e, out) from None
 
-def _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout)->tuple:
+def _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout, plan)->tuple:
     runs = Path(out)/cfg.task/'runs'; runs.mkdir(parents=True, exist_ok=True)
     key = run_key(cfg, method, seed, rho); rec_path, ckpt = runs/f'{key}.json', runs/f'{key}.ckpt'
     if read_record(rec_path) is not None: return 'skipped', f"skip {key}: finished earlier"
@@ -87,6 +88,7 @@ def _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout)->tuple:
         if not lock.acquired: return 'busy', f"busy {key}: held by {holder_line(lock.holder)}"
         if read_record(rec_path) is not None: return 'skipped', f"skip {key}: finished earlier"
         start, t0, notes, aside = 0, time.perf_counter(), {}, []
+        started = time.strftime('%Y-%m-%dT%H:%M:%S+00:00', time.gmtime())  # UTC, as the plan's times
         def train(learn):
             nonlocal start, t0
             tune = cfg.schedule == 'fine_tune'  # two fits: it restarts from epoch 0 rather than resume inside one
@@ -100,6 +102,7 @@ def _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout)->tuple:
                 res, learn = TASKS[cfg.task].runner(cfg, method, seed, rho, _data(cfg), train)
                 lock.beat()
                 rec = _record(cfg, key, method, seed, rho, res, learn, time.perf_counter() - t0, start, notes)
+                rec.update(started=started, **({'plan': plan} if plan else {}))
             atomic_write(Path(out)/cfg.task/'reports'/f'{key}.csv',
                          lambda p: pd.Series(rec['collapse']).to_csv(p, header=['value']))
             write_json(rec_path, rec)
@@ -251,6 +254,7 @@ def run_comparison(
     keys:set|None=None, # run only these run keys (a shard; a task without runs of its own by its name); None: all
     busy:list|None=None, # where to leave the `(args, kwargs)` of runs held by other processes, to try them later
     lock_timeout:float=LOCK_TIMEOUT, # seconds without a heartbeat after which a lock held elsewhere is taken over
+    plan:dict|None=None, # the sweep's pre-registration plan (`Plan.register`): each record stores it
 )->dict: # counts of runs 'done', 'skipped', 'busy', 'failed'
     "Run every missing run of `cfg` into `out/<task>/`, `jobs` at a time; rewrite `out/runs.csv` as runs finish"
     out = Path(out); counts = dict(done=0, skipped=0, busy=0, failed=0)
@@ -264,7 +268,7 @@ def run_comparison(
     devices = worker_devices(jobs, cfg.device, devices)
     if jobs == 1 and devices[0] not in (None, cfg.device): cfg = dataclasses.replace(cfg, device=devices[0])
     mine = [r for r in cfg.runs() if keys is None or run_key(cfg, *r) in keys]
-    todo = [((cfg, m, s, r, out), dict(log=logger, lock_timeout=lock_timeout)) for m, s, r in mine]
+    todo = [((cfg, m, s, r, out), dict(log=logger, lock_timeout=lock_timeout, plan=plan)) for m, s, r in mine]
     todo = [t for t in todo if read_record(out/cfg.task/'runs'/f'{run_key(*t[0][:4])}.json', log) is None]
     counts['skipped'] = len(mine) - len(todo)
     if progress is None: progress = jobs == 1 and sys.stdout.isatty()
@@ -320,6 +324,7 @@ def run_benchmark(
     shard:str|None=None, # 'i/N' or 'auto' (SLURM job array): run only that shard of the sweep; None: all
     lock_timeout:float=LOCK_TIMEOUT, # seconds without a heartbeat after which a lock held elsewhere is taken over
     busy_wait:float|None=None, # seconds to wait at the end for runs held by other processes; None: `lock_timeout`
+    plan:dict|None=None, # the sweep's pre-registration plan (`Plan.register`): each record stores it
 )->dict: # counts of runs 'done', 'skipped', 'busy', 'failed' over all tasks
     "Run every missing run of every task of `s` (of one shard of them) into `out`, then those other processes held"
     check_settings({**s, 'out': out, 'jobs': jobs, 'log': logger, 'threads': threads, 'devices': devices,
@@ -333,7 +338,7 @@ def run_benchmark(
     total, busy = dict(done=0, skipped=0, busy=0, failed=0), []
     for cfg in cfgs:
         counts = run_comparison(cfg, out, jobs=jobs, log=log, logger=logger, threads=threads, devices=devices,
-                                keys=mine, busy=busy, lock_timeout=lock_timeout)
+                                keys=mine, busy=busy, lock_timeout=lock_timeout, plan=plan)
         for k, v in counts.items(): total[k] += v
     if busy:
         total['busy'] -= len(busy)
