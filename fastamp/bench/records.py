@@ -35,10 +35,11 @@ def _git(d, *args)->str|None:
 
 @functools.cache
 def code_version()->dict:
-    "fastamp's git commit and whether its tree had changes (`dirty`), once per process; None for an installed package"
+    "fastamp's git commit and whether the package's code differs from it (`dirty`), once per process; None installed"
     d = Path(fastamp.__file__).parent
     if not _git(d, 'ls-files', '__init__.py'): return {'commit': None, 'dirty': None}  # not fastamp's own checkout
-    commit, status = _git(d, 'rev-parse', 'HEAD'), _git(d, 'status', '--porcelain')
+    commit = _git(d, 'rev-parse', 'HEAD')  # dirty: a change to the code that ran, not an output folder in the tree
+    status = _git(d, 'status', '--porcelain', '--', '.')
     return {'commit': commit, 'dirty': None if commit is None or status is None else bool(status)}
 
 def _env_of(path)->str|None:
