@@ -3,7 +3,7 @@ interval, an equivalence margin and one error rate per page, at the top of the r
 with the worst classes named, the shot groups by the runs' counts, and its plot.
 
 Most tests read fake run records with known per-seed numbers (no training); one trains two one-epoch digits runs."""
-import json
+import json, shutil
 from dataclasses import asdict
 from pathlib import Path
 import pandas as pd, pytest
@@ -213,3 +213,32 @@ def test_fastamp_bench_prints_the_verdict_after_its_runs(tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith('long-tailed, digits, cnn, rho 20: `midpoint` vs `erm`')
     after_runs = capsys.readouterr().out.split('\n## Verdict\n', 1)[1]
     assert 'done ' not in after_runs and after_runs.index(lines[0]) < after_runs.index('## long-tailed')
+
+
+# --- committed results pages: records beside them, or a word that they are gone
+
+RESULTS = Path(__file__).resolve().parents[1]/'results'
+WITH_RECORDS = ['digits']  # results/<name>.md whose run records are kept in results/<name>/
+
+
+def test_a_committed_page_rebuilds_from_its_records_exactly(tmp_path):
+    "`fastamp report --out results/digits` writes the committed results.md and runs.csv again, byte for byte"
+    from fastamp.cli import main
+    for name in WITH_RECORDS:
+        src, out = RESULTS/name, tmp_path/name
+        shutil.copytree(src, out)
+        (out/'results.md').unlink(); (out/'runs.csv').unlink()
+        assert main(['report', '--out', str(out)]) == 0
+        assert (out/'results.md').read_text() == (src/'results.md').read_text()
+        assert (out/'runs.csv').read_text() == (src/'runs.csv').read_text()
+        recs = [json.loads(p.read_text()) for p in src.glob('*/runs/*.json')]
+        assert recs and all(r['versions'].get('commit') and r.get('plan', {}).get('hash') for r in recs)
+        assert (src/'results.md').read_text().count('Pre-registered: plan ') == 1
+
+
+def test_every_results_page_has_its_records_or_says_they_are_gone():
+    pages = [p for p in sorted(RESULTS.glob('*.md')) if p.name != 'README.md']
+    kept = {p.stem for p in pages if list((RESULTS/p.stem).glob('*/runs/*.json'))}
+    assert kept == set(WITH_RECORDS)
+    gone = [p.name for p in pages if p.stem not in kept and '**Records not kept**' not in p.read_text()]
+    assert not gone, f"pages with neither records beside them nor the 'Records not kept' note: {gone}"
