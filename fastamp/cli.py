@@ -46,8 +46,8 @@ def _margin(v:str)->float:
 def _margin_option(p):
     "`--margin` of `fastamp bench` and `fastamp report`: the verdicts' equivalence margin"
     from fastamp.verdict import MARGIN
-    p.add_argument('--margin', type=_margin, default=MARGIN, help='equivalence margin of the verdicts: a difference '
-                   f'whose interval lies within +-MARGIN is "equivalent" (default {MARGIN:g}: half a point)')
+    p.add_argument('--margin', type=_margin, help='equivalence margin of the verdicts: a difference whose interval '
+                   f'lies within +-MARGIN is "equivalent" (default: the plan\'s, else {MARGIN:g}, half a point)')
 
 def _report_parser(sub):
     "`fastamp report`: the tables of a benchmark folder, any time"
@@ -250,7 +250,8 @@ def _write_plan(args)->int:
     s = bench_settings(args)
     try:
         bench.check_settings(s)
-        to = bench.write_plan_md(args.to, _folder_tasks(s, args), verdict.PRIMARY, args.margin, verdict.is_am)
+        to = bench.write_plan_md(args.to, _folder_tasks(s, args), verdict.PRIMARY,
+                                 verdict.MARGIN if args.margin is None else args.margin, verdict.is_am)
     except bench.SettingsError as e: return _fail(e)
     except OSError as e: return _fail(f"--to {args.to}: cannot write it ({e.strerror or e}); give a path you can write")
     print(f"plan {bench.plan_hash(to)} written to {to}: edit its prose as you like, not its fastamp-plan block; run it "

@@ -257,42 +257,54 @@ def _tasks(out:Path, cfgs:list|None)->list:
     "`(task, cfg)` of each task to report: those of `cfgs`, else every task folder of `out` (`cfg` None: all runs)"
     return [(c.task, c) for c in (cfgs or [])] or [(t, None) for t in TASKS if (out/t).is_dir()]
 
+def _plan_margin(recs:list)->float|None:
+    "The equivalence margin the records' plan fixed (None without one, or when the runs carry several)"
+    ms = {(r.get('plan') or {}).get('margin') for r in recs}
+    return ms.pop() if len(ms) == 1 else None
+
 def verdict_table(
     out, # the benchmark's output folder
     cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
-    margin:float=MARGIN, # the equivalence margin of the verdicts
+    margin:float|None=None, # the equivalence margin; None: the one the runs' plan fixed, else `MARGIN`
 )->pd.DataFrame:
     "Every comparison of the page (`where` it was made, per task, setting and rho), labelled as one family"
+    sets = [(t, c, recs) for t, c in _tasks(Path(out), cfgs) if t in PRIMARY
+            for recs in _settings(run_records(Path(out)/t, c)).values()]
+    planned = _plan_margin([r for *_, recs in sets for r in recs])
+    margin = margin if margin is not None else planned if planned is not None else MARGIN
     rows = []
-    for t, c in _tasks(Path(out), cfgs):
-        if t not in PRIMARY: continue
-        for recs in _settings(run_records(Path(out)/t, c)).values():
-            cfg, df = recs[0]['config'], records_frame(recs)
-            if PRIMARY[t] not in df: continue
-            head = f" head {cfg['head']}" if cfg.get('head') else ''
-            where = f"{TASKS[t].title}, {cfg['dataset']}, {cfg['arch']}{head}"
-            rows.append(comparisons(df, PRIMARY[t], c.methods if c is not None else cfg['methods'], margin)
-                        .assign(where=where, metric=PRIMARY[t]))
-    return label_family(pd.concat(rows, ignore_index=True), margin) if rows else pd.DataFrame()
+    for t, c, recs in sets:
+        cfg, df = recs[0]['config'], records_frame(recs)
+        if PRIMARY[t] not in df: continue
+        head = f" head {cfg['head']}" if cfg.get('head') else ''
+        where = f"{TASKS[t].title}, {cfg['dataset']}, {cfg['arch']}{head}"
+        rows.append(comparisons(df, PRIMARY[t], c.methods if c is not None else cfg['methods'], margin)
+                    .assign(where=where, metric=PRIMARY[t]))
+    table = label_family(pd.concat(rows, ignore_index=True), margin) if rows else pd.DataFrame()
+    return table.assign(plan_margin=planned) if rows else table
+
+def _lines(table:pd.DataFrame)->list:
+    return [r['where'] + ('' if pd.isna(r['rho']) else f", rho {r['rho']:g}") + ': ' + verdict_line(r, r['metric'])
+            for _, r in table.iterrows()]
 
 def verdict_lines(
     out, # the benchmark's output folder
     cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
-    margin:float=MARGIN, # the equivalence margin of the verdicts
+    margin:float|None=None, # the equivalence margin; None: the one the runs' plan fixed, else `MARGIN`
 )->list:
     "Per task, setting and rho: each method against ERM and the best baseline on the task's primary metric"
-    return [r['where'] + ('' if pd.isna(r['rho']) else f", rho {r['rho']:g}") + ': ' + verdict_line(r, r['metric'])
-            for _, r in verdict_table(out, cfgs, margin).iterrows()]
+    return _lines(verdict_table(out, cfgs, margin))
 
-def _rule(n:int, margin:float)->str:
-    "The rule of the verdict lines, in one paragraph"
+def _rule(n:int, margin:float, planned:float|None=None)->str:
+    "The rule of the verdict lines, in one paragraph (and the plan's margin, where another was asked for)"
+    other = '' if planned is None or np.isclose(planned, margin) else f" (the plan fixed ±{planned:g})"
     return ("Paired per-seed differences, method minus reference, of each task's primary metric ("
             + ', '.join(f"{TASKS[t].title}: `{m}`" for t, m in PRIMARY.items()) + "), runs paired by seed within "
             "one setting and rho; the best baseline is the best method that is not AM-mixup by mean validation score "
             "where the runs have one (coarse-to-fine), else by mean test score on these runs (long-tailed; this can "
             "only favour it). Each line gives the mean difference and its Student t interval [low, high]: better "
-            f"(worse) when the interval lies above (below) 0, equivalent when it lies within ±{margin:g} and holds 0, "
-            "inconclusive otherwise. " + (f"The page's {n} comparisons are one family: each interval is at the "
+            f"(worse) when the interval lies above (below) 0, equivalent when it lies within ±{margin:g}{other} and "
+            "holds 0, inconclusive otherwise. " + (f"The page's {n} comparisons are one family: each interval is at the "
             f"level Holm's step-down procedure gives it (printed where above {100 * LEVEL:g} %), so all the labels "
             f"hold together with probability at least {100 * LEVEL:g} %." if n > 1 else
             f"The page has one comparison: its interval is at {100 * LEVEL:g} %."))
@@ -300,11 +312,13 @@ def _rule(n:int, margin:float)->str:
 def verdict_section(
     out, # the benchmark's output folder
     cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
-    margin:float=MARGIN, # the equivalence margin of the verdicts
+    margin:float|None=None, # the equivalence margin; None: the one the runs' plan fixed, else `MARGIN`
 )->str:
     "The verdict lines as the Markdown that opens the results page (empty without a comparison)"
-    lines = verdict_lines(out, cfgs, margin)
-    return '\n\n'.join(['## Verdict', _rule(len(lines), margin), '\n'.join(f'- {l}' for l in lines)]) if lines else ''
+    table = verdict_table(out, cfgs, margin)
+    if table.empty: return ''
+    rule = _rule(len(table), table['margin'].iloc[0], table['plan_margin'].iloc[0])
+    return '\n\n'.join(['## Verdict', rule, '\n'.join(f'- {l}' for l in _lines(table))])
 
 def results_page(
     out, # the benchmark's output folder
@@ -313,7 +327,7 @@ def results_page(
     command:str|None=None, # the command that made the runs
     elapsed:str|None=None, # wall time of the whole command
     plots:bool=True, # also save the plots
-    margin:float=MARGIN, # the equivalence margin of the verdicts (`fastamp.verdict.MARGIN`)
+    margin:float|None=None, # the verdicts' equivalence margin; None: the plan's, else `fastamp.verdict.MARGIN`
 )->str:
     "The Markdown results page of a benchmark folder"
     out = Path(out)

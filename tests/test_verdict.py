@@ -215,6 +215,19 @@ def test_fastamp_bench_prints_the_verdict_after_its_runs(tmp_path, capsys):
     assert 'done ' not in after_runs and after_runs.index(lines[0]) < after_runs.index('## long-tailed')
 
 
+
+def test_a_planned_page_reads_its_plans_margin(tmp_path, capsys):
+    "Records of a plan that fixed a margin are read with it; another `--margin` is used and the page says so"
+    from fastamp.cli import main
+    for m, vs in {'erm': [.50, .60, .70], 'midpoint': [.505, .598, .703]}.items():
+        for s, v in enumerate(vs): _record(tmp_path, 'lt', m, s, {'balanced_accuracy': v}, rho=10.)
+    for p in tmp_path.glob('lt/runs/*.json'):
+        rec = json.loads(p.read_text()); rec['plan'] = {'hash': 'abc', 'margin': .05}; p.write_text(json.dumps(rec))
+    assert verdict_lines(tmp_path)[0].endswith(': equivalent')
+    assert main(['report', '--out', str(tmp_path), '--no-plots', '--margin', '0.005']) == 0
+    out = capsys.readouterr().out
+    assert 'within ±0.005 (the plan fixed ±0.05) and holds 0' in out and ': inconclusive (28 seeds' in out
+
 # --- committed results pages: records beside them, or a word that they are gone
 
 RESULTS = Path(__file__).resolve().parents[1]/'results'

@@ -224,7 +224,7 @@ def _name(path:str)->str:
 @patch
 def register(self:Plan,
     out, # the benchmark's output folder
-)->dict: # what each record of the sweep stores as `plan`: hash, path, written (UTC), committed
+)->dict: # what each record of the sweep stores as `plan`: hash, path, written (UTC), committed, margin
     "Register the plan in `out` (`out/plan.md`, `out/plan_registered.json`); the `plan` field of the sweep's records"
     check_out_plan(out, self)
     out, reg = Path(out), Path(out)/'plan_registered.json'
@@ -240,7 +240,7 @@ def register(self:Plan,
         write_json(reg, seen)
     when = committed_time(self.path)
     return {'hash': self.hash, 'path': _name(self.path), 'written': when or seen['registered'],
-            'committed': when is not None}
+            'committed': when is not None, 'margin': self.settings['margin']}
 
 # %% ../../nbs/05_bench/09_plan.ipynb #b99de255
 def preregistration_line(
