@@ -167,7 +167,8 @@ def comparisons(
 )->pd.DataFrame:
     "Per rho: each method against ERM, then against the best baseline (when not ERM); labelled as one family"
     rows = []
-    for rho, g in (df.groupby('rho', dropna=False, sort=False) if 'rho' in df else [(np.nan, df)]):
+    groups = df.groupby('rho', dropna=False, sort=False) if 'rho' in df else [(np.nan, df)]
+    for rho, g in sorted(groups, key=lambda kv: -kv[0] if kv[0] == kv[0] else 0):  # highest rho first, as the tables
         seen = list(dict.fromkeys(g['method']))
         order = _method_order(seen, methods)
         best = best_baseline(g, metric)
