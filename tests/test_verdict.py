@@ -231,7 +231,7 @@ def test_a_planned_page_reads_its_plans_margin(tmp_path, capsys):
 # --- committed results pages: records beside them, or a word that they are gone
 
 RESULTS = Path(__file__).resolve().parents[1]/'results'
-WITH_RECORDS = ['digits']  # results/<name>.md whose run records are kept in results/<name>/
+WITH_RECORDS = ['digits', 'fmnist_lt']  # results/<name>.md whose run records are kept in results/<name>/
 
 
 def test_a_committed_page_rebuilds_from_its_records_exactly(tmp_path):
