@@ -304,10 +304,14 @@ def _rule(n:int, margin:float, planned:float|None=None)->str:
             "where the runs have one (coarse-to-fine), else by mean test score on these runs (long-tailed; this can "
             "only favour it). Each line gives the mean difference and its Student t interval [low, high]: better "
             f"(worse) when the interval lies above (below) 0, equivalent when it lies within ±{margin:g}{other} and "
-            "holds 0, inconclusive otherwise. " + (f"The page's {n} comparisons are one family: each interval is at the "
-            f"level Holm's step-down procedure gives it (printed where above {100 * LEVEL:g} %), so all the labels "
-            f"hold together with probability at least {100 * LEVEL:g} %." if n > 1 else
-            f"The page has one comparison: its interval is at {100 * LEVEL:g} %."))
+            "holds 0, inconclusive otherwise. " + _family(n))
+
+def _family(n:int)->str:
+    "The sentence on the page's family of comparisons"
+    if n < 2: return f"The page has one comparison: its interval is at {100 * LEVEL:g} %."
+    return (f"The page's {n} comparisons are one family: each interval is at the level Holm's step-down procedure "
+            f"gives it (printed where above {100 * LEVEL:g} %), so all the labels hold together with probability at "
+            f"least {100 * LEVEL:g} %.")
 
 def verdict_section(
     out, # the benchmark's output folder
