@@ -88,3 +88,39 @@ def test_page_renders_with_its_figures(path):
     assert html.count('src="data:image/png;base64,') == n_figs, f"{path.name}: a figure is not embedded in the HTML"
     assert 'output_error' not in html, f"{path.name}: the HTML shows an error output"
     if any(PLOTS.search(c.source) for c in run_cells(path)): assert n_figs, f"{path.name} draws plots but shows none"
+
+
+# --- recommendations follow the claims table (#35 item 7; #36 item 5)
+
+def _claims_table() -> str:
+    "The method page's 'Claims against evidence' section: its table and the recommendations read from it"
+    text = '\n'.join(c.source for c in cells(NBS/'method.ipynb') if c['cell_type'] == 'markdown')
+    return text[text.index('## Claims against evidence'):]
+
+
+def _recommendation_texts() -> dict:
+    "Where the docs recommend: README's evidence summary, results/README's recommendations, the tutorials' advice"
+    readme = (ROOT/'README.md').read_text()
+    results = (ROOT/'results'/'README.md').read_text()
+    tutorials = {p.name: '\n'.join(c.source for c in cells(p) if c['cell_type'] == 'markdown')
+                 for p in sorted((NBS/'tutorials').glob('*.ipynb'))}
+    return {'README.md': readme[readme.index('**What the evidence says**'):readme.index('## Data')],
+            'results/README.md': results[results.index('## Recommended settings'):], **tutorials}
+
+
+def test_every_method_a_recommendation_runs_is_compared_in_the_claims_table():
+    "A `fastamp bench ... --methods a,b` quoted as advice names only methods whose comparisons the claims table cites"
+    claims = _claims_table()
+    texts = {**_recommendation_texts(), 'method page': claims[claims.index('**Recommendations'):]}
+    quoted = {(where, m) for where, t in texts.items()
+              for ms in re.findall(r'--methods\s+([\w,.\-]+)', t) for m in ms.split(',')}
+    assert quoted, 'no recommended command found'
+    missing = sorted((w, m) for w, m in quoted if f'`{m}`' not in claims)
+    assert not missing, f"methods recommended but not compared in the claims table: {missing}"
+
+
+def test_the_docs_use_the_verdicts_labels_not_the_old_rule():
+    "The old labels ('ahead on every seed', 'within noise') appear nowhere the docs advise from"
+    old = re.compile(r'ahead on every seed|behind on every seed|within noise|one seed: no verdict')
+    texts = {**_recommendation_texts(), 'method page': _claims_table()}
+    assert not [w for w, t in texts.items() if old.search(t)]
