@@ -37,11 +37,10 @@ def _sweep_options(b):
                    f'heartbeat after which a run locked by another host is taken over (default {LOCK_TIMEOUT:g})')
 
 def _margin(v:str)->float:
-    "A margin >= 0, or argparse's one-line error"
-    try: m = float(v)
-    except ValueError: m = float('nan')
-    if not m >= 0 or m == float('inf'): raise argparse.ArgumentTypeError(f"{v!r}: give a margin >= 0, e.g. 0.005")
-    return m
+    "A margin `check_settings` takes, or argparse's one-line error"
+    from fastamp.bench import check_settings
+    try: m = float(v); check_settings({'margin': m}); return m
+    except ValueError: raise argparse.ArgumentTypeError(f"{v!r}: give a margin >= 0, e.g. 0.005") from None
 
 def _margin_option(p):
     "`--margin` of `fastamp bench` and `fastamp report`: the verdicts' equivalence margin"

@@ -28,6 +28,7 @@ class SettingsError(ValueError):
     "A benchmark setting that cannot run; the message names the option and the fix"
 
 def _opt(k): return '--' + {'tasks': 'task'}.get(k, k).replace('_', '-')
+def _number(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 def _positive(v): return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
 
 _RULES = [  # (setting, test, what to give instead)
@@ -50,6 +51,7 @@ _RULES = [  # (setting, test, what to give instead)
     ('size', lambda v: v >= 1, 'a positive image side in pixels, or leave it out to keep the images\' own size'),
     ('valid_pct', lambda v: 0 < v < 1, 'a share of each class to hold out, between 0 and 1 (e.g. 0.2)'),
     ('freeze_epochs', lambda v: v >= 0, 'a number of epochs >= 0 trained with the body frozen'),
+    ('margin', lambda v: _number(v) and v >= 0, 'an equivalence margin >= 0 of the primary metric, e.g. 0.005'),
 ]
 
 def _known(k, values, known):

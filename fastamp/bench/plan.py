@@ -4,7 +4,7 @@
 
 # %% ../../nbs/05_bench/09_plan.ipynb #237751aa
 from __future__ import annotations
-import hashlib, json, math, re, shutil, subprocess
+import hashlib, json, re, shutil, subprocess
 from dataclasses import asdict, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,9 +28,8 @@ _CFG = [f.name for f in fields(BenchConfig) if f.name not in ('task', 'device')]
 PLAN_KEYS = ('tasks', 'heads', *_CFG, 'margin')  # the settings a plan holds, in its table's order
 
 def _check_margin(m)->float:
-    "`m` when it is an equivalence margin (a finite number >= 0), else `SettingsError`"
-    if isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) and m >= 0: return m
-    raise SettingsError(f"--margin {m!r}: give an equivalence margin >= 0 of the primary metric, e.g. 0.005")
+    "`m` when it is an equivalence margin (`check_settings`' rule; a plan needs one), else `SettingsError`"
+    check_settings({'margin': 'none' if m is None else m}); return m
 
 def resolve_settings(
     s:dict, # benchmark settings: a preset's, overridden by options (`fastamp.cli.bench_settings`), `tasks` resolved
