@@ -4,15 +4,17 @@
 
 # %% ../nbs/00c_hooks.ipynb #6ca24185
 from __future__ import annotations
+import sys, inspect
 from contextlib import contextmanager
 from functools import partial
 import torch, torch.nn as nn
-from fastcore.basics import store_attr, patch
-from fastcore.foundation import L
+from fastcore.basics import store_attr, basic_repr
 from fastai.learner import Learner
+from fastai.callback.core import Callback, CancelFitException
+import fastai.callback.schedule  # defines `Learner.fine_tune`
 
 # %% auto #0
-__all__ = ['BatchHook']
+__all__ = ['check_logits', 'BatchHook', 'release_held', 'HoldingCallback', 'FitSpan', 'fine_tune_span']
 
 # %% ../nbs/00c_hooks.ipynb #b90496ff
 _WHERE = ('input', 'output')
@@ -26,12 +28,20 @@ def _eval_mode(model:nn.Module):
     finally:
         for m, mode in modes: m.training = mode
 
+def check_logits(
+    out, # what the model returned
+    who:str='fastamp', # who needs the logits, for the message
+):
+    "Raise unless the model's output `out` is one tensor of logits (a tuple or a dict is refused, with the fix)"
+    if not isinstance(out, torch.Tensor): raise TypeError(
+        f"{who}: the model returned {type(out).__name__}, not one tensor of logits; fastamp reads the logits (and the "
+        "classifier's input) of a model that returns one tensor. Wrap it in a module whose forward returns the "
+        "logits alone (e.g. `out[0]`).")
+
 def _logits(out):
-    "`out` as a plain tensor; a model that returns a tuple or a dict is refused with the package's message"
-    if isinstance(out, torch.Tensor): return out.as_subclass(torch.Tensor)
-    raise TypeError(f"the model returned {type(out).__name__}, not one tensor of logits: fastamp reads the logits and "
-                    "the classifier's input of a model that returns one tensor. Wrap it in a module whose forward "
-                    "returns the logits alone (e.g. `out[0]`).")
+    "`out` as a plain tensor, after `check_logits`"
+    check_logits(out)
+    return out.as_subclass(torch.Tensor)
 
 class BatchHook:
     "Hooks at `places` of `model`, registered once, calling `fn` only in the forward pass they were opened for"
@@ -99,33 +109,73 @@ class BatchHook:
         self.live = False
 
 # %% ../nbs/00c_hooks.ipynb #ef5a7bb3
-def _plain(f): return getattr(f, '_fastamp_plain', f)   # fastai's own method, whatever wraps it (a re-run cell)
+def release_held(learn:Learner):
+    "Take back the fit's guard from `learn` and call `release()` on each of its `HoldingCallback`s"
+    if isinstance(learn.__dict__.get('_with_events'), _ReleaseOnError): del learn.__dict__['_with_events']
+    for cb in list(learn.cbs):
+        if isinstance(cb, HoldingCallback): cb.release()
 
-def _check_unique(cbs):
-    "Raise if a callback object is listed twice"
-    seen = []
-    for cb in cbs:
-        if any(cb is o for o in seen): raise ValueError(
-            f"{type(cb).__name__} is added twice to this fit (in the learner's `cbs` and in `fit(cbs=...)`, or twice "
-            "in one list): fastai would run each of its events twice per batch. Pass it once: either "
-            "`Learner(cbs=cb)` or `learn.fit(..., cbs=cb)`.")
-        seen.append(cb)
+class _ReleaseOnError:
+    "`learn._with_events` for one fit: fastai's own; an exception that no outer event catches first `release_held`"
+    def __init__(self, learn): self.learn, self.with_events, self.catching = learn, learn._with_events, []
+    def __call__(self, f, event_type, ex, *args):
+        self.catching.append(ex)   # what this level of events catches (`CancelBatchException` for 'batch', ...)
+        try: return self.with_events(f, event_type, ex, *args)
+        except BaseException as e:   # caught further out (the fit's level catches `CancelFitException`): no exit
+            if not isinstance(e, (CancelFitException, *self.catching[:-1])): release_held(self.learn)
+            raise
+        finally: self.catching.pop()
 
-_plain_fit = _plain(Learner.fit)
-@patch
-def fit(self:Learner,
-    n_epoch, # epochs to train
-    lr=None, # learning rate (default: `learn.lr`)
-    wd=None, # weight decay
-    cbs=None, # callbacks for this fit only
-    reset_opt=False, # make a new optimizer
-    start_epoch=0, # first epoch (to resume)
-):
-    "fastai's `fit`; a callback given twice is an error, and on every exit each callback's `release()` runs"
-    everyone = list(self.cbs) + list(L(cbs))
-    _check_unique(everyone)
-    try: return _plain_fit(self, n_epoch, lr, wd, cbs, reset_opt, start_epoch)
-    finally:
-        for cb in everyone:
-            if callable(getattr(type(cb), 'release', None)): cb.release()
-Learner.fit._fastamp_plain = _plain_fit
+def _twice(cb, other:bool)->str:
+    name = type(cb).__name__
+    if other: return (f"This {name} object is already a callback of another Learner, which still lists it in its "
+        f"`cbs`; a fastamp callback keeps per-fit state for one learner. Give each Learner its own callback (call "
+        f"`{name}(...)` again), or first remove it from the other: `other.remove_cb(cb)`.")
+    return (f"{name} is added twice (in the learner's `cbs` and in `fit(cbs=...)`, or twice in one list): fastai would "
+            "run each of its events twice per batch. Pass it once: either `Learner(cbs=cb)` or "
+            "`learn.fit(..., cbs=cb)`.")
+
+class HoldingCallback(Callback):
+    "A callback that holds part of its learner during a fit (hooks, loss weights) and gives it back on every exit"
+    @property
+    def learn(self): return self.__dict__.get('_learn')
+    @learn.setter
+    def learn(self, learn):
+        old = self.__dict__.get('_learn')
+        if learn is not None and old is not None and any(c is self for c in old.cbs): raise ValueError(
+            _twice(self, other=old is not learn))
+        if old is not None and learn is not old: self.release()   # it leaves a learner: give back what it holds
+        self.__dict__['_learn'] = learn
+    def hold(self):
+        "At `before_fit`: until this fit's `after_fit`, an error that leaves fastai's events calls `release_held`"
+        l = self.learn
+        if not isinstance(l.__dict__.get('_with_events'), _ReleaseOnError): l._with_events = _ReleaseOnError(l)
+    def release(self):
+        "Give back what the fit holds; it may run more than once (an error, then `after_fit` of the next fit)"
+    def after_fit(self):
+        "The fit ended through fastai's events: the learner's guard goes, and this callback's `release()` runs"
+        if isinstance(self.learn.__dict__.get('_with_events'), _ReleaseOnError): del self.learn.__dict__['_with_events']
+        self.release()
+
+# %% ../nbs/00c_hooks.ipynb #32cb7e23
+class FitSpan:
+    "The epochs of one `fine_tune` call: `freeze` frozen ones, then the rest, `total` in all; `call`: where its fit is"
+    def __init__(self,
+        freeze:int, # epochs trained frozen
+        total:int, # epochs in all (frozen ones included)
+        call:tuple=(), # `(frame id, line)` of fastai's `fine_tune` calling the current fit: tells its two fits apart
+    ): store_attr()
+    __repr__ = basic_repr('freeze,total')
+    def after(self, seen)->bool:
+        "Whether this fit is the unfrozen one, `seen` being the span of the last fit"
+        return bool(seen and self.call and seen.call and seen.call[0] == self.call[0] and self.call[1] > seen.call[1])
+
+_FINE_TUNE = inspect.unwrap(Learner.fine_tune).__code__
+
+def fine_tune_span(learn:Learner)->FitSpan|None:
+    "The span of fastai's `fine_tune` running `learn`'s current fit, read from its frame; None outside one"
+    f = sys._getframe(1)
+    while f is not None and not (f.f_code is _FINE_TUNE and f.f_locals.get('self') is learn): f = f.f_back
+    if f is None: return None
+    freeze, epochs = f.f_locals['freeze_epochs'], f.f_locals['epochs']
+    return FitSpan(freeze, freeze + epochs, (id(f), f.f_lineno))

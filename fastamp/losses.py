@@ -13,7 +13,7 @@ from fastai.learner import Learner
 from .core import (train_class_counts, TrainCounts, DeviceCache, find_classifier, class_weight_holder,
                           plain_tensor, learner_n_classes)
 from .accuracies import check_class_counts
-from .hooks import _plain
+from .hooks import HoldingCallback, fine_tune_span
 from .models import NormedLinear
 
 # %% auto #0
@@ -73,7 +73,7 @@ class LossSetup(Callback):
     order = -15
     def before_fit(self): setup_learner(self.learn)
 
-_plain_call_one = _plain(Learner._call_one)
+_plain_call_one = getattr(Learner._call_one, '_fastamp_plain', Learner._call_one)   # fastai's (a re-run cell)
 @patch
 def _call_one(self:Learner, event_name):
     "fastai's event dispatch; `before_fit` first sets up fastamp's losses and metrics (`setup_learner`)"
@@ -280,7 +280,7 @@ def _weight_holder(lf):
         "LogitAdjustedLoss, LDAMLoss, CrossEntropyLossFlat, nn.CrossEntropyLoss.")
 
 # %% ../nbs/01a_losses.ipynb #318509ef
-class DRW(Callback):
+class DRW(HoldingCallback):
     "Deferred re-weighting: from a late epoch, training losses weigh each class by its class-balanced weight"
     order = 50  # after the mixing callbacks' `after_loss` (0, 1) and MixedPrecision (10): they score with the weights
     def __init__(self,
@@ -296,14 +296,6 @@ class DRW(Callback):
             f"switch_epoch={switch_epoch!r}: pass a whole epoch number >= 0 (0-based), or `switch_pct=`.")
         store_attr('switch_pct,switch_epoch,beta')
         self._counts, self._saved, self._table = TrainCounts(counts, _as_counts), [], DeviceCache()
-
-    # the learner's loss gets its own weights back whenever the callback leaves a learner (fastai sets `cb.learn`)
-    @property
-    def learn(self): return self.__dict__.get('_learn')
-    @learn.setter
-    def learn(self, learn):
-        if learn is not self.__dict__.get('_learn'): self.restore()
-        self.__dict__['_learn'] = learn
 
     def switch_at(self,
         n_epoch:int, # epochs of the fit
@@ -328,9 +320,10 @@ class DRW(Callback):
         c = self._counts.update(self.learn.dls)
         if c is not None: check_class_counts(c, learner_n_classes(self.learn), 'DRW(counts=...)')
         self._holders = [_weight_holder(lf) for lf in _losses_of(self.learn)]
+        self.hold()
     def before_train(self):
         "Refuse a `switch_epoch` that no fit (of a `fine_tune`: neither) reaches: the loss would never be re-weighted"
-        span, n = self.learn.__dict__.get('fine_tune_span'), self.learn.n_epoch
+        span, n = fine_tune_span(self.learn), self.learn.n_epoch
         longest = n if span is None else max(n, span.total - span.freeze)
         if self.switch_epoch is not None and self.switch_epoch >= longest: raise ValueError(
             f"DRW(switch_epoch={self.switch_epoch}) but the fit has {longest} epochs (0 to {longest - 1}): the loss "
@@ -347,8 +340,8 @@ class DRW(Callback):
         self._saved = []
     def after_loss(self): self.restore()
     def release(self):
-        "What every exit of a fit calls (`Learner.fit`'s wrapper): `restore`"
+        "What every exit of a fit calls (and a change of learner): `restore`"
         self.restore()
-    after_batch = after_cancel_batch = before_validate = after_fit = after_cancel_fit = after_loss
+    after_batch = after_cancel_batch = before_validate = after_loss
     __repr__ = basic_repr('switch_pct,switch_epoch,beta')
     def __getstate__(self): return {**self.__dict__, '_saved': []}

@@ -5,16 +5,17 @@
 # %% ../nbs/01_mixing.ipynb #b7f0e2a4
 from __future__ import annotations
 import math, random, warnings
+from dataclasses import dataclass
 import pandas as pd
 import torch, torch.nn as nn
-from fastcore.basics import store_attr, basic_repr, patch
-from fastai.callback.core import Callback
+from fastcore.basics import basic_repr
 from fastai.layers import NoneReduce
 from .core import *
-from .hooks import BatchHook, _plain
+from .hooks import BatchHook, HoldingCallback, FitSpan, fine_tune_span, check_logits
 
 # %% auto #0
-__all__ = ['per_sample_loss', 'FitSpan', 'MixHistory', 'FeatureMixHandler']
+__all__ = ['per_sample_loss', 'weighted_mean', 'check_number', 'MixHistory', 'MixBatch', 'MixState', 'MixPolicy',
+           'FeatureMixHandler']
 
 # %% ../nbs/01_mixing.ipynb #5b568548
 def _describe_target(t):
@@ -37,53 +38,36 @@ def per_sample_loss(
 
 def _float32(w): return torch.as_tensor(w, dtype=torch.float32)
 
-def _weighted_mean(loss, wt, wy=None):
-    "Mean of `loss` over the rows of weight `wt` (0 or 1), normalised by the rows' class weights `wy` as PyTorch's is"
+def weighted_mean(
+    loss:torch.Tensor, # one loss value per row
+    wt:torch.Tensor, # each row's weight, 0 or 1 (a row of weight 0 adds nothing, not even a NaN)
+    wy:torch.Tensor|None=None, # each row's class weight (e.g. `DRW`'s); None: classes weigh alike
+)->torch.Tensor: # a 0-d tensor; no host read
+    "Mean of `loss` over the rows of weight `wt`, normalised by the rows' class weights `wy` as PyTorch's is"
     wt = wt.to(loss.dtype)
-    total = torch.where(wt > 0, loss, 0.).mul(wt).sum()   # zero-weight rows add nothing, not even a NaN
+    total = torch.where(wt > 0, loss, 0.).mul(wt).sum()
     if wy is None: return total / wt.sum().clamp_min(1)
     norm = wt.mul(wy.to(loss.dtype)).sum()
     return total / torch.where(norm > 0, norm, 1.)
 
-def _check_finite(name, value, lo, hi=math.inf, what=''):
-    "Raise if `value` is not a finite number in [lo, hi]"
+def check_number(
+    name:str, # the argument, as the user wrote it
+    value, # what the user passed
+    lo:float, # smallest allowed value
+    hi:float=math.inf, # largest allowed value
+    what:str='', # what the number is, for the message
+):
+    "Raise, naming the argument, if `value` is not a finite number in [lo, hi]"
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and lo <= value <= hi
     rng = f">= {lo}" if hi == math.inf else f"in [{lo}, {hi}]"
     if not ok: raise ValueError(f"{name}={value!r}: {what or 'it'} must be a finite number {rng}.")
 
 # %% ../nbs/01_mixing.ipynb #3a434e24
-from fastai.learner import Learner
-from fastcore.foundation import L
-import fastai.callback.schedule  # defines `Learner.fine_tune`
-
-class FitSpan:
-    "The epochs of one `fine_tune` call: `freeze` frozen ones, then the rest, `total` in all"
-    def __init__(self,
-        freeze:int, # epochs trained frozen
-        total:int, # epochs in all (frozen ones included)
-    ): store_attr()
-    __repr__ = basic_repr('freeze,total')
-
-_fine_tune = _plain(Learner.fine_tune)
-@patch
-def fine_tune(self:Learner,
-    epochs, # epochs after the frozen ones
-    base_lr=2e-3, # fastai's base learning rate
-    freeze_epochs=1, # epochs trained with the body frozen
-    *args, # to fastai's `fine_tune`
-    **kwargs,
-):
-    "fastai's `fine_tune`, with `learn.fine_tune_span` set for the duration of the call"
-    prev, self.fine_tune_span = self.__dict__.get('fine_tune_span'), FitSpan(freeze_epochs, freeze_epochs + epochs)
-    try: return _fine_tune(self, epochs, base_lr, freeze_epochs, *args, **kwargs)
-    finally: self.__dict__.pop('fine_tune_span') if prev is None else setattr(self, 'fine_tune_span', prev)
-Learner.fine_tune._fastamp_plain = _fine_tune
-
 def _fit_span(learn, seen):
     "`(epochs done before this fit, epochs in all, span)` of the fit starting now; `seen`: the span of the last fit"
-    span = learn.__dict__.get('fine_tune_span')
+    span = fine_tune_span(learn)
     if span is None: return 0, learn.n_epoch, None
-    return (span.freeze if span is seen else 0), span.total, span
+    return (span.freeze if span.after(seen) else 0), span.total, span
 
 # %% ../nbs/01_mixing.ipynb #dd380b1a
 class MixHistory(list):
@@ -106,45 +90,41 @@ class MixHistory(list):
     def frame(self)->pd.DataFrame:
         "All rows as a DataFrame, read from the device"
         return pd.DataFrame(self.gather())
+    def plot(self,
+        cols=None, # the recorded columns to plot; default: all but the counters
+        figsize=(10, 3), # size of the figure
+    ):
+        "Plot the recorded values against the training step, across fits"
+        import matplotlib.pyplot as plt
+        df = self.frame()
+        cols = cols or [c for c in df.columns if c not in ('fit', 'iter', 'pct_train')]
+        fig, axs = plt.subplots(1, len(cols), figsize=figsize, squeeze=False)
+        for ax, c in zip(axs[0], cols): ax.plot(range(len(df)), df[c]); ax.set_title(c); ax.set_xlabel('step')
+        fig.tight_layout()
+        return fig
 
-def _check_classes(y, who):
-    "Raise unless the batch target `y` is one integer class per sample"
-    one_int = isinstance(y, torch.Tensor) and y.ndim == 1 and not y.is_floating_point() and y.dtype != torch.bool
-    if not one_int: raise TypeError(
-        f"{who} needs one integer class per sample, but the batch's target is {_describe_target(y)}. "
-        "Multi-label, one-hot, soft or regression targets cannot take one-sided labels: use a single-label "
-        "CategoryBlock (or remove the callback for this task).")
+@dataclass
+class MixBatch:
+    "The mechanism's state of one training batch: what `mix` is given and what it left"
+    y: torch.Tensor # the batch's integer classes, as a plain tensor
+    s: torch.Tensor|None # the policy's `scalar()` as a 0-d tensor on `y`'s device
+    state: object = None # what `mix` returned with the tensor
+    out: torch.Tensor|None = None # the model's output, appended rows included
+
+@dataclass
+class MixState:
+    "What fastamp's policies keep from `mix` for `batch_loss`: one batch's device tensors (unused fields stay None)"
+    y: torch.Tensor # the batch's integer classes
+    lam: torch.Tensor|None = None # each sample's mixing ratio (the weight of its own feature or label)
+    partner: torch.Tensor|None = None # each sample's partner: an index into the batch
+    valid: torch.Tensor|None = None # whether the sample has a partner (of another class, for an inter-class policy)
+    rows: tuple|None = None # where `append` put the policy's appended rows (give it to `appended_preds`)
+    present: torch.Tensor|None = None # per class of the task: whether the batch holds it (class synthesis)
 
 # %% ../nbs/01_mixing.ipynb #dd380b1b
-class FeatureMixHandler(Callback):
-    "Base of fastamp's mixing callbacks: a persistent gated hook, a policy's `mix`, its `batch_loss` in `after_loss`"
-    run_valid = False
-    order = 0  # `after_loss` must run before GradientAccumulation (6) and MixedPrecision (10) use `loss_grad`
+class MixPolicy:
+    "The policy contract: where to mix, how to mix a batch, its loss; `FeatureMixHandler` runs it"
     in_place = False  # the policy mixes the batch rows, and its loss replaces the clean loss (at most one per learner)
-
-    def __init__(self,
-        module=None, # where to mix: None/'classifier' (the classifier's input), 'pooled', a module or `model -> module`
-        loss_func=None, # per-sample-capable loss on integer targets; default: the learner's own
-    ):
-        self.module, self.loss_func = module, loss_func
-        self.hist, self._warned, self._fit, self._span = MixHistory(), False, -1, None
-        self._hook = self._batch_state = self.n_classes = None
-        self._weights = DeviceCache()   # the loss's class weights on the device
-
-    # ---- one learner per callback object ----
-    @property
-    def learn(self): return self.__dict__.get('_learn')
-    @learn.setter
-    def learn(self, learn):
-        old = self.__dict__.get('_learn')
-        if learn is not None and old is not None and old is not learn and any(c is self for c in old.cbs):
-            raise ValueError(
-                f"This {type(self).__name__} object is already a callback of another Learner, which still lists it in "
-                "its `cbs`; a fastamp callback keeps per-fit state for one learner. Give each Learner its own callback "
-                f"(call `{type(self).__name__}(...)` again), or first remove it from the other: `other.remove_cb(cb)`.")
-        self.__dict__['_learn'] = learn
-
-    # ---- the policy contract ----
     @property
     def alone(self)->bool:
         "Whether the policy composes with no other fastamp callback"
@@ -173,7 +153,24 @@ class FeatureMixHandler(Callback):
         "The loss that replaces `learn.loss_grad` (add to it unless `in_place`)"
         raise NotImplementedError(f"{type(self).__name__}: a policy defines `batch_loss(state)`")
 
-    # ---- helpers for policies ----
+# %% ../nbs/01_mixing.ipynb #31b0287e
+class FeatureMixHandler(MixPolicy, HoldingCallback):
+    "fastamp's mixing mechanism: a gated hook at the policy's places, its `mix` in the forward pass, its loss, history"
+    run_valid = False
+    order = 0  # `after_loss` must run before GradientAccumulation (6) and MixedPrecision (10) use `loss_grad`
+    def __init__(self,
+        module=None, # where to mix: None/'classifier' (the classifier's input), 'pooled', a module or `model -> module`
+        loss_func=None, # per-sample-capable loss on integer targets; default: the learner's own
+    ):
+        self.module, self.loss_func = module, loss_func
+        self.hist, self._warned, self._fit, self._span = MixHistory(), False, -1, None
+        self._hook = self._batch = self._lf = self.n_classes = None
+        self._weights = DeviceCache()   # the loss's class weights on the device
+
+    # ---- tools for policies ----
+    def sample_loss(self, pred, y)->torch.Tensor:
+        "The policy's loss of each row of `pred` against the integer classes `y`"
+        return per_sample_loss(self._lf, pred, y)
     def append(self,
         h, # the hooked tensor
         rows, # rows to append (cast to `h.dtype`)
@@ -184,84 +181,100 @@ class FeatureMixHandler(Callback):
         where, # what `append` returned for the rows
     )->torch.Tensor:
         "The model's predictions for the rows `append` put `where`"
-        (start, n), full = where, self._out
+        (start, n), full = where, self._batch.out
         if full.shape[0] < start + n: raise RuntimeError(
             f"{type(self).__name__}: the model returned {full.shape[0]} rows for {len(self.yb[0])} samples and "
             f"{start + n - len(self.yb[0])} augmented features; layers after the mixing module must work row by row.")
         return full[start:start + n]
-    def label_weights(self,
-        y:torch.Tensor, # integer classes
-    )->torch.Tensor|None:
+    def label_weights(self, y:torch.Tensor)->torch.Tensor|None:
         "The class weight of each label `y` under the policy's loss (e.g. set by `DRW`); None: classes weigh alike"
         w = loss_class_weight(self._lf)
         return None if w is None else self._weights.get(w, y.device, _float32)[y]
     def record(self, **kw):
         "Record values of this step in `hist` (device tensors are read once per epoch)"
         self.hist.record(**kw)
-
-    @property
-    def batch_state(self):
-        "What `mix` returned for the batch being trained (None outside a training step): for checks and tests"
-        return self._batch_state
-
     @property
     def progress(self)->float:
         "Fraction of training done: fastai's `pct_train`, measured over the whole `fine_tune` inside one"
         return (self._done + float(self.pct_train) * self.n_epoch) / self._total
 
+    # ---- what the user reads ----
+    @property
+    def batch_state(self):
+        "What `mix` returned for the batch being trained (None outside a training step): for checks and tests"
+        return None if self._batch is None else self._batch.state
     @property
     def history(self)->pd.DataFrame:
         "What was recorded at each training batch, for every fit of this callback (column `fit`)"
         return self.hist.frame()
+    def plot_history(self, cols=None, figsize=(10, 3)):
+        "Plot the recorded values against the training step, across fits (`MixHistory.plot`)"
+        return self.hist.plot(cols, figsize)
 
-    def unhook(self):
+    # ---- the fit's events ----
+    def before_fit(self):
+        "Remove anything a failed step left; check the composition; hold the learner until every exit"
+        self.unhook()   # also runs before `get_preds`/`validate`
+        _check_composition(self.learn)
+        self.hold()
+    def before_train(self):
+        "At a fit's first epoch: a new `fit` number, the span, the policy's `setup`; the hook, registered once per fit"
+        self._lf, self.n_classes = _policy_loss(self), learner_n_classes(self.learn)
+        if self.train_iter == 0:
+            _check_batches(self)
+            self._fit += 1
+            self._done, self._total, self._span = _fit_span(self.learn, self._span)
+            self.setup(self.learn)
+        if self._hook is None:
+            self._places = self.places(self.learn.model)
+            _warn_layers_after(self)
+            self._hook = BatchHook(self.learn.model, self._places, self._mix_here, True, type(self).__name__)
+    def _mix_here(self, h): return self.mix(h, self._batch.y, self._batch.s)
+    def before_batch(self):
+        "Open the hook for this batch's forward pass, on the place drawn for it"
+        y = self.yb[0] if len(self.yb) else None
+        _check_classes(y, type(self).__name__)
+        k = random.randrange(len(self._places)) if len(self._places) > 1 else 0   # on the host: no synchronisation
+        s = self.scalar()   # a tensor for `mix`: no recompile per step; `y` as a plain tensor: it traces
+        self._batch = MixBatch(plain_tensor(y), None if s is None else torch.full((), float(s), device=y.device))
+        self.hist.step(fit=self._fit, iter=self.train_iter, pct_train=float(self.pct_train),
+                       **({'place': k} if len(self._places) > 1 else {}))
+        self._hook.open(lambda: self.learn.xb[0], k)   # the batch as the forward pass gets it
+    def after_pred(self):
+        "Close the hook; check that the place ran; keep the batch rows' predictions for the metrics"
+        module, calls = self._places[self._hook.active][0], self._hook.calls
+        self._batch.state, self._batch.out = self._hook.close()
+        check_logits(self.learn.pred, type(self).__name__)
+        if calls == 0: raise RuntimeError(
+            f"{type(self).__name__}: the forward pass never called {type(module).__name__}, so nothing was mixed. "
+            "Pass `module=` a layer that the model runs on every batch.")
+        if self.learn.pred.shape[0] != len(self._batch.y): self.learn.pred = self.learn.pred[:len(self._batch.y)]
+    def after_loss(self):
+        loss = self.batch_loss(self._batch.state)
+        self.learn.loss_grad, self.learn.loss = loss, loss.detach().clone()
+    def after_batch(self):
+        "This batch's state is dropped: nothing of it outlives the step"
+        if self._hook is not None: self._hook.close()
+        self._batch = None
+    after_cancel_batch = after_batch
+    def after_train(self): self.hist.gather()
+    def release(self):
         "Remove the hook from the model and forget this batch (every exit of a fit calls it)"
         if self._hook is not None: self._hook.remove()
-        self._hook = self._batch_state = self._out = self._y = self._s = None
-    def release(self):
-        "What every exit of a fit calls (`Learner.fit`'s wrapper): `unhook`"
-        self.unhook()
-
+        self._hook = self._batch = None
+    unhook = release
     def __getstate__(self):
         self.hist.gather()   # no device tensor and no hook in an export
-        return {**self.__dict__, '_hook': None, '_batch_state': None, '_out': None, '_y': None, '_s': None, '_lf': None}
-
-# %% ../nbs/01_mixing.ipynb #899326ea
-@patch
-def plot_history(self:FeatureMixHandler,
-    cols=None, # the recorded columns to plot; default: all but the counters
-    figsize=(10, 3), # size of the figure
-):
-    "Plot the recorded values against the training step, across fits"
-    import matplotlib.pyplot as plt
-    df = self.history
-    cols = cols or [c for c in df.columns if c not in ('fit', 'iter', 'pct_train')]
-    fig, axs = plt.subplots(1, len(cols), figsize=figsize, squeeze=False)
-    for ax, c in zip(axs[0], cols): ax.plot(range(len(df)), df[c]); ax.set_title(c); ax.set_xlabel('step')
-    fig.tight_layout()
-    return fig
+        return {**self.__dict__, '_hook': None, '_batch': None, '_lf': None}
 
 # %% ../nbs/01_mixing.ipynb #dd380b1c
-@patch
-def before_fit(self:FeatureMixHandler):
-    "Remove anything a failed step left; check the composition with other fastamp callbacks"
-    self.unhook()   # also runs before `get_preds`/`validate`
-    if self.learn is not None: _check_composition(self.learn)
-
-@patch
-def before_train(self:FeatureMixHandler):
-    "At a fit's first epoch: a new `fit` number, the span, the policy's `setup`; the hook, registered once per fit"
-    self._lf = self._check_loss()
-    self.n_classes = learner_n_classes(self.learn)
-    if self.train_iter == 0:
-        _check_batches(self)
-        self._fit += 1
-        self._done, self._total, self._span = _fit_span(self.learn, self._span)
-        self.setup(self.learn)
-    if self._hook is None:
-        self._places = self.places(self.learn.model)
-        self._warn_layers_after()
-        self._hook = BatchHook(self.learn.model, self._places, self._mix_here, True, type(self).__name__)
+def _check_classes(y, who):
+    "Raise unless the batch target `y` is one integer class per sample"
+    one_int = isinstance(y, torch.Tensor) and y.ndim == 1 and not y.is_floating_point() and y.dtype != torch.bool
+    if not one_int: raise TypeError(
+        f"{who} needs one integer class per sample, but the batch's target is {_describe_target(y)}. "
+        "Multi-label, one-hot, soft or regression targets cannot take one-sided labels: use a single-label "
+        "CategoryBlock (or remove the callback for this task).")
 
 def _check_batches(cb):
     "Raise before a fit whose training loader has no batch: nothing would be mixed, nor trained"
@@ -273,89 +286,49 @@ def _check_batches(cb):
         f"{', drop_last=True' if getattr(dl, 'drop_last', False) else ''}), so nothing would be mixed or trained. "
         f"Pass `bs=` at most {n} when building the DataLoaders (or train on more items).")
 
-@patch
-def _mix_here(self:FeatureMixHandler, h): return self.mix(h, self._y, self._s)
-
-@patch
-def before_batch(self:FeatureMixHandler):
-    "Open the hook for this batch's forward pass, on the place drawn for it"
-    y = self.yb[0] if len(self.yb) else None
-    _check_classes(y, type(self).__name__)
-    k = random.randrange(len(self._places)) if len(self._places) > 1 else 0   # on the host: no synchronisation
-    s = self.scalar()
-    self._y = plain_tensor(y)   # fastai's `TensorCategory` would not trace under `torch.compile`
-    self._s = None if s is None else torch.full((), float(s), device=y.device)   # a tensor: no recompile per step
-    self.hist.step(fit=self._fit, iter=self.train_iter, pct_train=float(self.pct_train),
-                   **({'place': k} if len(self._places) > 1 else {}))
-    self._hook.open(lambda: self.learn.xb[0], k)   # the batch as the forward pass gets it
-
-@patch
-def after_pred(self:FeatureMixHandler):
-    "Close the hook; check that the place ran once; keep the batch rows' predictions for the metrics"
-    hook, module = self._hook, self._places[self._hook.active][0]
-    calls, (self._batch_state, self._out) = hook.calls, hook.close()
-    if not isinstance(self.learn.pred, torch.Tensor): raise TypeError(
-        f"{type(self).__name__}: the model returned {type(self.learn.pred).__name__}, not one tensor of logits; "
-        "fastamp scores the mixed rows of the model's output. Return the logits alone (e.g. wrap the model in a "
-        "module whose forward returns `out[0]`).")
-    if calls == 0: raise RuntimeError(
-        f"{type(self).__name__}: the forward pass never called {type(module).__name__}, so nothing was mixed. "
-        "Pass `module=` a layer that the model runs on every batch.")
-    if calls > 1: raise RuntimeError(
-        f"{type(self).__name__}: {type(module).__name__} ran {calls} times in one forward pass; fastamp mixes a "
-        "layer that runs once per batch. Pass `module=` a layer called once (e.g. the final classifier).")
-    if self.learn.pred.shape[0] != len(self._y): self.learn.pred = self.learn.pred[:len(self._y)]
-
-@patch
-def after_loss(self:FeatureMixHandler):
-    loss = self.batch_loss(self._batch_state)
-    self.learn.loss_grad, self.learn.loss = loss, loss.detach().clone()
-
-@patch
-def after_batch(self:FeatureMixHandler):
-    "This batch's state is dropped: nothing of it outlives the step"
-    if self._hook is not None: self._hook.close()
-    self._batch_state = self._out = self._y = self._s = None
-
-FeatureMixHandler.after_cancel_batch = FeatureMixHandler.after_batch
-FeatureMixHandler.after_train = lambda self: self.hist.gather()
-FeatureMixHandler.after_fit = FeatureMixHandler.after_cancel_fit = FeatureMixHandler.unhook
-
-@patch
-def _check_loss(self:FeatureMixHandler):
-    if self.loss_func is not None: return self.loss_func
-    lf = _base_loss_func(self.learn.loss_func)
+def _policy_loss(cb):
+    "The loss `cb` scores with: its own `loss_func`, else the learner's, which must take integer class targets"
+    if cb.loss_func is not None: return cb.loss_func
+    lf = _base_loss_func(cb.learn.loss_func)
     if not getattr(lf, 'y_int', False): raise ValueError(
-        f"{type(self).__name__} needs a loss on integer class targets (fastai's `y_int=True`: "
+        f"{type(cb).__name__} needs a loss on integer class targets (fastai's `y_int=True`: "
         f"CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat); the learner's loss is {lf!r}. Use a single-label "
         "CategoryBlock, or pass "
         "`loss_func=` to the callback: a loss taking (logits, integer targets) with a `reduction` attribute.")
     return lf
 
-@patch
-def _warn_layers_after(self:FeatureMixHandler):
-    if self.module not in (None, 'classifier'): return   # a place the user chose: what follows it is meant
-    for module, where in self._places:
-        after = layers_after(self.learn.model, module) if where == 'input' and isinstance(module, nn.Linear) else []
-        if after and not self._warned:
-            self._warned = True
-            name = next(k for k, m in unwrap_model(self.learn.model).named_modules() if m is module)
-            warnings.warn(f"{type(self).__name__}: layers follow the mixed classifier `{name}` in registration order "
+def _warn_layers_after(cb):
+    "Warn once if layers follow the classifier `cb` mixes: the augmented features would pass through them too"
+    if cb.module not in (None, 'classifier'): return   # a place the user chose: what follows it is meant
+    for module, where in cb._places:
+        after = layers_after(cb.learn.model, module) if where == 'input' and isinstance(module, nn.Linear) else []
+        if after and not cb._warned:
+            cb._warned = True
+            name = next(k for k, m in unwrap_model(cb.learn.model).named_modules() if m is module)
+            warnings.warn(f"{type(cb).__name__}: layers follow the mixed classifier `{name}` in registration order "
                           f"({', '.join(type(m).__name__ for m in after)}); if they run after it, the augmented "
                           "features pass through them too. Pass `module=` to choose another place.")
 
 # %% ../nbs/01_mixing.ipynb #fd937540
-_COMPOSE = ("fastamp callbacks compose as: at most one in-place mixer (FeatureMixup, ManifoldMixup, InputMixup, "
-            "SynerMix) plus any number of appending callbacks (MidpointMixup, SynerMixIntra), e.g. "
-            "cbs=[ManifoldMixup(), SynerMixIntra()] or cbs=[MidpointMixup(), SynerMixIntra()]; "
-            "MidpointMixup(clean=False) composes with none.")
+def _policies(in_place:bool)->list:
+    "Names of the mixing policies defined so far (subclasses of `FeatureMixHandler`) of one kind, as each declares"
+    todo, seen = [FeatureMixHandler], []
+    while todo:
+        c = todo.pop(0); todo += c.__subclasses__()
+        if c is not FeatureMixHandler and c.in_place == in_place and c.__name__ not in seen: seen.append(c.__name__)
+    return seen
+
+def _compose_rule()->str:
+    return (f"fastamp callbacks compose as: at most one in-place mixer ({', '.join(_policies(True))}) plus any number "
+            f"of appending callbacks ({', '.join(_policies(False))}); a policy whose `alone` is True (one that drops "
+            "the loss it finds) composes with none.")
 
 def _check_composition(learn):
     "Refuse fastamp callbacks on `learn` that do not compose (each policy says so by `in_place` and `alone`)"
     cbs = [cb for cb in learn.cbs if isinstance(cb, FeatureMixHandler)]
     names = ', '.join(type(cb).__name__ for cb in cbs)
     if sum(cb.in_place for cb in cbs) > 1: raise ValueError(
-        f"The learner has several in-place mixers ({names}); each replaces the loss of the others. " + _COMPOSE)
+        f"The learner has several in-place mixers ({names}); each replaces the loss of the others. " + _compose_rule())
     lone = [cb for cb in cbs if cb.alone]
     if len(cbs) > 1 and lone: raise ValueError(
-        f"{lone[0]!r} drops the loss of the other fastamp callbacks ({names}). " + _COMPOSE)
+        f"{lone[0]!r} drops the loss of the other fastamp callbacks ({names}). " + _compose_rule())

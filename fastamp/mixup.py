@@ -4,21 +4,21 @@
 
 # %% ../nbs/01_mixup.ipynb #36707f01
 from __future__ import annotations
-import math
+import math, dataclasses
 import torch, torch.nn as nn
 from torch.distributions import Beta
 from fastcore.basics import store_attr, basic_repr
 from fastai.callback.core import Callback
 from .core import *
-from .mixing import FitSpan, MixHistory, FeatureMixHandler, per_sample_loss
+from .mixing import MixHistory, MixPolicy, MixState, FeatureMixHandler, per_sample_loss
 from .accuracies import check_class_counts
-from .mixing import _weighted_mean, _check_finite
+from .mixing import weighted_mean, check_number
 
-_all_ = ['FitSpan', 'MixHistory', 'FeatureMixHandler', 'per_sample_loss']  # the mechanism, re-exported
+_all_ = ['MixHistory', 'MixPolicy', 'MixState', 'FeatureMixHandler', 'per_sample_loss']  # the mechanism, re-exported
 
 # %% auto #0
 __all__ = ['INPUT', 'MidpointMixup', 'FeatureMixup', 'ManifoldMixup', 'InputMixup', 'Remix', 'IntraClassSynthesis',
-           'SynerMixIntra', 'SynerMix', 'FitSpan', 'MixHistory', 'FeatureMixHandler', 'per_sample_loss']
+           'SynerMixIntra', 'SynerMix', 'MixHistory', 'MixPolicy', 'MixState', 'FeatureMixHandler', 'per_sample_loss']
 
 # %% ../nbs/01_mixup.ipynb #09270c2f
 class MidpointMixup(FeatureMixHandler):
@@ -35,7 +35,7 @@ class MidpointMixup(FeatureMixHandler):
         loss_func=None, # default: the learner's loss (must take integer targets)
     ):
         super().__init__(module, loss_func)
-        _check_finite('w', w, 0, what='the weight of the augmented loss')
+        check_number('w', w, 0, what='the weight of the augmented loss')
         check_partner(partner, symmetric)
         self.schedule = as_lam_schedule(schedule)
         store_attr('symmetric,per_pair,w,clean,partner')
@@ -48,25 +48,19 @@ class MidpointMixup(FeatureMixHandler):
         return min(max(float(self.schedule(self.progress)), 0.5), 1.)
     scalar = current_lam
 
-    def mix(self,
-        h, # the hooked tensor: the batch rows first
-        y, # the batch's integer classes
-        s, # the scheduled number as a 0-d tensor
-    ):
+    def mix(self, h, y, s):   # the contract: `MixPolicy.mix`
         "`h` with one augmented row per sample appended (zero weight in the loss where there is no partner)"
         B = len(y); hb = h[:B]
         j, valid = inter_class_partners(y, self.symmetric, self.partner)
         lam = torch.where(valid, pair_ratios(s, B, self.per_pair, device=h.device), 1.)  # no partner: own feature
         h_j = class_means(hb, y, self.n_classes)[y[j]] if self.partner == 'class_mean' else hb[j]
         h, rows = self.append(h, mix_features(hb, h_j, lam))
-        return h, dict(y=y, j=j, valid=valid, lam=lam, rows=rows)
+        return h, MixState(y, lam, j, valid, rows)
 
-    def batch_loss(self,
-        state, # what `mix` returned for this batch
-    ):
+    def batch_loss(self, state):   # the contract: `MixPolicy.batch_loss`
         "The clean loss (if `clean`) plus `w` times the mean loss of the augmented rows, under one-sided labels"
-        clean, y, valid = self.learn.loss_grad, state['y'], state['valid']
-        aug = _weighted_mean(per_sample_loss(self._lf, self.appended_preds(state['rows']), y),
+        clean, y, valid = self.learn.loss_grad, state.y, state.valid
+        aug = weighted_mean(self.sample_loss(self.appended_preds(state.rows), y),
                              valid if self.clean else torch.ones_like(valid), self.label_weights(y))
         self.record(lam=self.current_lam(), progress=self.progress, n_aug=valid.sum(), loss_clean=clean.detach(),
                     loss_aug=aug.detach())
@@ -108,27 +102,21 @@ class FeatureMixup(FeatureMixHandler):
         return float(a)
     scalar = current_alpha
 
-    def mix(self,
-        h, # the hooked tensor: the batch rows first
-        y, # the batch's integer classes
-        s, # the scheduled number as a 0-d tensor
-    ):
+    def mix(self, h, y, s):   # the contract: `MixPolicy.mix`
         "`h` with its batch rows mixed with random partners (rows appended earlier pass through)"
         B = len(y)
         perm = torch.randperm(B, device=h.device)
         lam = _beta(s, B)
         mixed = mix_features(h[:B], h[:B][perm], lam)
-        return (mixed if h.shape[0] == B else torch.cat([mixed, h[B:]])), dict(y=y, perm=perm, lam=lam)
+        return (mixed if h.shape[0] == B else torch.cat([mixed, h[B:]])), MixState(y, lam, perm)
 
-    def batch_loss(self,
-        state, # what `mix` returned for this batch
-    ):
+    def batch_loss(self, state):   # the contract: `MixPolicy.batch_loss`
         "`lam * L(out, y) + (1 - lam) * L(out, y_partner)`, `lam` through the label rule"
-        y, lam = state['y'], state['lam']; y_j = y[state['perm'].to(y.device)]
+        y, lam = state.y, state.lam; y_j = y[state.partner.to(y.device)]
         lw = self.label_rule(lam, y, y_j) if self.label_rule is not None else lam
         pred = self.learn.pred
         lw = lw.to(pred.device).float()
-        loss = torch.lerp(per_sample_loss(self._lf, pred, y_j), per_sample_loss(self._lf, pred, y), lw)
+        loss = torch.lerp(self.sample_loss(pred, y_j), self.sample_loss(pred, y), lw)
         w_i, w_j = self.label_weights(y), self.label_weights(y_j)
         loss = loss.mean() if w_i is None else loss.sum() / torch.lerp(w_j, w_i, lw).sum()   # PyTorch's weighted mean
         self.record(alpha=self.current_alpha(), lam=lam.mean(), loss_mix=loss.detach())
@@ -185,8 +173,8 @@ class Remix:
         tau:float=0.5, # the label goes to the minority when its share of the mix is at least `1 - tau`
         counts=None, # training count per class; default: counted on `learn.dls.train_ds`
     ):
-        _check_finite('kappa', kappa, 1, what='the count ratio')
-        _check_finite('tau', tau, 0, 1, what='tau')
+        check_number('kappa', kappa, 1, what='the count ratio')
+        check_number('tau', tau, 0, 1, what='tau')
         store_attr()
         self._counts, self._on_device = TrainCounts(counts, _remix_counts), DeviceCache()
     __repr__ = basic_repr('kappa,tau,counts')
@@ -223,9 +211,9 @@ class IntraClassSynthesis:
         state, # a batch state holding `present` and the `rows` of the synthesized features
     )->torch.Tensor:
         "Mean loss of the synthesized features of the classes present in the batch"
-        present = state['present']
+        present = state.present
         classes = torch.arange(len(present), device=present.device)
-        loss = _weighted_mean(per_sample_loss(self._lf, self.appended_preds(state['rows']), classes), present,
+        loss = weighted_mean(self.sample_loss(self.appended_preds(state.rows), classes), present,
                               self.label_weights(classes))
         self.record(n_synth=present.sum(), loss_intra=loss.detach())
         return loss
@@ -239,22 +227,16 @@ class SynerMixIntra(IntraClassSynthesis, FeatureMixHandler):
         loss_func=None, # default: the learner's loss (must take integer targets)
     ):
         super().__init__(module, loss_func)
-        _check_finite('w', w, 0, what='the weight of the intra-class loss')
+        check_number('w', w, 0, what='the weight of the intra-class loss')
         self.w = w
     __repr__ = basic_repr('w,module')
 
-    def mix(self,
-        h, # the hooked tensor: the batch rows first
-        y, # the batch's integer classes
-        s, # the scheduled number as a 0-d tensor
-    ):
+    def mix(self, h, y, s):   # the contract: `MixPolicy.mix`
         "`h` with one synthesized row per class appended"
         synth, present = self.synthesize(h, y)
         h, rows = self.append(h, synth)
-        return h, dict(present=present, rows=rows)
-    def batch_loss(self,
-        state, # what `mix` returned for this batch
-    ): return self.learn.loss_grad + self.w * self.intra_loss(state)
+        return h, MixState(y, rows=rows, present=present)
+    def batch_loss(self, state): return self.learn.loss_grad + self.w * self.intra_loss(state)
 
 # %% ../nbs/01_mixup.ipynb #ea12ee9a
 class SynerMix(IntraClassSynthesis, FeatureMixup):
@@ -267,22 +249,16 @@ class SynerMix(IntraClassSynthesis, FeatureMixup):
         loss_func=None, # default: the learner's loss (must take integer targets)
     ):
         super().__init__(alpha, label_rule, module, loss_func)
-        _check_finite('beta', beta, 0, 1, what='beta')
+        check_number('beta', beta, 0, 1, what='beta')
         self.beta = beta
     __repr__ = basic_repr('beta,alpha,label_rule,module')
 
-    def mix(self,
-        h, # the hooked tensor: the batch rows first
-        y, # the batch's integer classes
-        s, # the scheduled number as a 0-d tensor
-    ):
+    def mix(self, h, y, s):   # the contract: `MixPolicy.mix`
         "`h` with its batch rows mixed, then one row per class synthesized from the clean rows"
         synth, present = self.synthesize(h, y)         # from the clean features
         h, state = super().mix(h, y, s)
         h, rows = self.append(h, synth)
-        return h, dict(state, present=present, rows=rows)
-    def batch_loss(self,
-        state, # what `mix` returned for this batch
-    ):
+        return h, dataclasses.replace(state, present=present, rows=rows)
+    def batch_loss(self, state):   # the contract: `MixPolicy.batch_loss`
         inter = super().batch_loss(state)
         return self.beta * self.intra_loss(state) + (1 - self.beta) * inter

@@ -214,7 +214,7 @@ class MixFormula(Callback):
     def after_loss(self):
         if not self.training: return
         y, lf, mix = self.yb[0], self.learn.loss_func, self.mix
-        w, p, lam = lf.weight, mix.batch_state['perm'], mix.batch_state['lam']
+        w, p, lam = lf.weight, mix.batch_state.partner, mix.batch_state.lam
         a = mix.label_rule(lam, y, y[p]) if mix.label_rule is not None else lam
         z = lf.adjusted(self.learn.pred.detach())
         ce = lambda t: w[t] * F.cross_entropy(z, t, reduction='none')
@@ -260,11 +260,11 @@ def test_synermix_intra_under_drw_is_the_weighted_mean(lt_dls):
             if not self.training: return
             lf = self.learn.loss_func
             st = mix.batch_state
-            n = len(st['present'])
+            n = len(st.present)
             t = torch.arange(n)
-            z = lf.adjusted(mix.appended_preds(st['rows']).detach())
+            z = lf.adjusted(mix.appended_preds(st.rows).detach())
             per = lf.weight[t] * F.cross_entropy(z, t, reduction='none')
-            pr = st['present'].float()
+            pr = st.present.float()
             self.seen.append(((per * pr).sum() / (lf.weight * pr).sum(), mix.hist[-1]['loss_intra']))
     learn = make(lt_dls, 'la', cbs=[mix, DRW(switch_epoch=0), Check()])
     fit_quiet(learn, 1, 1e-2, method='fit')

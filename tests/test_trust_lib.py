@@ -260,11 +260,27 @@ def test_other_losses_with_setup_and_learners_without_default_callbacks(cnn_lear
 
 
 # ---- 7. the package's own message first ---------------------------------------------------------------------------
-def test_a_callback_given_twice_is_an_error(dls):
-    for cb in (MidpointMixup(), Batches()):
+def test_a_fastamp_callback_given_twice_is_an_error_before_fastai_adds_it(dls):
+    "fastamp's own callbacks refuse a second listing; a fastai callback given twice is left to fastai, as without us"
+    for cb in (MidpointMixup(), DRW(switch_epoch=0)):
         learn = Learner(dls, small_cnn(N_CLASSES, head='one'), cbs=cb)
         with pytest.raises(ValueError, match='added twice'): fit_quiet(learn, 1, cbs=cb)
-        assert not hooks_on(learn.model)
+        assert not hooks_on(learn.model) and sum(c is cb for c in learn.cbs) == 1 and cb.learn is learn
+    m = MidpointMixup()
+    with pytest.raises(ValueError, match='added twice'): Learner(dls, small_cnn(N_CLASSES), cbs=[m, m])
+    b = Batches()
+    learn = Learner(dls, small_cnn(N_CLASSES, head='one'), cbs=b)
+    learn.add_cb(b)
+    assert sum(c is b for c in learn.cbs) == 2
+
+
+def test_importing_fastamp_leaves_fastai_as_it_was_found():
+    "`Learner.fit` and `Learner.fine_tune` are fastai's own functions in a process that imported all of fastamp"
+    out = subprocess.run([sys.executable, '-c', 'import fastai.learner as fl, fastai.callback.schedule as fs; '
+                          'fit, ft = fl.Learner.fit, fl.Learner.fine_tune; import fastamp.all; '
+                          'print(fl.Learner.fit is fit, fl.Learner.fine_tune is ft, fit.__module__, ft.__module__)'],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ['True', 'True', 'fastai.learner', 'fastai.callback.schedule'], out
 
 
 class Pair(nn.Module):
