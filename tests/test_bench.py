@@ -232,10 +232,14 @@ def test_jobs_take_the_threads_given(tmp_path):
     assert len(recs) == 2 and [rec['versions']['cpu_threads'] for rec in recs] == [2, 2]
 
 
-def test_more_jobs_than_cores_is_said_in_one_line():
+def test_more_jobs_than_cores_is_said_in_one_line(monkeypatch):
+    "On a CPU machine, jobs beyond the cores cost a one-line note; on a GPU machine (and within the cores) none"
     from fastamp.bench import jobs_cost_line, cpu_cores
-    line = jobs_cost_line(cpu_cores() + 2)
-    assert torch.cuda.is_available() or ('--jobs' in line and 'slower' in line and '\n' not in line)
+    for gpu in (False, True):
+        monkeypatch.setattr(torch.cuda, 'is_available', lambda: gpu)
+        line = jobs_cost_line(cpu_cores() + 2)
+        assert line is None if gpu else ('--jobs' in line and 'slower' in line and '\n' not in line), (gpu, line)
+        assert jobs_cost_line(cpu_cores()) is None
 
 
 def test_an_lt_run_with_probe_every_records_margin_curves_and_the_report_draws_them(tmp_path):

@@ -1,8 +1,8 @@
-"""The module map of DESIGN.md, checked on the package's own imports: no module imports one above it, no cycle.
+"""The module map of the design page (nbs/design.ipynb), checked on the package's own imports: no module imports one above it, no cycle.
 
 Modules of a subpackage are named with their package (`bench.catalog`); inside layer 4 the bench modules have an
 order of their own (each imports only those before it)."""
-import ast
+import ast, re
 from pathlib import Path
 
 PKG = Path(__file__).parents[1]/'fastamp'
@@ -16,7 +16,7 @@ LAYERS = {  # layer of each module; `all` re-exports everything and sits above t
     'cli': 6,
     'all': 7,
 }
-SAME_LAYER = {  # the imports inside one layer, each clearly one-way (DESIGN.md): the policies on their mechanism, ...
+SAME_LAYER = {  # the imports inside one layer, each clearly one-way (the design page): the policies on their mechanism, ...
     ('mixup', 'mixing'),
     ('devicedata', 'data'),  # ... the device-resident loaders on the per-item recipes, ...
     ('accuracies', 'metrics'),  # ... the accuracies on the measures' checks, ...
@@ -62,7 +62,7 @@ def graph():
 
 def test_every_module_has_a_layer():
     missing = sorted(set(graph()) - set(LAYERS))
-    assert not missing, f'modules missing from the layer map (tests/test_layering.py and DESIGN.md): {missing}'
+    assert not missing, f'modules missing from the layer map (tests/test_layering.py and nbs/design.ipynb): {missing}'
 
 
 def test_no_module_imports_a_higher_layer():
@@ -79,6 +79,19 @@ def test_same_layer_imports_are_the_listed_one_way_ones():
 def test_report_reads_the_benchmark_through_its_records_only():
     "and through the plan's line, which it reads off the records too"
     assert {d for d in graph()['report'] if d.startswith('bench')} == {'bench.records', 'bench.plan'}
+
+
+def _design_table()->dict:
+    "`{module: layer}` from the module map table of the design page"
+    import json
+    text = ''.join(l for c in json.loads((PKG.parent/'nbs'/'design.ipynb').read_text())['cells']
+                   if c['cell_type'] == 'markdown' for l in c['source'])
+    return {m: int(n) for n, m in re.findall(r'^\| (\d) \| `([\w.]+)` \|', text, re.M)}
+
+
+def test_the_design_page_shows_the_map_the_tests_check():
+    "Every module on the design page's map, at the layer the layering tests hold it to"
+    assert _design_table() == {m: int(l) for m, l in LAYERS.items() if m != 'bench'}
 
 
 def test_no_import_cycle():
