@@ -2,7 +2,7 @@
 no committed output is an error, and each documentation page renders to HTML with its figures embedded.
 
 The outputs are written by `python tools/execute_docs.py` (README, Development)."""
-import json, re, sys
+import json, os, re, sys
 from pathlib import Path
 import pytest
 
@@ -45,6 +45,23 @@ def test_sidebar_lists_every_notebook():
     pages = {str(p.relative_to(NBS)) for p in doc_notebooks()}
     assert not pages - listed, f"notebooks missing from nbs/sidebar.yml: {sorted(pages - listed)}"
     assert not listed - pages, f"nbs/sidebar.yml lists pages that do not exist: {sorted(listed - pages)}"
+
+
+def test_the_committed_sidebar_is_the_one_deployed_with_the_reader_pages_first():
+    "nbdev_docs rewrites sidebar.yml unless custom_sidebar is set; readers meet home, method and tutorials first"
+    from nbdev.config import get_config
+    from nbdev.quarto import nbdev_sidebar
+    sidebar = NBS/'sidebar.yml'
+    before = sidebar.read_text()
+    assert get_config(path=ROOT).custom_sidebar, "settings.ini: set custom_sidebar = True, or deploys replace sidebar.yml"
+    cwd = Path.cwd()
+    try: os.chdir(ROOT); nbdev_sidebar()  # what the deploy runs: must leave the committed sidebar as it is
+    finally: os.chdir(cwd); after = sidebar.read_text(); sidebar.write_text(before)
+    assert after == before, "nbdev_sidebar rewrote nbs/sidebar.yml"
+    listed = re.findall(r'([\w./-]+\.ipynb)', before)
+    tutorials = sorted(str(p.relative_to(NBS)) for p in (NBS/'tutorials').glob('*.ipynb'))
+    first = ['index.ipynb', 'method.ipynb']
+    assert listed[:2] == first and sorted(listed[2:2 + len(tutorials)]) == tutorials, listed[:2 + len(tutorials)]
 
 
 @pytest.mark.parametrize('path', doc_notebooks(), ids=ids(doc_notebooks()))
