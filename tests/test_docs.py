@@ -2,7 +2,7 @@
 no committed output is an error, and each documentation page renders to HTML with its figures embedded.
 
 The outputs are written by `python tools/execute_docs.py` (README, Development)."""
-import json, os, re, sys
+import argparse, json, os, re, sys
 from pathlib import Path
 import pytest
 
@@ -53,7 +53,7 @@ def test_the_committed_sidebar_is_the_one_deployed_with_the_reader_pages_first()
     from nbdev.quarto import nbdev_sidebar
     sidebar = NBS/'sidebar.yml'
     before = sidebar.read_text()
-    assert get_config(path=ROOT).custom_sidebar, "settings.ini: set custom_sidebar = True, or deploys replace sidebar.yml"
+    assert get_config(path=ROOT).custom_sidebar, "settings.ini: set custom_sidebar = True, else deploys replace it"
     cwd = Path.cwd()
     try: os.chdir(ROOT); nbdev_sidebar()  # what the deploy runs: must leave the committed sidebar as it is
     finally: os.chdir(cwd); after = sidebar.read_text(); sidebar.write_text(before)
@@ -141,3 +141,49 @@ def test_the_docs_use_the_verdicts_labels_not_the_old_rule():
     old = re.compile(r'ahead on every seed|behind on every seed|within noise|one seed: no verdict')
     texts = {**_recommendation_texts(), 'method page': _claims_table()}
     assert not [w for w, t in texts.items() if old.search(t)]
+
+
+def _quoted_commands() -> set:
+    """`(page, command)` for every `fastamp bench|plan|report ...` the docs quote for a reader to run (READMEs, the
+    notebooks' prose); a results page's `Command:` line records what ran then, and a bare name (`fastamp plan`,
+    `fastamp bench --plan`) is a mention, not a command"""
+    texts = {str(p.relative_to(ROOT)): p.read_text() for p in [ROOT/'README.md', ROOT/'results'/'README.md']}
+    texts |= {str(p.relative_to(ROOT)): '\n'.join(c.source for c in cells(p) if c['cell_type'] == 'markdown')
+              for p in doc_notebooks()}
+    found = set()
+    for page, t in texts.items():
+        t = t.replace('\\\n', ' ')
+        for cmd in re.findall(r'`(fastamp (?:bench|plan|report)\b[^`]*)`', t) + re.findall(
+                r'^\s*(fastamp (?:bench|plan|report)\b[^\n`]*)$', t, re.M):
+            found.add((page, ' '.join(re.split(r'\s+#|, then | \(', cmd)[0].split())))
+    return {(page, cmd) for page, cmd in found if not _a_mention(cmd)}
+
+
+def _a_mention(cmd: str) -> bool:
+    "A command's name alone, or ending on an option that wants a value: named in a sentence, not given to run"
+    from fastamp.cli import _parser
+    words = cmd.split()[1:]
+    if len(words) == 1: return True
+    sub = _parser()._subparsers._group_actions[0].choices[words[0]]
+    last = next((a for a in sub._actions if words[-1] in a.option_strings), None)
+    return isinstance(last, argparse._StoreAction) and last.nargs is None
+
+
+def _as_run(cmd: str, folder: Path) -> list:
+    "The argv of a quoted command, its placeholders made real: `<a folder>`, DIR and path/to/... name `folder`"
+    cmd = re.sub(r'--methods <[^>]*>', '--methods erm', cmd)
+    cmd = re.sub(r'<[^>]*>|\bDIR\b|\bpath/to/\S+|\S+\.tar\.gz', str(folder), cmd)
+    return cmd.split()[1:]
+
+
+@pytest.mark.parametrize('page,cmd', sorted(_quoted_commands()))
+def test_every_command_the_docs_quote_is_one_fastamp_takes(page, cmd, tmp_path):
+    "Each option of a quoted command exists, takes the value given, and its settings pass the checks run before work"
+    from fastamp.cli import _parser, bench_settings
+    from fastamp.bench import check_settings
+    argv = [a for a in _as_run(cmd, tmp_path) if a not in ('[MODE]',)]
+    try: args = _parser().parse_args(argv)
+    except SystemExit as e:
+        if e.code == 0: return  # --help
+        pytest.fail(f"{page}: `{cmd}` is refused by fastamp's parser (exit {e.code})")
+    if args.cmd == 'bench' and not args.list and not args.plan: check_settings(bench_settings(args))
