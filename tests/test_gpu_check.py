@@ -8,10 +8,12 @@ ROOT = Path(__file__).parent.parent
 
 @pytest.mark.slow
 def test_gpu_check_runs_every_step_tiny_on_the_cpu(tmp_path):
+    # the script's mechanics, whatever the machine's speed: the budget (each step's deadline is a share of it) is far
+    # above what the tiny steps take (about two minutes on 2 idle cores), so a loaded machine misses no deadline
     env = {**os.environ, 'TINY': '1', 'DEVICE': 'cpu', 'PYTHON': sys.executable, 'OUT': str(tmp_path/'out'),
-           'WORK': str(tmp_path/'work'), 'BUDGET_S': '300', 'OMP_NUM_THREADS': '1'}
+           'WORK': str(tmp_path/'work'), 'BUDGET_S': '3000', 'OMP_NUM_THREADS': '1'}
     r = subprocess.run(['bash', str(ROOT/'benchmarks'/'gpu_check.sh')], env=env, capture_output=True, text=True,
-                       timeout=400)
+                       timeout=3300)
     log = (tmp_path/'out'/'gpu_check.log').read_text() if (tmp_path/'out'/'gpu_check.log').exists() else r.stderr
     assert r.returncode == 0, log[-3000:]
     page = (tmp_path/'out'/'gpu_check.md').read_text()
