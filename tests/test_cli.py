@@ -269,3 +269,23 @@ def test_bench_help_lists_plan_and_plan_help_its_options(capsys):
     assert cli.main(['plan', '--help']) == 0
     text = capsys.readouterr().out
     assert '--to PLAN.md' in text and '--seeds' in text and '--jobs' not in text
+
+
+def _start_then_sigterm(slots):
+    "A worker's start-up (`_worker_init`) that receives SIGTERM in its last step, as a Ctrl-C during spawning does"
+    import fastamp.bench.runner as runner
+    runner.set_threads = lambda n: os.kill(os.getpid(), signal.SIGTERM)
+    runner._worker_init(slots)
+
+
+def test_sigterm_while_a_worker_starts_prints_no_traceback(capfd):
+    "The parent's one `interrupted:` line stays the only one: a worker ended while it starts says nothing"
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+    ctx = mp.get_context('spawn')
+    q = ctx.Queue(); q.put({'env': {}, 'cores': [], 'threads': 1, 'device': None})
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=_start_then_sigterm, initargs=(q,)) as ex:
+        with pytest.raises(BrokenProcessPool): ex.submit(int, 1).result(timeout=300)
+    err = capfd.readouterr().err
+    assert 'Traceback' not in err and 'Exception in initializer' not in err, err

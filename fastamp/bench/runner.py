@@ -174,10 +174,12 @@ def _worker_init(slots):
         try: os.sched_setaffinity(0, _SLOT['cores'])
         except OSError: pass  # cores outside what this container may use: the threads still share them
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # on Ctrl-C the parent ends the workers with SIGTERM
-    signal.signal(signal.SIGTERM, _stop)
     threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     warnings.filterwarnings('ignore', category=FutureWarning)
     set_threads(_SLOT['threads'])
+    # until here SIGTERM ends the worker at once, silently (nothing to clean up yet); from here it is a quiet exit that
+    # runs `finally`: raised inside this initializer, it would be printed as "Exception in initializer" and a traceback
+    signal.signal(signal.SIGTERM, _stop)
 
 def worker_pool(
     slots:list, # one per worker (`assign_workers`)
