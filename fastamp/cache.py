@@ -39,14 +39,17 @@ def cache_dir(
     return parent if writable else user_temp_dir()
 
 # %% ../nbs/00d_cache.ipynb #eb6dc1ea
+def _hash_file(h, path:Path):
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+
 def source_checksum(
-    source, # an archive (its bytes are hashed) or a folder (its files' relative names, sizes and mtimes)
+    source, # an archive or a folder: its bytes, or its files' relative names and bytes
 )->str:
     "A sha256 hex digest that changes when the archive's content or the folder's files change"
     source, h = Path(source), hashlib.sha256()
     if not source.is_file(): return files_checksum([p for p in sorted(source.rglob('*')) if p.is_file()], source)
-    with open(source, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    _hash_file(h, source)
     return h.hexdigest()
 
 def files_checksum(
@@ -54,10 +57,10 @@ def files_checksum(
     root, # the folder their names are taken relative to
     salt:str='', # what else the key depends on (e.g. the size images are decoded at)
 )->str:
-    "A sha256 hex digest of the files' names (relative to `root`), sizes and mtimes: it changes when any file does"
+    "A sha256 hex digest of the files' names (relative to `root`) and bytes: it changes when any file does"
     h = hashlib.sha256(salt.encode())
     for p in map(Path, files):
-        st = p.stat(); h.update(f"{p.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{p.relative_to(root).as_posix()}\0{p.stat().st_size}\0".encode()); _hash_file(h, p)
     return h.hexdigest()
 
 def _refused(archive, e): return ValueError(

@@ -309,7 +309,7 @@ def _shape(f, size)->tuple:
 def decode_images(
     data:ImageSet, # an `ImageSet` of image files (`load_image_folder`); one of arrays is returned as it is
     size:int|None=None, # square side each image is resized to, once (center crop first); None: their own one size
-    cache:bool=True, # keep the array (keyed by the files' names, sizes, mtimes and `size`) and reuse it
+    cache:bool=True, # keep the array (keyed by the files' names, bytes and `size`) and reuse it
     workers:int|None=None, # decoding processes; None: every core this process may use (one for under 1,000 files)
 )->ImageSet:
     "`data` with its image files decoded once into one uint8 array (N, H, W, 3), cached beside them"
