@@ -5,7 +5,8 @@
 # %% ../nbs/05c_curves.ipynb #cv000004
 from __future__ import annotations
 import numpy as np, pandas as pd
-from .bench.records import PROBE_PLACES, records_frame
+from .bench.tasks import PROBE_PLACES
+from .bench.records import records_frame
 from .verdict import is_am, select_on_validation, _method_order
 
 # %% auto #0

@@ -7,8 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.meta import delegates
-from .bench.records import (TASKS, PROBE_PLACES, BenchConfig, atomic_write, run_records, records_frame,
-                                   planned_keys, write_runs_table, data_label)
+from .bench.store import atomic_write
+from .bench.tasks import TASKS, PROBE_PLACES
+from .bench.config import BenchConfig
+from .bench.records import run_records, records_frame, planned_keys, write_runs_table, data_label
 from .bench.plan import preregistration_line
 from .evaluate import plot_align_uniform
 from .verdict import (PRIMARY, MARGIN, LEVEL, is_am, comparisons, label_family, verdict_line,

@@ -114,6 +114,23 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path):
     assert rec['metrics'] == pytest.approx(ref['metrics'], abs=1e-6)      # model, optimizer, schedule and RNG restored
 
 
+def test_a_checkpoint_with_the_older_random_state_names_resumes_the_same(tmp_path):
+    "Checkpoints saved before fastai's `get_random_states` held the states as 'python', 'numpy', 'torch', 'cuda'"
+    from fastai.torch_core import get_random_states
+    cfg = bench.BenchConfig(**TINY, epochs=3)
+    bench.run_one(cfg, 'midpoint', 0, 10, tmp_path / 'a', cbs=[_FailAfterEpoch(2)])
+    ckpt = next((tmp_path / 'a' / 'lt' / 'runs').glob('*.ckpt'))
+    st = torch.load(ckpt, weights_only=False); rng = st['rng']
+    assert set(rng) == {*get_random_states(), 'dl'}
+    st['rng'] = {'python': rng['random_state'], 'numpy': rng['numpy_state'], 'torch': rng['torch_state'],
+                 'dl': rng['dl'], **({'cuda': rng['torch_cuda_state']} if torch.cuda.is_available() else {})}
+    torch.save(st, ckpt)
+    assert bench.run_one(cfg, 'midpoint', 0, 10, tmp_path / 'a')[0] == 'done'
+    assert bench.run_one(cfg, 'midpoint', 0, 10, tmp_path / 'b')[0] == 'done'
+    rec, ref = [json.loads(next((tmp_path / d / 'lt' / 'runs').glob('*.json')).read_text()) for d in 'ab']
+    assert rec['resumed_at_epoch'] == 2 and rec['metrics'] == pytest.approx(ref['metrics'], abs=1e-6)
+
+
 def test_a_run_locked_by_a_live_process_is_not_started(tmp_path):
     cfg = bench.BenchConfig(**TINY, epochs=1)
     runs = tmp_path / 'lt' / 'runs'; runs.mkdir(parents=True)

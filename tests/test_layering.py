@@ -36,20 +36,56 @@ def _exists(name:str)->bool:
     return p.with_suffix('.py').exists() or (p/'__init__.py').exists()
 
 
-def fastamp_imports(path:Path, name:str|None=None)->set:
-    "Names of the fastamp modules that `path` (module `name`) imports, lazily imported ones included, dotted"
-    name = name or _name(path)
+def _path(name:str)->Path:
+    p = PKG.joinpath(*name.split('.'))
+    return p.with_suffix('.py') if p.with_suffix('.py').exists() else p/'__init__.py'
+
+
+def _base(path:Path, name:str, node:ast.ImportFrom)->str|None:
+    "The dotted fastamp module `from ... import` reads in `path` (module `name`); None when it is not fastamp's"
     here = name.split('.')[:-1] if path.name != '__init__.py' else name.split('.')
+    mod = node.module or ''
+    if node.level: return '.'.join([*here[:len(here) - node.level + 1], *(mod.split('.') if mod else [])])
+    return mod[len('fastamp.'):] if mod == 'fastamp' or mod.startswith('fastamp.') else None
+
+
+def _module_level(tree:ast.Module):
+    "The statements that bind a module's names: its body and the blocks inside it, not functions or classes"
+    todo = list(tree.body)
+    while todo:
+        n = todo.pop(); yield n
+        if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            todo += [c for c in ast.iter_child_nodes(n) if isinstance(c, ast.stmt)]
+
+
+def _all(tree:ast.Module)->list:
+    "A module's `__all__` (what `import *` brings)"
+    return next((ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                 and any(getattr(t, 'id', None) == '__all__' for t in n.targets)), [])
+
+
+def origin(mod:str, name:str, depth:int=0)->str:
+    "The fastamp module that binds `name` first: `from <mod> import <name>` followed through `mod`'s own imports"
+    if _exists(sub := '.'.join(filter(None, [mod, name]))): return sub  # a module of a package
+    if depth > 20 or not _exists(mod): return mod
+    tree = ast.parse(_path(mod).read_text())
+    for node in _module_level(tree):
+        if not isinstance(node, ast.ImportFrom) or (base := _base(_path(mod), mod, node)) is None: continue
+        for a in node.names:
+            if (a.asname or a.name) == name: return origin(base, a.name, depth + 1)
+            if a.name == '*' and _exists(base) and name in _all(ast.parse(_path(base).read_text())):
+                return origin(base, name, depth + 1)
+    return mod
+
+
+def fastamp_imports(path:Path, name:str|None=None)->set:
+    "Dotted names of the fastamp modules `path` (module `name`) imports, lazily too, and where its imported names live"
+    name = name or _name(path)
     found = set()
-    def add(base:list, mod:str, names):
-        target = [*base, *(mod.split('.') if mod else [])]
-        found.update('.'.join(target + [a.name]) for a in names)  # `from .bench import catalog`: a module or a name
-        found.add('.'.join(target))
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            mod = node.module or ''
-            if node.level: add(here[:len(here) - node.level + 1], mod, node.names)
-            elif mod == 'fastamp' or mod.startswith('fastamp.'): add([], mod[len('fastamp.'):], node.names)
+        if isinstance(node, ast.ImportFrom) and (base := _base(path, name, node)) is not None:
+            found.add(base)
+            found.update(origin(base, a.name) for a in node.names if a.name != '*')
         elif isinstance(node, ast.Import):
             found.update(a.name[len('fastamp.'):] for a in node.names if a.name.startswith('fastamp.'))
     return {m for m in found if m and not m.split('.')[-1].startswith('_') and _exists(m)} - {name}
@@ -76,9 +112,10 @@ def test_same_layer_imports_are_the_listed_one_way_ones():
     assert not {(d, m) for m, d in SAME_LAYER} & same
 
 
-def test_report_reads_the_benchmark_through_its_records_only():
-    "and through the plan's line, which it reads off the records too"
-    assert {d for d in graph()['report'] if d.startswith('bench')} == {'bench.records', 'bench.plan'}
+def test_report_reads_the_benchmark_through_its_records_and_the_names_it_uses():
+    "The records and the plan's line (read off them); the names it uses from their homes: tasks, config, store"
+    assert {d for d in graph()['report'] if d.startswith('bench')} == {'bench.records', 'bench.plan', 'bench.tasks',
+                                                                       'bench.config', 'bench.store'}
 
 
 def _design_table()->dict:
@@ -108,6 +145,15 @@ def test_the_checker_sees_relative_and_absolute_imports(tmp_path):
     assert fastamp_imports(p, 'x') == {'core', 'mixup', 'models'}
     p.write_text('from .store import a\nfrom fastamp.bench.catalog import b\n')
     assert fastamp_imports(p, 'bench.x') == {'bench.store', 'bench.catalog'}
+
+
+def test_the_checker_sees_names_imported_through_another_modules_namespace(tmp_path):
+    "`TASKS` is defined in bench.tasks: importing it from records' namespace is an import of tasks too"
+    p = tmp_path/'x.py'
+    p.write_text('from fastamp.bench.records import TASKS, run_records\nfrom .bench import run_one\n')
+    assert fastamp_imports(p, 'x') == {'bench.records', 'bench.tasks', 'bench', 'bench.runner'}
+    p.write_text('from fastamp import bench, report\nfrom .bench.records import _record\n')
+    assert fastamp_imports(p, 'x') == {'bench', 'report', 'bench.records'}
 
 
 def test_the_checker_sees_subpackage_imports():

@@ -4,11 +4,12 @@
 
 # %% ../../nbs/05_bench/03_resume.ipynb #3432d352
 from __future__ import annotations
-import random, time, warnings
+import time, warnings
 from pathlib import Path
-import numpy as np, torch
+import torch
 from fastcore.basics import store_attr
 from fastai.learner import Learner
+from fastai.torch_core import get_random_states, set_random_states
 from fastai.callback.core import Callback
 from ..evaluate import CollapseRecorder
 from .store import atomic_write, set_aside, HEARTBEAT
@@ -18,15 +19,18 @@ __all__ = ['EpochCheckpoint', 'resume_training', 'LockHeartbeat']
 
 # %% ../../nbs/05_bench/03_resume.ipynb #6584697e
 def _rng_state(learn)->dict:
-    st = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate(),
-          'dl': learn.dls.train.rng.getstate()}
-    if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
-    return st
+    "fastai's random states (Python, NumPy, torch, CUDA, cudnn's flags) and the training loader's own generator"
+    return {**get_random_states(), 'dl': learn.dls.train.rng.getstate()}
+
+_OLD_RNG = {'python': 'random_state', 'numpy': 'numpy_state', 'torch': 'torch_state', 'cuda': 'torch_cuda_state'}
 
 def _set_rng_state(learn, st:dict):
-    torch.set_rng_state(st['torch']); np.random.set_state(st['numpy']); random.setstate(st['python'])
-    learn.dls.train.rng.setstate(st['dl'])
-    if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
+    "Restore `_rng_state`'s states; a checkpoint saved under the older names (`'torch'`, ...) leaves cudnn's flags"
+    st = {_OLD_RNG.get(k, k): v for k, v in st.items()}
+    learn.dls.train.rng.setstate(st.pop('dl'))
+    cuda = st.pop('torch_cuda_state', [])[:torch.cuda.device_count()]  # saved on more GPUs than here, or on none
+    set_random_states(**{'torch_deterministic': torch.backends.cudnn.deterministic,
+                         'torch_benchmark': torch.backends.cudnn.benchmark, **st, 'torch_cuda_state': cuda})
 
 def _recorders(learn)->list: return [cb for cb in learn.cbs if isinstance(cb, CollapseRecorder)]
 
