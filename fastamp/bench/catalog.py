@@ -22,9 +22,9 @@ from fastai.data.transforms import get_image_files
 from ..data import COARSE_MAPS
 
 # %% auto #0
-__all__ = ['METHODS', 'METHOD_LOSSES', 'DATASETS', 'CLAIM_SEEDS', 'PRESETS', 'Method', 'get_method', 'method_loss',
-           'method_callbacks', 'describe_method', 'Dataset', 'folder_root', 'folder_split', 'load_folder',
-           'dataset_name', 'needs_data_message', 'one_size', 'load_dataset', 'folder_tasks', 'Task']
+__all__ = ['METHODS', 'DATASETS', 'CLAIM_SEEDS', 'PRESETS', 'Method', 'get_method', 'method_loss', 'method_callbacks',
+           'describe_method', 'Dataset', 'folder_root', 'folder_split', 'load_folder', 'dataset_name',
+           'needs_data_message', 'one_size', 'load_dataset', 'folder_tasks', 'Task']
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #708d0787
 @dataclass(frozen=True)
@@ -74,7 +74,6 @@ METHODS = {m.name: m for m in [
     Method('midpoint-classmean-drw', lambda: [MidpointMixup(partner='class_mean'), DRW()]),
     Method('midpoint-ldam-drw', lambda: [MidpointMixup(), DRW()], **_LDAM),
 ]}
-METHOD_LOSSES = {n: m.loss for n, m in METHODS.items() if m.loss}  # a view of `METHODS`, for code written before it
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #352e62ea
 def get_method(
