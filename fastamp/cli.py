@@ -138,20 +138,20 @@ def bench_settings(
     args, # parsed `fastamp bench` options
 )->dict:
     "The preset's settings overridden by the options given; `--data` alone names your own folder (`--dataset folder`)"
-    from fastamp.bench import PRESETS, BenchConfig, DATASETS, dataset_name
+    from fastamp.bench import PRESETS, BenchConfig, FOLDER_DATASET, get_dataset, is_folder
     from dataclasses import fields
     s = dict(PRESETS['quick' if args.quick else args.preset])
     for k in ['tasks', 'heads'] + [f.name for f in fields(BenchConfig)]:
         if getattr(args, k, None) is not None: s[k] = getattr(args, k)
-    if args.data and not args.dataset and DATASETS[dataset_name(s.get('dataset', 'digits'))].source is None:
-        s['dataset'] = 'folder'  # a preset of a built-in dataset reads no files: the path is the user's own tree
-    if s.get('dataset') == 'folder' and args.rhos is None: s['rhos'] = [1.]  # its own counts, not resampled
+    if args.data and not args.dataset and get_dataset(s.get('dataset', BenchConfig.dataset)).source is None:
+        s['dataset'] = FOLDER_DATASET  # a preset of a built-in dataset reads no files: the path is the user's own tree
+    if is_folder(s.get('dataset')) and args.rhos is None: s['rhos'] = [1.]  # its own counts, not resampled
     return s
 
 def _folder_tasks(s:dict, args)->dict:
     "A folder's tasks when `--task` is not given: long-tailed and overhead, and coarse-to-fine for a nested tree"
-    from fastamp.bench import folder_tasks, load_folder
-    if s.get('dataset') != 'folder' or args.tasks is not None: return s
+    from fastamp.bench import folder_tasks, load_folder, is_folder
+    if not is_folder(s.get('dataset')) or args.tasks is not None: return s
     return {**s, 'tasks': folder_tasks(load_folder(s['data'], s.get('valid_pct', 0.2)))}
 
 def _bench(args)->int:

@@ -146,3 +146,36 @@ def test_no_machine_path_in_results_or_notebook_outputs():
     bad += [f"{nb.relative_to(ROOT)} cell {i}: {m}" for nb in nbs for i, t in output_texts(nb)
             for m in MACHINE_PATH.findall(t)]
     assert not bad, 'absolute paths of the machine that made them:\n' + '\n'.join(bad)
+
+
+NAMING_HOMES = {'bench/catalog.py', 'datasets.py'}  # the catalog's entries and aliases; the readers' own names
+
+
+def dataset_name_uses(path:Path)->list:
+    "`(line, name)` where `path` compares a value with a dataset's name, or spells one of the benchmark's own names"
+    from fastamp.bench import DATASETS
+    names = {a for d in DATASETS.values() for a in (d.name, *d.aliases)}
+    own = {d.name for d in DATASETS.values() if d.folder or d.aliases}  # the benchmark's alone: fmnist, folder
+    def named(n): return [e for e in (n.elts if isinstance(n, (ast.Tuple, ast.List, ast.Set)) else [n])
+                          if isinstance(e, ast.Constant) and e.value in names]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            found += [(node.lineno, e.value) for n in (node.left, *node.comparators) for e in named(n)]
+        elif isinstance(node, ast.Constant) and node.value in own: found.append((node.lineno, node.value))
+    return sorted(set(found))
+
+
+def test_datasets_are_asked_not_named():
+    "What a dataset is (a folder, its aliases, its coarse map) is its catalog entry's: no name compared elsewhere"
+    pkg = ROOT/'fastamp'
+    bad = [f"{p.relative_to(pkg)}:{line}: {name!r}" for p in sorted(pkg.rglob('*.py'))
+           if p.name != '_modidx.py' and p.relative_to(pkg).as_posix() not in NAMING_HOMES
+           for line, name in dataset_name_uses(p)]
+    assert not bad, "ask the catalog (`get_dataset(name).folder`, `is_folder`, `dataset_name`):\n" + '\n'.join(bad)
+
+
+def test_the_name_check_sees_comparisons_and_spellings(tmp_path):
+    p = tmp_path/'m.py'
+    p.write_text("a = x == 'folder'\nb = d in ('cifar10', 'fashion-mnist')\nc = {'fmnist': 1}\nd = 'cifar100'\n")
+    assert dataset_name_uses(p) == [(1, 'folder'), (2, 'cifar10'), (2, 'fashion-mnist'), (3, 'fmnist')]

@@ -22,9 +22,10 @@ from fastai.data.transforms import get_image_files
 from ..data import COARSE_MAPS
 
 # %% auto #0
-__all__ = ['METHODS', 'METHOD_LOSSES', 'DATASETS', 'CLAIM_SEEDS', 'PRESETS', 'Method', 'get_method', 'method_loss',
+__all__ = ['METHODS', 'DATASETS', 'FOLDER_DATASET', 'CLAIM_SEEDS', 'PRESETS', 'Method', 'get_method', 'method_loss',
            'method_callbacks', 'describe_method', 'Dataset', 'folder_root', 'folder_split', 'load_folder',
-           'dataset_name', 'needs_data_message', 'one_size', 'load_dataset', 'folder_tasks', 'Task']
+           'dataset_name', 'get_dataset', 'is_folder', 'needs_data_message', 'one_size', 'load_dataset', 'folder_tasks',
+           'Task']
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #708d0787
 @dataclass(frozen=True)
@@ -74,7 +75,6 @@ METHODS = {m.name: m for m in [
     Method('midpoint-classmean-drw', lambda: [MidpointMixup(partner='class_mean'), DRW()]),
     Method('midpoint-ldam-drw', lambda: [MidpointMixup(), DRW()], **_LDAM),
 ]}
-METHOD_LOSSES = {n: m.loss for n, m in METHODS.items() if m.loss}  # a view of `METHODS`, for code written before it
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #352e62ea
 def get_method(
@@ -111,7 +111,7 @@ def describe_method(
 # %% ../../nbs/05_bench/00_catalog.ipynb #ba6ac680
 @dataclass(frozen=True)
 class Dataset:
-    "A benchmark dataset: how to read it, its coarse grouping, its image size, whether it needs `--data`"
+    "A benchmark dataset: how to read it, its coarse grouping, its image size, whether it needs `--data` or is a folder"
     name:str # the `--dataset` value, in run keys and records
     load:Callable # `load(path)` -> `ImageSet`; `path` is `--data` (or None)
     coarse:dict|None=None # fine -> coarse class map of the coarse-to-fine task; None: the `ImageSet`'s own
@@ -120,6 +120,7 @@ class Dataset:
     aliases:tuple=() # other accepted spellings of `name`
     source:Callable|None=None # `source(path)` -> the file or folder it reads (`path`: `--data` or None); None: built in
     classes:int|None=None # its number of classes: files with another number are another dataset
+    folder:bool=False # a user's own image tree: its own split, class counts (rho 1) and tasks (`folder_tasks`)
 
 def folder_root(
     path, # an image folder, or a .tar.gz / .tgz archive of one
@@ -165,7 +166,7 @@ DATASETS = {d.name: d for d in [
             source=find_fashion_mnist, classes=10),
     Dataset('cifar10', load_cifar, COARSE_MAPS['cifar10'], needs_path=True, source=lambda p: p, classes=10),
     Dataset('cifar100', load_cifar, needs_path=True, source=lambda p: p, classes=100),
-    Dataset('folder', load_folder, needs_path=True, source=lambda p: p),
+    Dataset('folder', load_folder, needs_path=True, source=lambda p: p, folder=True),
 ]}
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #4ebaa4ce
@@ -178,6 +179,20 @@ def dataset_name(
     if name not in _DATASET_ALIASES:
         raise KeyError(f"unknown dataset {name!r}; known: {', '.join(_DATASET_ALIASES)}")
     return _DATASET_ALIASES[name]
+
+def get_dataset(
+    name:str, # a key of `DATASETS` or one of its aliases
+)->Dataset:
+    "The catalog's entry of the dataset called `name`"
+    return DATASETS[dataset_name(name)]
+
+def is_folder(
+    name:str|None, # a dataset's name or alias; None or an unknown name (which the settings checks refuse): False
+)->bool:
+    "Whether `name` is a user's own image tree (`Dataset.folder`)"
+    return name in _DATASET_ALIASES and get_dataset(name).folder
+
+FOLDER_DATASET = next(d.name for d in DATASETS.values() if d.folder)  # what `--data` alone stands for: your own tree
 
 def needs_data_message(
     name:str, # a key of `DATASETS` whose `needs_path` is set
@@ -211,10 +226,10 @@ def load_dataset(
     loader:str='item', # 'device': a folder's files decoded once into one array at `size` (`decode_images`, cached)
 )->tuple:
     "`(ImageSet, coarse map or None, image size)` of a benchmark dataset"
-    d = DATASETS[dataset_name(name)]
+    d = get_dataset(name)
     if d.needs_path and path is None: raise FileNotFoundError(needs_data_message(d.name))
-    images = d.load(path, valid_pct) if d.load is load_folder else d.load(path)
-    if size is None and d.load is load_folder: one_size(images, f"--data {path}")  # mixed sizes: stop here
+    images = d.load(path, valid_pct) if d.folder else d.load(path)
+    if size is None and d.folder: one_size(images, f"--data {path}")  # mixed sizes: stop here
     if loader == 'device': images = decode_images(images, size)  # before any run: a folder too large stops here
     return images, d.coarse, size or d.size
 

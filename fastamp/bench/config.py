@@ -12,8 +12,8 @@ from ..models import MODELS, _HEADS
 from ..accuracies import MANY_SHOT, FEW_SHOT
 from ..datasets import ImageSet, source_checksum
 from ..losses import DRW
-from .catalog import (METHODS, DATASETS, PRESETS, _DATASET_ALIASES, dataset_name, needs_data_message,
-                                   describe_method, folder_split)
+from .catalog import (METHODS, DATASETS, PRESETS, _DATASET_ALIASES, dataset_name, get_dataset,
+                                   is_folder, needs_data_message, describe_method, folder_split)
 from .training import SCHEDULES, OPTIMIZERS, LOADERS, _is_arch, _archs
 from .training import COMPILE_MODES
 from .loggers import LOGGERS
@@ -113,11 +113,11 @@ def _check_places(s:dict):
     no_gpu = str(s.get('device')).startswith('cpu') or not torch.cuda.is_available()
     if s.get('compile') == 'reduce-overhead' and no_gpu:
         raise SettingsError("--compile reduce-overhead replays CUDA graphs and needs a GPU: use --compile default here")
-    if s.get('dataset') and DATASETS[dataset_name(s['dataset'])].needs_path and not s.get('data'):
+    if s.get('dataset') and get_dataset(s['dataset']).needs_path and not s.get('data'):
         raise SettingsError(needs_data_message(s['dataset']))
     if s.get('data') and not Path(s['data']).exists():
         raise SettingsError(f"--data {s['data']}: no such file or folder")
-    if s.get('data') and s.get('dataset') and DATASETS[dataset_name(s['dataset'])].source is None:
+    if s.get('data') and s.get('dataset') and get_dataset(s['dataset']).source is None:
         raise SettingsError(f"--data {s['data']}: --dataset {s['dataset']} is built in and reads no files; leave "
                             "--data out (or name the --dataset of those files)")
     if s.get('weights') and not Path(s['weights']).is_file():
@@ -236,7 +236,7 @@ def data_checksum(
     data=None, # the path given (`--data`), if any
 )->str|None: # 16 hex digits of `fastamp.datasets.source_checksum`; None for a built-in dataset
     "Checksum of the file or folder `dataset` reads its data from: `data`, else its default place"
-    src = DATASETS[dataset_name(dataset)].source
+    src = get_dataset(dataset).source
     src = None if src is None else src(data)
     return None if src is None else source_checksum(src)[:16]
 
@@ -246,7 +246,7 @@ def split_line(
     valid_pct:float=0.2, # the share held out when a folder has no held-out folder
 )->str|None: # None for a dataset with its own split
     "How the held-out items of a folder are chosen: its own held-out folder, or a seeded stratified split"
-    if dataset_name(dataset) != 'folder' or data is None: return None
+    if not is_folder(dataset) or data is None: return None
     own = folder_split(data)
     return (f"the folder's {own}/" if own else
             f"stratified: {valid_pct:g} of each class held out (seed 0), the folder having no test/")
@@ -256,7 +256,7 @@ def check_data(
     data:tuple, # what `load_dataset` gave for it: `(ImageSet, coarse map, image size)`
 ):
     "Raise `SettingsError` when the data cannot give what the runs of `cfg` need: its classes, a training batch"
-    images, want = data[0], DATASETS[cfg.dataset].classes
+    images, want = data[0], get_dataset(cfg.dataset).classes
     if want and len(images.vocab) != want: raise SettingsError(
         f"--dataset {cfg.dataset} --data {cfg.data}: those files hold {len(images.vocab)} classes, {cfg.dataset} has "
         f"{want}; give the --dataset they are (see fastamp bench --list) or the files of {cfg.dataset}")

@@ -15,7 +15,7 @@ from ..transfer import fine_learner
 from ..accuracies import group_accuracies
 from ..metrics import DegenerateWarning
 from ..evaluate import CollapseRecorder, FineProbeRecorder  # and Learner.get_features, .fine_probe
-from .catalog import Task, load_dataset
+from .catalog import Task, load_dataset, is_folder
 from .training import StepTimer, _device, _dls, _coarse_fine_dls, _learner, _fit, _quiet
 
 # %% auto #0
@@ -98,7 +98,7 @@ def lt_train_idx(
     seed:int, # the run's seed
 )->np.ndarray:
     "Training items of a long-tailed run: a folder's own counts (`rho` 1) or made steeper; others' exponential profile"
-    if cfg.dataset != 'folder': return long_tailed(data, rho, seed=seed)
+    if not is_folder(cfg.dataset): return long_tailed(data, rho, seed=seed)
     if rho == 1: return data.train_idx  # the folder's natural imbalance, no resampling
     counts = np.bincount(data.labels[data.train_idx], minlength=len(data.vocab))
     return long_tailed(data, rho, seed=seed, n_max=int(counts.max()), order=np.argsort(-counts, kind='stable'),

@@ -270,8 +270,6 @@ def _fit(learn:Learner, cfg, epochs:int, cbs=(), start_epoch:int=0):
     finally: _restore_plain(learn)
 
 # %% ../../nbs/05_bench/02_training.ipynb #b5b9d934
-_EVENTS = ('before_batch', 'after_pred', 'after_loss', 'after_backward', 'before_step', 'after_step', 'after_batch')
-
 class StepTimer(Callback):
     "Mark the phases of `n` training steps after `warmup` ones, then cancel the fit"
     order, run_valid = 99, False
