@@ -73,7 +73,7 @@ def _archive_error(archive, e): return ValueError(
 
 def extract_archive(
     archive, # a .tar.gz / .tgz file
-    dest=None, # folder to extract under; default: `cache_dir(archive)`
+    dest:Path|str|None=None, # folder to extract under; default: `cache_dir(archive)`
 )->Path:
     "Extract an archive once per content (a changed archive is extracted again) and return the folder"
     archive = Path(archive)

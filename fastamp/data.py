@@ -4,6 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #d1cd1abe
 from __future__ import annotations
+from collections.abc import Callable
 from pathlib import Path
 import numpy as np, pandas as pd
 import torch, torch.nn.functional as F
@@ -110,10 +111,10 @@ class _LabelOf(Transform):
 
 def labelled_split(
     data:ImageSet, # the items, labels and split
-    labels=None, # labels to train on; None: `data.labels`
-    vocab=None, # their names; None: `data.vocab`
-    train_idx=None, # training items; None: `data.train_idx`
-    valid_idx=None, # held-out items; None: `data.valid_idx`
+    labels:np.ndarray|None=None, # labels to train on; None: `data.labels`
+    vocab:list|None=None, # their names; None: `data.vocab`
+    train_idx:np.ndarray|None=None, # training items; None: `data.train_idx`
+    valid_idx:np.ndarray|None=None, # held-out items; None: `data.valid_idx`
 )->tuple:
     "`(labels, vocab, train_idx, valid_idx)` as arrays and a list, each the one given or else the `ImageSet`'s own"
     pick = lambda v, own: own if v is None else v
@@ -128,12 +129,12 @@ def imageset_dls(
     data:ImageSet, # the items, labels and split
     labels:np.ndarray|None=None, # labels to train on (default: `data.labels`), e.g. coarse labels
     vocab:list|None=None, # their names (default: `data.vocab`)
-    train_idx=None, # training items to use (default: all of `data.train_idx`), e.g. a long-tailed subset
-    valid_idx=None, # held-out items (default: `data.valid_idx`)
+    train_idx:np.ndarray|None=None, # training items to use (default: all of `data.train_idx`), e.g. a long-tailed subset
+    valid_idx:np.ndarray|None=None, # held-out items (default: `data.valid_idx`)
     bs:int=64, # batch size
     size:int|None=None, # square side the images are resized to; None keeps their size
     n_ch:int=3, # channels of in-memory images given to the model (grayscale is repeated)
-    sampler=None, # None, 'instance', 'class', 'sqrt', 'progressive' (see `sampler_weights`) or one weight per item
+    sampler:str|np.ndarray|None=None, # None, 'instance', 'class', 'sqrt', 'progressive' (see `sampler_weights`) or one weight per item
     **kwargs, # to `Datasets.dataloaders` (`batch_tfms`, `num_workers`, ...)
 )->DataLoaders:
     "`DataLoaders` over an `ImageSet`'s items"
@@ -254,9 +255,9 @@ class CoarseMap:
 @delegates(imageset_dls, but=['data', 'labels', 'vocab'])
 def coarse_fine_dls(
     data:ImageSet, # fine-labelled items
-    coarse=None, # anything `CoarseMap.create` takes; default: the ImageSet's own coarse labels, else `COARSE_MAPS`
+    coarse:CoarseMap|dict|list|Callable|str|None=None, # anything `CoarseMap.create` takes; default: the ImageSet's own coarse labels, else `COARSE_MAPS`
     warn:bool=True, # report coarse classes with a single fine class
-    dls_func=None, # `dls_func(data, labels=, vocab=, **kwargs)` builds each; default: `imageset_dls` (or `device_dls`)
+    dls_func:Callable|None=None, # `dls_func(data, labels=, vocab=, **kwargs)` builds each; default: `imageset_dls` (or `device_dls`)
     **kwargs, # to `dls_func` (bs, size, train_idx, ...)
 )->tuple: # `(coarse_dls, fine_dls)` over the same items and split
     "Coarse-labelled and fine-labelled `DataLoaders` over the same split, item for item"
@@ -298,7 +299,7 @@ def long_tailed_indices(
     profile:str='exp', # 'exp' or 'step' (see `long_tailed_counts`)
     mu:float=0.5, # step profile: fraction of classes that are minority classes
     n_max:int|None=None, # head-class count; default: the smallest class's available count
-    order=None, # classes from head to tail; default: 0, 1, ..., C-1
+    order:list|None=None, # classes from head to tail; default: 0, 1, ..., C-1
     seed:int=0, # seed of the choice of items inside each class
     clamp:bool=False, # take what a class has when it has fewer items than its quota (else an error)
     vocab:list|None=None, # class names: their number is the class count (default: labels.max() + 1), names in errors
@@ -378,6 +379,7 @@ def checked_weights(
 
 class ProgressiveSampling(Callback):
     "Move the training sampler from instance- to class-balanced over training (needs a `WeightedDL`)"
+    def __init__(self): super().__init__()  # no parameters (else docs list fastai's event keywords)
     def before_fit(self):
         if not hasattr(self.learn, 'opt') or self.learn.opt is None: return
         if not isinstance(self.dls.train, WeightedDL): raise TypeError(

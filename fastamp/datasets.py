@@ -106,7 +106,7 @@ def _fmnist_file(d:Path, f:str)->Path: return d/f if (d/f).exists() else d/f[:-3
 def _missing_fmnist(d:Path)->list: return [f for f in _FMNIST_FILES.values() if not _fmnist_file(d, f).exists()]
 
 def find_fashion_mnist(
-    path=None, # the folder the user names: an error if it lacks a file; None searches the default places
+    path:Path|str|None=None, # the folder the user names: an error if it lacks a file; None searches the default places
 )->Path|None:
     "The folder of Fashion-MNIST's IDX files: `path`, else `$FASTAMP_DATA`, else Debian's (None if none has them)"
     if path is not None:
@@ -119,7 +119,7 @@ def find_fashion_mnist(
     return next((c for c in cands if not _missing_fmnist(c)), None)
 
 def load_fashion_mnist(
-    path=None, # folder of the four IDX files; default: $FASTAMP_DATA, then the Debian package's folder
+    path:Path|str|None=None, # folder of the four IDX files; default: $FASTAMP_DATA, then the Debian package's folder
     download:bool=False, # if the files are absent, download them with torchvision into `path` (or ~/.fastamp/data)
 )->ImageSet:
     "Fashion-MNIST (60,000 train + 10,000 test images of 28x28) as an `ImageSet`"
@@ -202,7 +202,7 @@ def _tree_root(d:Path, train:str='train')->Path:
 # %% ../nbs/00b_datasets.ipynb #ccddb0de
 def open_image(
     src, # an image file, or its bytes
-    where=None, # what an error calls it (default: `src`)
+    where:str|None=None, # what an error calls it (default: `src`)
 )->'PIL.Image.Image': # 8-bit: 'L' for grayscale, 'RGB' for the rest
     "An image as 8-bit grayscale or RGB (16-bit grayscale scaled from its full range); errors name the file"
     from PIL import Image
@@ -269,7 +269,7 @@ def _cifar_pickles(files:dict, root:PurePosixPath, src:Path)->ImageSet:
 
 def _decode(
     v, # an image file, or its bytes
-    where=None, # what an error calls it (default: `v`)
+    where:str|None=None, # what an error calls it (default: `v`)
     size:int|None=None, # square side: center-cropped to a square and resized (bilinear) to it; None: as it is
 )->np.ndarray: # uint8 RGB (H, W, 3)
     "An image decoded as uint8 RGB, resized once; an unreadable one is a `ValueError` naming it"

@@ -39,7 +39,7 @@ def _resize_uint8(x:torch.Tensor, size:int, chunk:int=4096)->torch.Tensor:
 def images_to_tensor(
     images:np.ndarray, # images (N, H, W) or (N, H, W, C): uint8, uint16 or floats in [0, 1] (`pixel_scale`)
     size:int|None=None, # square side to resize to, once; None keeps the stored size
-    device=None, # where the tensor lives; default: fastai's `default_device()`
+    device:torch.device|str|None=None, # where the tensor lives; default: fastai's `default_device()`
 )->torch.Tensor: # uint8 (N, C, size, size)
     "Images as one channels-first uint8 tensor on `device` (scaled by `pixel_scale` to 8 bits), resized once"
     images = np.asarray(images)
@@ -137,7 +137,7 @@ class DeviceDL(DataLoader):
         mean:torch.Tensor|None=None, # per-channel mean in [0, 1] units; None with `std` None: scale to [0, 1] only
         std:torch.Tensor|None=None, # per-channel standard deviation in [0, 1] units
         n_ch:int=3, # channels of the batch: a one-channel set is repeated
-        wgts=None, # per-item sampling weights (shuffled loaders draw with replacement, as fastai's `WeightedDL`)
+        wgts:np.ndarray|None=None, # per-item sampling weights (shuffled loaders draw with replacement, as fastai's `WeightedDL`)
         seed:int|None=None, # seed of the loader's own order and augmentation generators
         **kwargs, # to fastai's `DataLoader` (bs, shuffle, drop_last, device, ...)
     ):
@@ -215,7 +215,7 @@ class DeviceDL(DataLoader):
         return [(TensorImage(x[i].cpu()), *[nm[i] for nm in names]) for i in range(n)]
 
     def show_batch(self,
-        b=None, # a batch; default: `one_batch()`
+        b:tuple|None=None, # a batch; default: `one_batch()`
         max_n:int=9, # at most this many images
         ncols:int=3, # images per row
         **kwargs, # to `show_images`
@@ -226,8 +226,8 @@ class DeviceDL(DataLoader):
                            titles=[str(s[1]) if len(s) > 1 else None for s in samples], **kwargs)
 
     def new(self,
-        dataset=None, # another `DeviceImages`; None: the same
-        cls=None, # class of the copy (fastai's)
+        dataset:DeviceImages|None=None, # another `DeviceImages`; None: the same
+        cls:type|None=None, # class of the copy (fastai's)
         **kwargs, # to fastai's `DataLoader.new` (bs, shuffle, ...)
     ):
         "A copy with the same batch work; the weights stay only for the same dataset"
@@ -253,9 +253,9 @@ class DeviceDataLoaders(DataLoaders):
     "fastai `DataLoaders` of `DeviceDL`s, whose `test_dl` takes raw uint8 images"
     def test_dl(self,
         test_items, # uint8 images: an array (N, H, W[, C]) or a list of (H, W[, C]) arrays
-        rm_type_tfms=None, # (fastai's signature; there are no type transforms here)
+        rm_type_tfms:int|None=None, # (fastai's signature; there are no type transforms here)
         with_labels:bool=False, # (fastai's signature) pass `labels` to label the items
-        labels=None, # integer class of each item, for a labelled loader
+        labels:np.ndarray|None=None, # integer class of each item, for a labelled loader
         **kwargs, # to `DeviceDL.new` (bs, ...)
     )->DeviceDL:
         "A validation-like `DeviceDL` over raw images, prepared as the training set was"
@@ -350,8 +350,8 @@ def device_dls(
     data:ImageSet, # its `items`: an array (N, H, W[, C]) (uint8, uint16, floats in [0, 1]) or image files
     labels:np.ndarray|None=None, # labels to train on (default: `data.labels`), e.g. coarse labels
     vocab:list|None=None, # their names (default: `data.vocab`)
-    train_idx=None, # training items (default: `data.train_idx`), e.g. a long-tailed subset
-    valid_idx=None, # held-out items (default: `data.valid_idx`)
+    train_idx:np.ndarray|None=None, # training items (default: `data.train_idx`), e.g. a long-tailed subset
+    valid_idx:np.ndarray|None=None, # held-out items (default: `data.valid_idx`)
     bs:int=128, # training batch size
     val_bs:int|None=None, # validation batch size (default: `bs`)
     size:int|None=None, # square side to resize to, once at build time (e.g. digits 8 -> 16)
@@ -360,8 +360,8 @@ def device_dls(
     pad:int=4, # crop offsets in [-pad, pad]
     flip:bool=True, # horizontal flips (with `augment`)
     normalize=True, # True: per-channel mean/std of the training items; `(mean, std)` in [0, 1] units; False: [0, 1]
-    sampler=None, # None, 'instance', 'class', 'sqrt', 'progressive' (see `sampler_weights`) or one weight per item
-    device=None, # where the data lives and batches are made; default: fastai's `default_device()`
+    sampler:str|np.ndarray|None=None, # None, 'instance', 'class', 'sqrt', 'progressive' (see `sampler_weights`) or one weight per item
+    device:torch.device|str|None=None, # where the data lives and batches are made; default: fastai's `default_device()`
     seed:int|None=None, # seed of the training order and augmentation; None: torch's global generators
 )->DeviceDataLoaders:
     "fastai `DataLoaders` with an `ImageSet`'s arrays on `device`, batches gathered and augmented there"

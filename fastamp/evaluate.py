@@ -4,6 +4,9 @@
 
 # %% ../nbs/04_evaluate.ipynb #ace61075
 from __future__ import annotations
+from collections.abc import Callable
+from matplotlib.axes import Axes
+from fastai.data.load import DataLoader
 import time, warnings
 import numpy as np, pandas as pd
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -29,9 +32,9 @@ __all__ = ['collect_features', 'feature_measures', 'CollapseRecorder', 'FineProb
 def collect_features(
     model:nn.Module, # the model (DDP-wrapped or not)
     dl, # batches of `(x, y)` (a fastai or torch DataLoader)
-    module=None, # whose input is collected: None/'classifier', 'pooled', a module or `model -> module`
+    module:str|nn.Module|Callable|None=None, # whose input is collected: None/'classifier', 'pooled', a module or `model -> module`
     n:int|None=None, # stop after `n` samples
-    device=None, # where to run the model; default: where its parameters are
+    device:torch.device|str|None=None, # where to run the model; default: where its parameters are
 )->tuple: # `(features, logits, targets)` on the CPU, features and logits in float32
     "Input features of `module`, the model's outputs and the targets, batch by batch in eval mode (modes restored)"
     target, n = resolve_module(model, module), _check_size('n', n)
@@ -73,11 +76,11 @@ def _read_batches(dl, idxs, bs:int=512)->list:
 
 @patch
 def get_features(self:Learner,
-    dl=None, # a DataLoader; default: `self.dls[ds_idx]`
+    dl:DataLoader|None=None, # a DataLoader; default: `self.dls[ds_idx]`
     ds_idx:int=1, # 0: train, 1: valid
-    module=None, # None/'classifier', 'pooled', a module or `model -> module`
+    module:str|nn.Module|Callable|None=None, # None/'classifier', 'pooled', a module or `model -> module`
     n:int|None=None, # at most `n` samples (the first ones)
-    idxs=None, # only these items of the dataset, in this order
+    idxs:np.ndarray|list|None=None, # only these items of the dataset, in this order
 )->tuple: # `(features, logits, targets)` on the CPU
     "Features entering `module` (the classifier by default), with logits and targets, in dataset order"
     dl, module = dl if dl is not None else self.dls[ds_idx], resolve_module(self.model, module, learner_n_classes(self))
@@ -151,11 +154,11 @@ def _noted(notes:dict, f, *args, key=None, **kwargs):
 # %% ../nbs/04_evaluate.ipynb #cf8a8ec6
 @patch
 def collapse_report(self:Learner,
-    dl=None, # default: the validation set
-    module=None, # None/'classifier' (geometric margins need it), 'pooled', a module or `model -> module`
-    fine=None, # fine label of each item of `dl` (learner trained on coarse labels)
-    train_fine=None, # fine label of each training item: adds fine linear-probe and k-NN accuracy
-    counts=None, # training count per class, or True to count `self.dls.train_ds`: adds margins by shot group
+    dl:DataLoader|None=None, # default: the validation set
+    module:str|nn.Module|Callable|None=None, # None/'classifier' (geometric margins need it), 'pooled', a module or `model -> module`
+    fine:np.ndarray|None=None, # fine label of each item of `dl` (learner trained on coarse labels)
+    train_fine:np.ndarray|None=None, # fine label of each training item: adds fine linear-probe and k-NN accuracy
+    counts:np.ndarray|list|bool|None=None, # training count per class, or True to count `self.dls.train_ds`: adds margins by shot group
     probe_max:int|None=None, # fit the fine probes on a seeded subset of this many training items; None: all
     seed:int=0, # which subset
     many:int=MANY_SHOT, # many-shot classes: more training items than this
@@ -193,12 +196,12 @@ def collapse_report(self:Learner,
 def fine_probe(self:Learner,
     train_fine, # fine label of each training item, in the order of `self.dls.train_ds`
     valid_fine, # fine label of each held-out item, in the order of `self.dls.valid_ds`
-    module=None, # whose input is probed: None/'classifier', 'pooled', a module or `model -> module`
+    module:str|nn.Module|Callable|None=None, # whose input is probed: None/'classifier', 'pooled', a module or `model -> module`
     n_train:int|None=1000, # the probes are fitted on a seeded subset of this many training items; None: all
     n_valid:int|None=None, # and scored on a seeded subset of this many held-out items; None: all
     seed:int=0, # which subsets
     k:int=20, # neighbours of the k-NN probe
-    val_idx=None, # positions in `self.dls.train_ds` never fitted on, the probes also scored there (`*_val`); None: none
+    val_idx:np.ndarray|None=None, # positions in `self.dls.train_ds` never fitted on, the probes also scored there (`*_val`); None: none
 )->dict: # `fine_linear_probe`, `fine_knn`, `nc1` (coarse classes), `alignment_same_coarse_diff_fine` (and `*_val`)
     "Fine linear-probe and k-NN accuracy, coarse NC1 and same-coarse / different-fine alignment of a coarse learner"
     _check_size('n_train', n_train); _check_size('n_valid', n_valid); _check_size('k', k)
@@ -228,7 +231,7 @@ class CollapseRecorder(Callback):
     cols = ('geometric_margin', 'alignment', 'uniformity') # what `plot` draws by default
     def __init__(self,
         n:int|None=1000, # held-out items measured (a seeded subset); None: all of them
-        module=None, # None/'classifier' (margins need it), 'pooled', a module or `model -> module`
+        module:str|nn.Module|Callable|None=None, # None/'classifier' (margins need it), 'pooled', a module or `model -> module`
         seed:int=0, # which subset
         every:int=1, # measure after every `every` epochs, and after the last one
     ):
@@ -265,7 +268,7 @@ class CollapseRecorder(Callback):
         "One row per measurement: `epoch`, the measures, `seconds`"
         return pd.DataFrame(self.records)
     def plot(self,
-        cols=None, # columns of `history` to draw, one panel each; default: the class's `cols` (absent ones skipped)
+        cols:list|None=None, # columns of `history` to draw, one panel each; default: the class's `cols` (absent ones skipped)
         figsize=(10, 3), # matplotlib figure size, in inches
     ): # the matplotlib figure
         "Chosen measures (default: `cols`) against the epoch"
@@ -284,10 +287,10 @@ class FineProbeRecorder(CollapseRecorder):
         every:int=1, # probe after every `every` epochs, and after the last one
         n_train:int|None=1000, # the probes are fitted on a seeded subset of this many training items; None: all
         n:int|None=1000, # and scored on a seeded subset of this many held-out items; None: all
-        module=None, # whose input is probed: None/'classifier', 'pooled', a module or `model -> module`
+        module:str|nn.Module|Callable|None=None, # whose input is probed: None/'classifier', 'pooled', a module or `model -> module`
         seed:int=0, # which subsets
         k:int=20, # neighbours of the k-NN probe
-        val_idx=None, # positions in `dls.train_ds` never fitted on; `n` of them scored too (`*_val`); None: none
+        val_idx:np.ndarray|None=None, # positions in `dls.train_ds` never fitted on; `n` of them scored too (`*_val`); None: none
     ):
         super().__init__(n, module, seed, every); store_attr('train_fine,valid_fine,n_train,k,val_idx')
         _check_size('n_train', n_train); _check_size('k', k)
@@ -310,7 +313,7 @@ class ShotAccuracy(Metric):
         group:str|None=None, # None: balanced accuracy; 'many', 'medium' or 'few': that group's accuracy
         many:int=MANY_SHOT, # many-shot classes: more training items than this
         few:int=FEW_SHOT, # few-shot classes: fewer training items than this
-        counts=None, # training items of each class; default: counted from `learn.dls.train_ds`
+        counts:np.ndarray|list|bool|None=None, # training items of each class; default: counted from `learn.dls.train_ds`
     ):
         if group not in (None, 'many', 'medium', 'few'):
             raise ValueError(f"group={group!r}: use None, 'many', 'medium' or 'few'.")
@@ -342,7 +345,7 @@ class ShotAccuracy(Metric):
 # %% ../nbs/04_evaluate.ipynb #53581fc6
 def plot_align_uniform(
     reports:dict, # name -> a `collapse_report` table, or an `(alignment, uniformity)` pair
-    ax=None, # matplotlib axes to draw on; default: a new figure
+    ax:Axes|None=None, # matplotlib axes to draw on; default: a new figure
 ):
     "Alignment-uniformity plane (Wang & Isola): one point per learner; lower-left is better"
     import matplotlib.pyplot as plt
@@ -357,9 +360,9 @@ def plot_feature_map(
     h:torch.Tensor, # features (N, D)
     y:torch.Tensor, # class of each row (N,), for the colours
     method:str='pca', # 'pca', or 'tsne' (scikit-learn)
-    highlight=None, # classes drawn on top, the others faded
-    names=None, # class names, indexed by label
-    ax=None, # matplotlib axes to draw on; default: a new figure
+    highlight:list|None=None, # classes drawn on top, the others faded
+    names:list|None=None, # class names, indexed by label
+    ax:Axes|None=None, # matplotlib axes to draw on; default: a new figure
     max_points:int=5000, # a seeded random subset of at most this many rows is drawn
     seed:int=0, # which subset (and t-SNE's seed)
 ):
@@ -385,8 +388,8 @@ def plot_feature_map(
 def plot_class_margins(
     class_margins:torch.Tensor, # mean margin of each class (C,): a report's `.attrs['class_margins']`
     counts:torch.Tensor, # training items of each class (C,)
-    names=None, # class names, indexed by label
-    ax=None, # matplotlib axes to draw on; default: a new figure
+    names:list|None=None, # class names, indexed by label
+    ax:Axes|None=None, # matplotlib axes to draw on; default: a new figure
 ):
     "Per-class geometric margins as bars, classes ordered by training frequency (long-tailed view)"
     import matplotlib.pyplot as plt

@@ -4,6 +4,7 @@
 
 # %% ../nbs/00c_hooks.ipynb #6ca24185
 from __future__ import annotations
+from collections.abc import Callable
 import sys, inspect
 from contextlib import contextmanager
 from functools import partial
@@ -65,7 +66,7 @@ class BatchHook:
         self.handles.append(model.register_forward_hook(self._end, always_call=True))
 
     def open(self,
-        x=None, # the input of the admitted call (the object itself), or a function giving it when the call starts;
+        x:torch.Tensor|Callable|None=None, # the input of the admitted call (the object itself), or a function giving it when the call starts;
                 # None admits the next call, whatever its input
         place:int=0, # index in `places` of the place where `fn` runs
     ):
@@ -137,6 +138,7 @@ def _twice(cb, other:bool)->str:
 
 class HoldingCallback(Callback):
     "A callback that holds part of its learner during a fit (hooks, loss weights) and gives it back on every exit"
+    def __init__(self): super().__init__()  # no parameters (else docs list fastai's event keywords)
     @property
     def learn(self): return self.__dict__.get('_learn')
     @learn.setter

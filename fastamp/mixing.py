@@ -4,6 +4,7 @@
 
 # %% ../nbs/01_mixing.ipynb #b7f0e2a4
 from __future__ import annotations
+from collections.abc import Callable
 import math, random, warnings
 from dataclasses import dataclass
 import pandas as pd
@@ -91,7 +92,7 @@ class MixHistory(list):
         "All rows as a DataFrame, read from the device"
         return pd.DataFrame(self.gather())
     def plot(self,
-        cols=None, # the recorded columns to plot; default: all but the counters
+        cols:list|None=None, # the recorded columns to plot; default: all but the counters
         figsize=(10, 3), # size of the figure
     ):
         "Plot the recorded values against the training step, across fits"
@@ -159,8 +160,8 @@ class FeatureMixHandler(MixPolicy, HoldingCallback):
     run_valid = False
     order = 0  # `after_loss` must run before GradientAccumulation (6) and MixedPrecision (10) use `loss_grad`
     def __init__(self,
-        module=None, # where to mix: None/'classifier' (the classifier's input), 'pooled', a module or `model -> module`
-        loss_func=None, # per-sample-capable loss on integer targets; default: the learner's own
+        module:str|nn.Module|Callable|None=None, # where to mix: None/'classifier' (the classifier's input), 'pooled', a module or `model -> module`
+        loss_func:Callable|None=None, # per-sample-capable loss on integer targets; default: the learner's own
     ):
         self.module, self.loss_func = module, loss_func
         self.hist, self._warned, self._fit, self._span = MixHistory(), False, -1, None
@@ -207,7 +208,7 @@ class FeatureMixHandler(MixPolicy, HoldingCallback):
     def history(self)->pd.DataFrame:
         "What was recorded at each training batch, for every fit of this callback (column `fit`)"
         return self.hist.frame()
-    def plot_history(self, cols=None, figsize=(10, 3)):
+    def plot_history(self, cols:list|None=None, figsize:tuple=(10, 3)):
         "Plot the recorded values against the training step, across fits (`MixHistory.plot`)"
         return self.hist.plot(cols, figsize)
 

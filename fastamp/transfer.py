@@ -4,6 +4,7 @@
 
 # %% ../nbs/04a_transfer.ipynb #f7b23574
 from __future__ import annotations
+from collections.abc import Callable
 import copy
 import numpy as np
 import torch.nn as nn
@@ -31,7 +32,7 @@ def fine_learner(
     learn:Learner, # a Learner trained on coarse labels
     fine_dls:DataLoaders, # fine-labelled DataLoaders over the same items (see `fastamp.data.coarse_fine_dls`)
     mode:str='probe', # 'probe': train the new classifier only, on frozen features; 'finetune': train everything
-    module=None, # the classifier to replace: None (the last Linear with `learn.dls.c` outputs), a Linear of
+    module:nn.Linear|Callable|None=None, # the classifier to replace: None (the last Linear with `learn.dls.c` outputs), a Linear of
                  # `learn.model`, or a function `model -> Linear`
     **kwargs, # to `Learner` (metrics, cbs, lr, ...)
 )->Learner:
@@ -56,7 +57,7 @@ def fine_learner(
 def fit_val_subsets(
     n:int, # items to choose from: 0 .. n-1 (positions in a training set)
     n_fit:int|None, # at most this many to fit on (a seeded subset), none of `val_idx`; None: all the others
-    val_idx=None, # positions held out of fitting, to score on (e.g. `stratified_valid`'s); None: none
+    val_idx:np.ndarray|None=None, # positions held out of fitting, to score on (e.g. `stratified_valid`'s); None: none
     n_val:int|None=None, # score on a seeded subset of at most this many of them; None: all
     seed:int=0, # which subsets
 )->tuple: # `(fit, val)`: sorted index arrays that share no item; `val` is None without `val_idx`
