@@ -45,7 +45,7 @@ def main(argv=None):
         print(f"### {metric}: each run, mean over epochs {a.from_epoch}-last and at the last epoch\n")
         wide = runs.unstack('seed').round(4)
         wide.columns = [f'{c} s{s}' for c, s in wide.columns]
-        print(to_markdown(wide.reindex(list(dict.fromkeys(r['method'] for r in recs)))) + '\n')
+        print(to_markdown(wide.reindex(list(dict.fromkeys(r.method for r in recs)))) + '\n')
         rows = []
         for new, ref in pairs:
             for col in ('over training', 'last epoch'):

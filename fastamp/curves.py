@@ -15,8 +15,8 @@ __all__ = ['LT_CURVES', 'probe_curves', 'curve_table', 'plot_probe_curves', 'sel
 # %% ../nbs/05c_curves.ipynb #efc61e8e
 def _curve_frame(recs:list, place:str)->pd.DataFrame:
     "Every probed epoch of every run at `place`: `method`, `seed`, `epoch` (counted from 1) and the probes' columns"
-    return pd.DataFrame([{**row, 'method': r['method'], 'seed': r['seed'], 'epoch': row['epoch'] + 1}
-                         for r in recs for row in (r.get('curves') or {}).get(place, [])])
+    return pd.DataFrame([{**row, 'method': r.method, 'seed': r.seed, 'epoch': row['epoch'] + 1}
+                         for r in recs for row in (r.curves or {}).get(place, [])])
 
 def probe_curves(
     recs:list, # run records with `curves` (coarse-to-fine runs with `probe_every`)

@@ -10,7 +10,8 @@ from fastcore.meta import delegates
 from .bench.store import atomic_write
 from .bench.tasks import TASKS, PROBE_PLACES
 from .bench.config import BenchConfig
-from .bench.records import run_records, records_frame, planned_keys, write_runs_table, data_label
+from .bench.records import (out_records, select_records, records_frame, planned_keys, write_runs_table,
+                                   data_label)
 from .bench.plan import preregistration_line
 from .evaluate import plot_align_uniform
 from .verdict import (PRIMARY, MARGIN, LEVEL, is_am, comparisons, label_family, verdict_line,
@@ -89,7 +90,7 @@ def save_plots(
     return paths
 
 # %% ../nbs/05a_report.ipynb #1a1d4fbd
-def _setting(rec:dict)->str: return rec['key'].rsplit('_', 1)[-1]  # the hash of the settings that change numbers
+def _setting(rec)->str: return rec.key.rsplit('_', 1)[-1]  # the hash of the settings that change numbers
 
 def _settings(recs:list)->dict:
     "The records of each setting of a task, settings in order of appearance"
@@ -100,7 +101,7 @@ def _settings(recs:list)->dict:
 def _by_rho(recs:list)->dict:
     "The records of each rho, highest first (one group, `None`, without one)"
     out = {}
-    for r in recs: out.setdefault(r['rho'], []).append(r)
+    for r in recs: out.setdefault(r.rho, []).append(r)
     return dict(sorted(out.items(), key=lambda kv: -(kv[0] if kv[0] is not None else 0)))
 
 def _setting_name(cfg:dict)->str:
@@ -111,7 +112,7 @@ def _degenerate(recs:list)->list:
     "One line for the measures some runs could not compute (NaN in the tables), with why: once, not once per run"
     seen = {}
     for r in recs:
-        for m, why in (r.get('notes') or {}).items(): seen.setdefault(m, [why, 0])[1] += 1
+        for m, why in (r.notes or {}).items(): seen.setdefault(m, [why, 0])[1] += 1
     if not seen: return []
     return ["NaN in the tables above: " + '; '.join(f"`{m}` in {n} of {len(recs)} runs ({why})"
                                                   for m, (why, n) in seen.items())]
@@ -119,27 +120,31 @@ def _degenerate(recs:list)->list:
 def _fixed(cfg:dict, recs:list)->str:
     "What a task held fixed across its methods"
     sched = 'one-cycle' if cfg.get('schedule', 'one_cycle') == 'one_cycle' else 'warm-up and step'
-    src = data_label(cfg, recs[0].get('data_source') if recs else None)  # no machine's path: name, $VAR, sum
+    src = data_label(cfg, recs[0].data_source if recs else None)  # no machine's path: name, $VAR, sum
     files = f" from {src}" if cfg.get('data_sha') else ''
     s = (f"dataset {cfg['dataset']}{files}, arch {cfg['arch']}"
          + (f" with head {cfg['head']}" if cfg.get('head') else '')
          + (f", a seeded subset of {cfg['subset']} training images per seed" if cfg.get('subset') else '')
          + f", {cfg['epochs']} epoch{'s' * (cfg['epochs'] != 1)}, batch size {cfg['bs']}, "
          f"{cfg.get('opt', 'adam')} with {sched} lr {cfg['lr']}" + (', crop+flip' if cfg.get('augment') else '')
-         + f", seeds {sorted({r['seed'] for r in recs})}"
+         + f", seeds {sorted({r.seed for r in recs})}"
          + (f", {'fine probes' if cfg['task'] == 'c2f' else 'collapse measures'} every {cfg['probe_every']} epoch(s) "
             "of training" if cfg.get('probe_every') else ''))
     if cfg['task'] == 'lt':
-        rhos = ', '.join(f'{r:g}' for r in sorted({r['rho'] for r in recs}, reverse=True))
+        rhos = ', '.join(f'{r:g}' for r in sorted({r.rho for r in recs}, reverse=True))
         s += (f", rho {rhos}, shot groups many > {cfg['many']}, "
               f"few < {cfg['few']}")
     return s + '.'
 
-def _machine(rec:dict)->str:
-    v = rec['versions']
+def _machine(rec)->str:
+    v = rec.versions
     code = f" at {v['commit'][:7]}" + (' (dirty)' if v.get('dirty') else '') if v.get('commit') else ''
     return (f"Machine: {v['machine']}, {v['cpu_threads']} torch thread(s), GPU: {v['cuda'] or 'none'}; python "
             f"{v['python']}, torch {v['torch']}, fastai {v['fastai']}, fastamp {v['fastamp']}{code}.")
+
+def _read(out, recs:list|None)->list:
+    "`recs`, the records of `out` a caller read; None: read them here (a function called on its own)"
+    return out_records(out) if recs is None else recs
 
 def _runs(recs:list, planned:set|None)->str:
     "`k of n planned runs` where the plan is known, else `k runs`"
@@ -151,6 +156,7 @@ def task_section(
     task:str, # a key of `fastamp.bench.tasks.TASKS`
     cfg:BenchConfig|None=None, # keep only this comparison's runs; default: every run in the task's folder
     plots:bool=True, # also save the plots (alignment-uniformity, fine-probe curves) in `<out>/<task>/plots`
+    recs:list|None=None, # the records of `out` (`out_records`); None: read here
 )->str:
     "The Markdown of one task, a section per setting: what it held fixed, its tables (empty without finished runs)"
     d, title = Path(out)/task, TASKS[task].title
@@ -158,7 +164,7 @@ def task_section(
         if not (d/'overhead.csv').exists(): return ''
         return (f"## {title} (median ms per step, interleaved repeats)\n\n"
                 + to_markdown(overhead_table(pd.read_csv(d/'overhead.csv'))))
-    settings, planned = _settings(run_records(d, cfg)), planned_keys(out, task, cfg)
+    settings, planned = _settings(select_records(_read(out, recs), task, cfg)), planned_keys(out, task, cfg)
     plan = lambda h: None if planned is None else {k for k in planned if k.endswith(f'_{h}')}
     return '\n\n'.join(_setting_section(d, title, recs, cfg, plots, len(settings) > 1, plan(h))
                         for h, recs in settings.items())
@@ -175,8 +181,8 @@ def _save_fig(d:Path, name:str, fig, alt:str)->str:
 
 def _curves_section(d:Path, recs:list, order:list, plots:bool)->list:
     "The fine-probe and coarse-NC1 curves of one setting: PNGs (when `plots`) and, per place, tables at a few epochs"
-    if recs[0]['task'] != 'c2f' or not any(r.get('curves') for r in recs): return []
-    cfg, out = recs[0]['config'], []
+    if recs[0].task != 'c2f' or not any(r.curves for r in recs): return []
+    cfg, out = recs[0].config, []
     for metric, what, peak in _C2F_CURVES:
         if plots:
             import matplotlib; matplotlib.use('Agg')
@@ -194,7 +200,7 @@ def _curves_section(d:Path, recs:list, order:list, plots:bool)->list:
 
 def _selection_section(title:str, recs:list)->list:
     "Coarse-to-fine: what is chosen on the validation split, with the chosen one's test score"
-    if recs[0]['task'] != 'c2f' or (t := selection_table(recs)).empty: return []
+    if recs[0].task != 'c2f' or (t := selection_table(recs)).empty: return []
     return [f"### {title}: selected on validation",
             "Every number above is a default, chosen in advance: each method's probes after its last epoch, on the "
             "test set. Choices are made here on the validation split (a seeded share of each fine class of each run's "
@@ -205,9 +211,9 @@ def _selection_section(title:str, recs:list)->list:
 def _lt_curves_section(d:Path, title:str, recs:list, order:list, plots:bool)->list:
     "Long-tailed runs with curves, per rho: a plot (`plots`) and a table at a few epochs per measure of `LT_CURVES`"
     out = []
-    for rho, rs in (_by_rho(recs) if recs[0]['task'] == 'lt' else {}).items():
-        if not any(r.get('curves') for r in rs): continue
-        cfg, at = rs[0]['config'], '' if rho is None else f', rho {rho:g}'
+    for rho, rs in (_by_rho(recs) if recs[0].task == 'lt' else {}).items():
+        if not any(r.curves for r in rs): continue
+        cfg, at = rs[0].config, '' if rho is None else f', rho {rho:g}'
         out.append(f"### {title}: curves{at} (collapse measures of the classifier input on the held-out set every "
                    f"{cfg['probe_every']} epoch(s); mean over seeds, plots: the min-max band over seeds)")
         if plots: import matplotlib; matplotlib.use('Agg')
@@ -221,8 +227,8 @@ def _lt_curves_section(d:Path, title:str, recs:list, order:list, plots:bool)->li
 def _per_class_section(d:Path, title:str, recs:list, order:list, plots:bool)->list:
     "Long-tailed runs, per rho: shot groups by the runs' training counts, each method's worst classes, table, plot"
     out = []
-    for rho, rs in (_by_rho(recs) if recs[0]['task'] == 'lt' else {}).items():  # c2f: its question is the fine probes
-        cfg = rs[0]['config']
+    for rho, rs in (_by_rho(recs) if recs[0].task == 'lt' else {}).items():  # c2f: its question is the fine probes
+        cfg = rs[0].config
         if (t := per_class_table(rs, order, cfg['many'], cfg['few'])).empty: continue
         at = '' if rho is None else f', rho {rho:g}'
         out += [f"### {title}: per-class accuracy{at} (held-out set, mean over seeds, worst classes first)",
@@ -238,14 +244,14 @@ def _per_class_section(d:Path, title:str, recs:list, order:list, plots:bool)->li
 def _setting_section(d:Path, title:str, recs:list, cfg, plots:bool, several:bool, planned:set|None)->str:
     "The Markdown of the runs `recs` of one setting of a task"
     df = records_frame(recs)
-    order = cfg.methods if cfg is not None else recs[0]['config']['methods']
+    order = cfg.methods if cfg is not None else recs[0].config['methods']
     if plots: save_plots(df, d/'plots', suffix=f'_{_setting(recs[0])}' if several else '')
     coll = [c for c in df.columns if c.startswith('collapse_') and c != 'collapse_accuracy']
     return '\n\n'.join([
-        f"## {title}: {_setting_name(recs[0]['config'])}", _fixed(recs[0]['config'], recs),
-        f"Runs: {_runs(recs, planned)}; summed wall time {sum(r['wall_s'] for r in recs) / 60:.1f} min. Methods:\n\n"
-        + '\n'.join(f"- `{m}`: {next(r['method_detail'] for r in recs if r['method'] == m)}"
-                    for m in dict.fromkeys(r['method'] for r in recs)),
+        f"## {title}: {_setting_name(recs[0].config)}", _fixed(recs[0].config, recs),
+        f"Runs: {_runs(recs, planned)}; summed wall time {sum(r.wall_s for r in recs) / 60:.1f} min. Methods:\n\n"
+        + '\n'.join(f"- `{m}`: {next(r.method_detail for r in recs if r.method == m)}"
+                    for m in dict.fromkeys(r.method for r in recs)),
         f"Mean ± std over seeds (best mean marked *), {_runs(recs, planned)}:",
         to_markdown(summarize(df, methods=order)),
         f"### {title}: collapse measures of the classifier input on the held-out set (no best marked: the better "
@@ -261,22 +267,24 @@ def _tasks(out:Path, cfgs:list|None)->list:
 
 def _plan_margin(recs:list)->float|None:
     "The equivalence margin the records' plan fixed (None without one, or when the runs carry several)"
-    ms = {(r.get('plan') or {}).get('margin') for r in recs}
+    ms = {(r.plan or {}).get('margin') for r in recs}
     return ms.pop() if len(ms) == 1 else None
 
 def verdict_table(
     out, # the benchmark's output folder
     cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
     margin:float|None=None, # the equivalence margin; None: the one the runs' plan fixed, else `MARGIN`
+    recs:list|None=None, # the records of `out` (`out_records`); None: read here
 )->pd.DataFrame:
     "Every comparison of the page (`where` it was made, per task, setting and rho), labelled as one family"
-    sets = [(t, c, recs) for t, c in _tasks(Path(out), cfgs) if t in PRIMARY
-            for recs in _settings(run_records(Path(out)/t, c)).values()]
-    planned = _plan_margin([r for *_, recs in sets for r in recs])
+    recs = _read(out, recs)
+    sets = [(t, c, rs) for t, c in _tasks(Path(out), cfgs) if t in PRIMARY
+            for rs in _settings(select_records(recs, t, c)).values()]
+    planned = _plan_margin([r for *_, rs in sets for r in rs])
     margin = margin if margin is not None else planned if planned is not None else MARGIN
     rows = []
-    for t, c, recs in sets:
-        cfg, df = recs[0]['config'], records_frame(recs)
+    for t, c, rs in sets:
+        cfg, df = rs[0].config, records_frame(rs)
         if PRIMARY[t] not in df: continue
         head = f" head {cfg['head']}" if cfg.get('head') else ''
         where = f"{TASKS[t].title}, {cfg['dataset']}, {cfg['arch']}{head}"
@@ -293,9 +301,10 @@ def verdict_lines(
     out, # the benchmark's output folder
     cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
     margin:float|None=None, # the equivalence margin; None: the one the runs' plan fixed, else `MARGIN`
+    recs:list|None=None, # the records of `out` (`out_records`); None: read here
 )->list:
     "Per task, setting and rho: each method against ERM and the best baseline on the task's primary metric"
-    return _lines(verdict_table(out, cfgs, margin))
+    return _lines(verdict_table(out, cfgs, margin, recs))
 
 def _rule(n:int, margin:float, planned:float|None=None)->str:
     "The rule of the verdict lines, in one paragraph (and the plan's margin, where another was asked for)"
@@ -319,9 +328,10 @@ def verdict_section(
     out, # the benchmark's output folder
     cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
     margin:float|None=None, # the equivalence margin; None: the one the runs' plan fixed, else `MARGIN`
+    recs:list|None=None, # the records of `out` (`out_records`); None: read here
 )->str:
     "The verdict lines as the Markdown that opens the results page (empty without a comparison)"
-    table = verdict_table(out, cfgs, margin)
+    table = verdict_table(out, cfgs, margin, recs)
     if table.empty: return ''
     rule = _rule(len(table), table['margin'].iloc[0], table['plan_margin'].iloc[0])
     return '\n\n'.join(['## Verdict', rule, '\n'.join(f'- {l}' for l in _lines(table))])
@@ -334,19 +344,20 @@ def results_page(
     elapsed:str|None=None, # wall time of the whole command
     plots:bool=True, # also save the plots
     margin:float|None=None, # the verdicts' equivalence margin; None: the plan's, else `fastamp.verdict.MARGIN`
+    recs:list|None=None, # the records of `out` (`out_records`); None: read here, once, and handed down
 )->str:
     "The Markdown results page of a benchmark folder"
-    out = Path(out)
+    out, every = Path(out), _read(out, recs)
     tasks = _tasks(out, cfgs)
-    recs = [r for t, c in tasks for r in run_records(out/t, c)]  # a sweep's page: its comparisons' runs only
-    head = ([f'# {title}'] if title else []) + ([v] if (v := verdict_section(out, cfgs, margin)) else [])
+    recs = [r for t, c in tasks for r in select_records(every, t, c)]  # a sweep's page: its comparisons' runs only
+    head = ([f'# {title}'] if title else []) + ([v] if (v := verdict_section(out, cfgs, margin, every)) else [])
     if command: head.append(f"Command: `{command}`")
     if (pre := preregistration_line(recs)): head.append(pre)  # the records' plan against their first start
     if recs: head.append(_machine(recs[0]))
     if elapsed: head.append(f"Elapsed for the whole command: {elapsed}.")
     planned = [p for t, c in tasks if TASKS[t].per_run and (p := planned_keys(out, t, c)) is not None]
     if planned: head.append(f"Finished: {_runs(recs, set().union(*planned))}.")
-    body = [s for t, c in tasks if (s := task_section(out, t, c, plots))]
+    body = [s for t, c in tasks if (s := task_section(out, t, c, plots, every))]
     return '\n\n'.join(head + body) + '\n'
 
 @delegates(results_page)
@@ -364,6 +375,7 @@ def write_report(
     cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
     **kwargs, # more for `results_page` (title, command, elapsed, plots, margin)
 )->str:
-    "Rebuild `runs.csv`, the tables, plots and `results.md` of `out` from its records; return the page"
-    write_runs_table(out)
-    return write_results(out, cfgs=cfgs, **kwargs)
+    "Rebuild `runs.csv`, the tables, plots and `results.md` of `out` from its records (each read once); return the page"
+    recs = out_records(out)
+    write_runs_table(out, recs)
+    return write_results(out, cfgs=cfgs, recs=recs, **kwargs)

@@ -219,7 +219,7 @@ def select_on_validation(
 # %% ../nbs/05b_verdict.ipynb #46bf2c87
 def _mean_counts(recs:list):
     "Mean training count of each class over `recs` (None when a record lacks them)"
-    counts = [r.get('class_counts') for r in recs]
+    counts = [r.class_counts for r in recs]
     return None if any(c is None for c in counts) or not counts else np.mean(counts, axis=0)
 
 def per_class_table(
@@ -229,11 +229,11 @@ def per_class_table(
     few:int=FEW_SHOT, # few-shot: fewer training items than this
 )->pd.DataFrame:
     "Per class: training items, shot group, mean accuracy over seeds of each method; worst (mean over methods) first"
-    recs = [r for r in recs if r.get('per_class_accuracy')]
+    recs = [r for r in recs if r.per_class_accuracy]
     if not recs: return pd.DataFrame()
-    order = _method_order(list(dict.fromkeys(r['method'] for r in recs)), methods)
-    names = recs[0].get('class_names') or [str(i) for i in range(len(recs[0]['per_class_accuracy']))]
-    acc = {m: np.nanmean([r['per_class_accuracy'] for r in recs if r['method'] == m], axis=0) for m in order}
+    order = _method_order(list(dict.fromkeys(r.method for r in recs)), methods)
+    names = recs[0].class_names or [str(i) for i in range(len(recs[0].per_class_accuracy))]
+    acc = {m: np.nanmean([r.per_class_accuracy for r in recs if r.method == m], axis=0) for m in order}
     t = pd.DataFrame({f'{m} acc.': a.round(4) for m, a in acc.items()}, index=pd.Index(names, name='class'))
     if (counts := _mean_counts(recs)) is not None:
         t.insert(0, 'train items', counts.round().astype(int))

@@ -206,12 +206,12 @@ def test_an_interrupted_c2f_run_keeps_its_probe_curves(tmp_path):
     rec = bench.run_records(tmp_path / 'a' / 'c2f')[0]
     bench.run_one(cfg, 'midpoint', 0, None, tmp_path / 'b')
     ref = bench.run_records(tmp_path / 'b' / 'c2f')[0]
-    assert rec['resumed_at_epoch'] == 2
+    assert rec.resumed_at_epoch == 2
     for place in ('pooled', 'classifier'):                  # restored epochs, no row for the skipped or extra passes
-        assert [r['epoch'] for r in rec['curves'][place]] == [0, 1, 2]
-        assert [r['fine_linear_probe'] for r in rec['curves'][place]] == \
-               pytest.approx([r['fine_linear_probe'] for r in ref['curves'][place]], abs=1e-6)
-    assert rec['metrics'] == pytest.approx(ref['metrics'], abs=1e-6)
+        assert [r['epoch'] for r in rec.curves[place]] == [0, 1, 2]
+        assert [r['fine_linear_probe'] for r in rec.curves[place]] == \
+               pytest.approx([r['fine_linear_probe'] for r in ref.curves[place]], abs=1e-6)
+    assert rec.metrics == pytest.approx(ref.metrics, abs=1e-6)
 
 
 @pytest.mark.slow
@@ -222,9 +222,9 @@ def test_cli_heads_give_one_setting_each_with_its_curves(tmp_path, capsys):
     assert r.returncode == 0, r.stderr[-2000:]
     assert len([l for l in r.stdout.splitlines() if l.startswith('done ')]) == 4
     recs = bench.run_records(tmp_path / 'c2f')
-    assert sorted((x['config']['head'], x['method']) for x in recs) == \
+    assert sorted((x.config['head'], x.method) for x in recs) == \
            [('one', 'erm'), ('one', 'midpoint'), ('two', 'erm'), ('two', 'midpoint')]
-    assert all(len(x['curves']['pooled']) == 2 and x['config']['subset'] == 400 for x in recs)
+    assert all(len(x.curves['pooled']) == 2 and x.config['subset'] == 400 for x in recs)
     page = (tmp_path / 'results.md').read_text()
     assert 'digits, cnn with head one' in page and 'digits, cnn with head two' in page
     pngs = sorted(p.name for p in (tmp_path / 'c2f' / 'plots').glob('fine_probe_*.png'))
@@ -264,10 +264,10 @@ def test_an_lt_run_with_probe_every_records_margin_curves_and_the_report_draws_t
     s = dict(tasks=['lt'], methods=['erm', 'midpoint'], seeds=[0], rhos=[10], epochs=2, lr=1e-2, probe_every=1)
     assert bench.run_benchmark(s, tmp_path, log=lambda l: None)['done'] == 2
     for rec in bench.run_records(tmp_path / 'lt'):
-        rows = rec['curves']['classifier']                     # one row per epoch, on the whole held-out set
+        rows = rec.curves['classifier']                     # one row per epoch, on the whole held-out set
         assert [r['epoch'] for r in rows] == [0, 1]
         assert {*LT_CURVES, *(f'margin_{c}' for c in range(10))} <= set(rows[0])
-        for m in LT_CURVES: assert rows[-1][m] == pytest.approx(rec['collapse'][m], rel=1e-3, abs=1e-5), m
+        for m in LT_CURVES: assert rows[-1][m] == pytest.approx(rec.collapse[m], rel=1e-3, abs=1e-5), m
     page = write_report(tmp_path)
     pngs = sorted(p.name for p in (tmp_path / 'lt' / 'plots').glob('curve_*.png'))
     assert sorted(p.split('_digits_')[0] for p in pngs) == sorted(f'curve_{m}' for m in LT_CURVES)

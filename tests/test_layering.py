@@ -148,10 +148,10 @@ def test_the_checker_sees_relative_and_absolute_imports(tmp_path):
 
 
 def test_the_checker_sees_names_imported_through_another_modules_namespace(tmp_path):
-    "`TASKS` is defined in bench.tasks: importing it from records' namespace is an import of tasks too"
+    "`BenchConfig` is defined in bench.config: importing it from records' namespace is an import of config too"
     p = tmp_path/'x.py'
-    p.write_text('from fastamp.bench.records import TASKS, run_records\nfrom .bench import run_one\n')
-    assert fastamp_imports(p, 'x') == {'bench.records', 'bench.tasks', 'bench', 'bench.runner'}
+    p.write_text('from fastamp.bench.records import BenchConfig, run_records\nfrom .bench import run_one\n')
+    assert fastamp_imports(p, 'x') == {'bench.records', 'bench.config', 'bench', 'bench.runner'}
     p.write_text('from fastamp import bench, report\nfrom .bench.records import _record\n')
     assert fastamp_imports(p, 'x') == {'bench', 'report', 'bench.records'}
 

@@ -94,7 +94,7 @@ def test_an_out_that_cannot_be_written_ends_in_one_line(tmp_path, monkeypatch, c
     assert 'file is a file' in capsys.readouterr().err
 
     def full(*a, **k): raise OSError(errno.ENOSPC, 'No space left on device')
-    monkeypatch.setattr(bench.runner, 'write_json', full)
+    monkeypatch.setattr(bench.records, 'write_json', full)  # `RunRecord.save`
     assert cli.main([*args, '--out', str(tmp_path / 'o')]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"fastamp: error: --out {tmp_path / 'o'}: cannot write there: No space left on device"]

@@ -123,6 +123,30 @@ def fake_out(tmp_path):
     return tmp_path
 
 
+def test_write_report_reads_each_record_once(fake_out, monkeypatch):
+    "One read of the folder's records, handed down to the runs table, the verdicts, the plan's line and the tables"
+    from fastamp.bench.records import RunRecord
+    loads, load = [], RunRecord.load.__func__
+    counted = lambda cls, path: loads.append(Path(path).name) or load(cls, path)
+    monkeypatch.setattr(RunRecord, 'load', classmethod(counted))
+    write_report(fake_out, plots=False)
+    files = sorted(p.name for p in fake_out.glob('*/runs/*.json'))
+    assert len(files) == 9 and sorted(loads) == files
+
+
+def test_a_record_written_before_the_record_type_loads(tmp_path):
+    "Records without `schema` (layout 1) read as they were, keys the type does not know kept; new ones carry `SCHEMA`"
+    from fastamp.bench.records import RunRecord, SCHEMA, read_record
+    old = json.loads(next((RESULTS/'digits').glob('lt/runs/*.json')).read_text())
+    assert 'schema' not in old
+    p = tmp_path/'old.json'; p.write_text(json.dumps({**old, 'by_hand': [1, 2]}))
+    rec = read_record(p)
+    assert (rec.schema, rec.key, rec.plan, rec.extra) == (1, old['key'], old['plan'], {'by_hand': [1, 2]})
+    assert rec.to_dict() == {'schema': 1, **old, 'by_hand': [1, 2]}                    # nothing lost
+    assert rec.save(tmp_path/'again.json') and read_record(tmp_path/'again.json') == rec
+    assert SCHEMA > 1 and RunRecord(**{k: old[k] for k in ('key', 'task', 'dataset', 'method', 'seed', 'rho',
+                                       'metrics', 'collapse', 'wall_s', 'config', 'versions')}).schema == SCHEMA
+
 def test_the_page_starts_with_the_verdict_lines(fake_out):
     page = write_report(fake_out, plots=False)
     assert (fake_out/'results.md').read_text() == page
@@ -197,9 +221,9 @@ def test_a_run_records_its_class_counts_and_names(tmp_path):
     cfg = BenchConfig(task='lt', methods=['erm', 'midpoint'], seeds=[0], rhos=[10], epochs=1, lr=1e-2)
     run_comparison(cfg, tmp_path, log=lambda l: None)
     recs = run_records(tmp_path/'lt', cfg)
-    assert len(recs) == 2 and recs[0]['class_names'] == [str(i) for i in range(10)]
-    counts = recs[0]['class_counts']
-    assert counts == recs[1]['class_counts'] and max(counts) / min(counts) == pytest.approx(10, rel=.2)
+    assert len(recs) == 2 and recs[0].class_names == [str(i) for i in range(10)]
+    counts = recs[0].class_counts
+    assert counts == recs[1].class_counts and max(counts) / min(counts) == pytest.approx(10, rel=.2)
     page = write_report(tmp_path, cfgs=[cfg], plots=False)
     assert page.startswith('## Verdict') and '1 seed: inconclusive (one seed has no interval' in page and '| class | train items | shot |' in page
 

@@ -14,7 +14,7 @@ from .catalog import PRESETS, dataset_name
 from .tasks import TASKS
 from .store import atomic_write, write_json
 from .config import SettingsError, BenchConfig, check_settings, task_config, _opt
-from .records import run_records
+from .records import out_records
 
 # %% auto #0
 __all__ = ['FREE', 'PLAN_KEYS', 'RULE', 'resolve_settings', 'plan_markdown', 'read_plan_md', 'write_plan_md', 'plan_hash', 'Plan',
@@ -197,15 +197,13 @@ def committed_time(
     if log.returncode or not log.stdout.strip(): return None
     return None if git('diff', '--quiet', 'HEAD').returncode else _utc(log.stdout.strip())
 
-def _out_records(out)->list: return [r for d in sorted(Path(out).glob('*/runs')) for r in run_records(d.parent)]
-
 def check_out_plan(
     out, # the benchmark's output folder
     plan:Plan|None=None, # the plan of this sweep, or None
 ):
     "`SettingsError` when the runs recorded in `out` are not all of `plan` (runs of no plan: `plan` None)"
     want = None if plan is None else plan.hash
-    have = {(r.get('plan') or {}).get('hash') for r in _out_records(out)} - {want}
+    have = {(r.plan or {}).get('hash') for r in out_records(out)} - {want}
     if not have: return
     h = sorted(have, key=str)[0]
     if plan is None: raise SettingsError(
@@ -246,12 +244,12 @@ def preregistration_line(
     recs:list, # run records (`run_records`)
 )->str|None: # None when no record carries a plan
     "'Pre-registered: plan ... written ..., first run ....' or 'Not pre-registered: why', from the records' plans"
-    plans = [r.get('plan') for r in recs]
+    plans = [r.plan for r in recs]
     if not any(plans): return None
     hashes = sorted({p['hash'] for p in plans if p})
     if None in plans: return f"Not pre-registered: {plans.count(None)} of {len(recs)} runs carry no plan."
     if len(hashes) > 1: return f"Not pre-registered: the runs carry {len(hashes)} plans ({', '.join(hashes)})."
-    starts = [_utc(r['started']) for r in recs if r.get('started')]
+    starts = [_utc(r.started) for r in recs if r.started]
     if len(starts) < len(recs): return "Not pre-registered: some runs carry no start time."
     first, h = min(starts), hashes[0]
     proven = [_utc(p['written']) for p in plans if p.get('committed') and _utc(p['written']) <= first]

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import functools, importlib.metadata, json, os, platform, subprocess, time, warnings
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, fields, MISSING
 from pathlib import Path
 import pandas as pd, torch
 import fastai, fastcore
@@ -16,13 +16,75 @@ from ..accuracies import per_class_accuracy
 from ..evaluate import CollapseRecorder  # and Learner.get_features, .collapse_report
 from .catalog import DATASETS, describe_method
 from .store import atomic_write, write_json, RunLock, set_aside
-from .tasks import TASKS, PROBE_PLACES
 from .config import BenchConfig, run_key
 
 # %% auto #0
-__all__ = ['DATA_ENVS', 'code_version', 'data_source', 'data_label', 'versions', 'read_record', 'run_records', 'records_frame',
-           'load_records', 'runs_table', 'write_runs_table', 'interrupted_line', 'read_plan', 'write_plan',
-           'planned_keys']
+__all__ = ['SCHEMA', 'DATA_ENVS', 'RunRecord', 'code_version', 'data_source', 'data_label', 'versions', 'read_record',
+           'out_records', 'select_records', 'run_records', 'records_frame', 'load_records', 'runs_table',
+           'write_runs_table', 'interrupted_line', 'read_plan', 'write_plan', 'planned_keys']
+
+# %% ../../nbs/05_bench/07_records.ipynb #d577e7a3
+SCHEMA = 2  # the layout of the records written now; a record without `schema` is layout 1 (the same fields)
+
+@dataclass(kw_only=True)
+class RunRecord:
+    "What a finished run leaves in `<task>/runs/<key>.json`: the fields every page reads, unknown keys in `extra`"
+    schema:int=SCHEMA # the record's layout: `SCHEMA` when written now, 1 for a record made before it had one
+    key:str # the run's key: task, dataset, method, seed, rho and the hash of the settings that change numbers
+    task:str # its task, a key of `fastamp.bench.tasks.TASKS`
+    dataset:str # its dataset, a key of `DATASETS`
+    method:str # its method, a key of `fastamp.bench.catalog.METHODS`
+    seed:int # its seed
+    rho:float|None # its imbalance ratio (long-tailed task), else None
+    metrics:dict # metric -> value (held-out set; `*_val`: the validation split)
+    collapse:dict # collapse measures of the classifier input on the held-out set
+    class_margins:list|None=None # the mean margin of each class
+    per_class_accuracy:list|None=None # the held-out accuracy of each class
+    class_counts:list|None=None # the training items of each class
+    class_names:list|None=None # the name of each class (None: the loader has no vocabulary)
+    curves:dict|None=None # a `CollapseRecorder`'s rows by the place it measures (runs with `probe_every`)
+    wall_s:float # wall seconds of training and measuring, earlier attempts included
+    resumed_at_epoch:int|None=None # the epoch its last attempt started at (0: from the start)
+    config:dict # its comparison, `BenchConfig` as a dict
+    method_detail:str|None=None # the method's callbacks and their hyper-parameters (`describe_method`)
+    versions:dict # code, packages, machine, threads and device (`versions`)
+    data_source:dict|None=None # where its data came from (`data_source`)
+    notes:dict|None=None # measure -> why it could not be computed
+    started:str|None=None # when the run started (UTC, ISO 8601)
+    plan:dict|None=None # the sweep's pre-registration plan (`Plan.register`); None: run without one
+    extra:dict=field(default_factory=dict) # keys this version does not know, kept and written back
+
+    @classmethod
+    def from_dict(cls,
+        d:dict, # a record's JSON object
+    )->RunRecord:
+        "The record `d` holds; `ValueError` when it lacks a field every record has"
+        if not isinstance(d, dict): raise ValueError("not a run record: no fields")
+        if (miss := [k for k in _REQUIRED if k not in d]): raise ValueError(f"not a run record: no {miss[0]}")
+        known = {f.name for f in fields(cls)} - {'extra'}
+        return cls(**{'schema': 1, **{k: v for k, v in d.items() if k in known}},
+                   extra={k: v for k, v in d.items() if k not in known})
+
+    def to_dict(self)->dict:
+        "The JSON object of the record: its fields in order (an unset optional one left out), then `extra`"
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != 'extra'}
+        return {k: v for k, v in d.items() if v is not None or k in _REQUIRED} | self.extra
+
+    @classmethod
+    def load(cls,
+        path, # a record's file
+    )->RunRecord:
+        "The record at `path`: `FileNotFoundError`, or `ValueError` when it is not JSON or not a run record"
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def save(self,
+        path, # the file to (re)write
+    )->Path:
+        "Write the record to `path` (atomically)"
+        write_json(path, self.to_dict()); return Path(path)
+
+_REQUIRED = [f.name for f in fields(RunRecord) if f.default is MISSING and f.default_factory is MISSING]
+
 
 # %% ../../nbs/05_bench/07_records.ipynb #e0c1b002
 DATA_ENVS = {'FASTAMP_CIFAR10': "CIFAR-10's archive or folder", 'FASTAMP_DATA': "Fashion-MNIST's folder"}
@@ -96,34 +158,28 @@ def _collapse(learn, features)->tuple:
     rep = learn.collapse_report(features=features)
     return rep['value'].to_dict(), [float(v) for v in rep.attrs['class_margins']]
 
-def _record(cfg, key, method, seed, rho, res, learn, wall, start, notes=None)->dict:
+def _record(cfg, key, method, seed, rho, res, learn, wall, start, notes=None)->RunRecord:
     features = learn.get_features()  # one pass over the held-out set for the measures and the per-class accuracy
     collapse, margins = _collapse(learn, features)
     _, logits, y = features
     per_class = per_class_accuracy(logits.argmax(1), y, learn.dls.c).tolist()
     names = getattr(learn.dls, 'vocab', None)
-    return {'key': key, 'task': cfg.task, 'dataset': cfg.dataset, 'method': method, 'seed': seed, 'rho': rho,
-            'metrics': res, 'collapse': collapse, 'class_margins': margins, 'per_class_accuracy': per_class,
-            'class_counts': train_class_counts(learn.dls).tolist(), 'class_names': None if names is None else
-            [str(v) for v in names],
-            'curves': {cb.module: cb.records for cb in learn.cbs if isinstance(cb, CollapseRecorder)},
-            'wall_s': wall, 'resumed_at_epoch': start, 'config': asdict(cfg),
-            'method_detail': describe_method(method), 'versions': versions(getattr(learn.dls, 'device', None)),
-            'data_source': data_source(cfg), 'notes': {} if notes is None else notes}
+    return RunRecord(key=key, task=cfg.task, dataset=cfg.dataset, method=method, seed=seed, rho=rho, metrics=res,
+        collapse=collapse, class_margins=margins, per_class_accuracy=per_class,
+        class_counts=train_class_counts(learn.dls).tolist(),
+        class_names=None if names is None else [str(v) for v in names],
+        curves={cb.module: cb.records for cb in learn.cbs if isinstance(cb, CollapseRecorder)}, wall_s=wall,
+        resumed_at_epoch=start, config=asdict(cfg), method_detail=describe_method(method),
+        versions=versions(getattr(learn.dls, 'device', None)), data_source=data_source(cfg),
+        notes={} if notes is None else notes)
 
 # %% ../../nbs/05_bench/07_records.ipynb #b389029c
-_RECORD_KEYS = ('key', 'task', 'dataset', 'method', 'seed', 'rho', 'metrics', 'collapse', 'wall_s', 'config',
-                'versions')
-
 def read_record(
     path, # a run record, `<bench out>/<task>/runs/<key>.json`
     log=None, # called with the line that names a record set aside; None: a warning
-)->dict|None: # None when there is none or it cannot be read
+)->RunRecord|None: # None when there is none or it cannot be read
     "The run record at `path`; one that cannot be read is set aside as `<name>.corrupt` (its run trains again)"
-    try:
-        rec = json.loads(Path(path).read_text())
-        if not isinstance(rec, dict) or (miss := [k for k in _RECORD_KEYS if k not in rec]):
-            raise ValueError(f"not a run record: no {miss[0] if isinstance(rec, dict) else 'fields'}")
+    try: return RunRecord.load(path)
     except FileNotFoundError: return None
     except (ValueError, UnicodeDecodeError) as e:
         try: line = set_aside(path, e)
@@ -131,26 +187,40 @@ def read_record(
         if log is None: warnings.warn(line, stacklevel=2)
         else: log(line)
         return None
-    return rec
 
 def _records(pattern:str, out, log=None)->list:
     return [r for p in sorted(Path(out).glob(pattern)) if (r := read_record(p, log)) is not None]
+
+def out_records(
+    out, # the benchmark's output folder
+    log=None, # called with the line that names a record set aside; None: a warning
+)->list:
+    "The records of the finished runs of every task in `out` (`<out>/<task>/runs/*.json`), each file read once"
+    return _records('*/runs/*.json', out, log)
+
+def select_records(
+    recs:list, # run records (`out_records`)
+    task:str|None=None, # keep only this task's runs
+    cfg:BenchConfig|None=None, # keep only the runs of this comparison (its settings, data, methods, seeds and rhos)
+)->list:
+    "The records of `task` and of the comparison `cfg`, where given, in their order"
+    runs = None if cfg is None else set(cfg.runs())
+    return [r for r in recs if (task is None or r.task == task) and (runs is None or (
+            (r.method, r.seed, r.rho) in runs and r.key == run_key(cfg, r.method, r.seed, r.rho)))]
 
 def run_records(
     out, # a task's folder (`<bench out>/<task>`)
     cfg:BenchConfig|None=None, # keep only the runs of this comparison (its settings, data, methods, seeds and rhos)
 )->list:
-    "The records (dicts) of the finished runs in `out`, those of `cfg` only when given"
-    runs = None if cfg is None else set(cfg.runs())
-    return [r for r in _records('runs/*.json', out) if runs is None or (
-            (r['method'], r['seed'], r['rho']) in runs and r['key'] == run_key(cfg, r['method'], r['seed'], r['rho']))]
+    "The records (`RunRecord`) of the finished runs in `out`, those of `cfg` only when given"
+    return select_records(_records('runs/*.json', out), cfg=cfg)
 
 def records_frame(
     recs:list, # run records (`run_records`)
 )->pd.DataFrame:
     "One row per run: method, seed, rho, wall time, its metrics and its collapse measures (`collapse_*`)"
-    return pd.DataFrame([{'method': r['method'], 'seed': r['seed'], 'rho': r['rho'], 'wall_s': r['wall_s'],
-                          **r['metrics'], **{f'collapse_{k}': v for k, v in r['collapse'].items()}} for r in recs])
+    return pd.DataFrame([{'method': r.method, 'seed': r.seed, 'rho': r.rho, 'wall_s': r.wall_s,
+                          **r.metrics, **{f'collapse_{k}': v for k, v in r.collapse.items()}} for r in recs])
 
 def load_records(
     out, # a task's folder (`<bench out>/<task>`)
@@ -164,21 +234,21 @@ def _flat(prefix, d:dict)->dict:
 
 def runs_table(
     out, # the benchmark's output folder
+    recs:list|None=None, # the records of `out` (`out_records`); None: read here
 )->pd.DataFrame:
     "One row per finished run of every task in `out`: config, seed, metrics, per-class accuracy, wall time, versions"
-    rows = []
-    for r in _records('*/runs/*.json', out):
-        rows.append({'key': r['key'], 'task': r['task'], 'dataset': r['dataset'], 'method': r['method'],
-                     'seed': r['seed'], 'rho': r['rho'], **r['metrics'], **_flat('collapse_', r['collapse']),
-                     **{f'class_accuracy_{i}': v for i, v in enumerate(r.get('per_class_accuracy', []))},
-                     'wall_s': r['wall_s'], **_flat('config_', r['config']), **_flat('version_', r['versions'])})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{'key': r.key, 'task': r.task, 'dataset': r.dataset, 'method': r.method, 'seed': r.seed,
+                          'rho': r.rho, **r.metrics, **_flat('collapse_', r.collapse),
+                          **{f'class_accuracy_{i}': v for i, v in enumerate(r.per_class_accuracy or [])},
+                          'wall_s': r.wall_s, **_flat('config_', r.config), **_flat('version_', r.versions)}
+                         for r in (out_records(out) if recs is None else recs)])
 
 def write_runs_table(
     out, # the benchmark's output folder
+    recs:list|None=None, # the records of `out` (`out_records`); None: read here
 )->Path:
     "Rewrite `out/runs.csv` (atomically) from the run records"
-    df = runs_table(out)
+    df = runs_table(out, recs)
     atomic_write(Path(out)/'runs.csv', lambda p: df.to_csv(p, index=False))
     return Path(out)/'runs.csv'
 

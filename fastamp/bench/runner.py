@@ -12,7 +12,7 @@ import multiprocessing as mp
 import pandas as pd, torch
 from .catalog import load_dataset
 from ..metrics import DegenerateWarning
-from .store import atomic_write, write_json, RunLock, LOCK_TIMEOUT, holder_line, output_error
+from .store import atomic_write, RunLock, LOCK_TIMEOUT, holder_line, output_error
 from .training import _fit, fetch_pretrained, WeightsUnavailable
 from .resume import EpochCheckpoint, LockHeartbeat, resume_training
 from .loggers import logger_callbacks
@@ -102,10 +102,10 @@ def _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout, plan)->tuple:
                 res, learn = TASKS[cfg.task].runner(cfg, method, seed, rho, _data(cfg), train)
                 lock.beat()
                 rec = _record(cfg, key, method, seed, rho, res, learn, time.perf_counter() - t0, start, notes)
-                rec.update(started=started, **({'plan': plan} if plan else {}))
+                rec.started, rec.plan = started, plan or None
             atomic_write(Path(out)/cfg.task/'reports'/f'{key}.csv',
-                         lambda p: pd.Series(rec['collapse']).to_csv(p, header=['value']))
-            write_json(rec_path, rec)
+                         lambda p: pd.Series(rec.collapse).to_csv(p, header=['value']))
+            rec.save(rec_path)
         except Exception as e:
             if _cannot_write(e, out): raise
             err = runs/f'{key}.error.txt'
@@ -113,7 +113,7 @@ def _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout, plan)->tuple:
             return 'failed', f"FAILED {key}: {type(e).__name__}: {_one_line(e)} (traceback in {err})"
         (runs/f'{key}.error.txt').unlink(missing_ok=True); ckpt.unlink(missing_ok=True)
         resumed = f", resumed at epoch {start}" if start else ''
-        return 'done', f"done {key}: {_fmt(res)} ({rec['wall_s']:.0f} s{resumed})" + ''.join(f"; {l}" for l in aside)
+        return 'done', f"done {key}: {_fmt(res)} ({rec.wall_s:.0f} s{resumed})" + ''.join(f"; {l}" for l in aside)
 
 # %% ../../nbs/05_bench/08_runner.ipynb #5df2f62e
 def _stop(*args): raise SystemExit(1)  # a quiet exit that still runs `finally` (locks, temporary files)
