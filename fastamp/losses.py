@@ -180,10 +180,10 @@ def ldam_margins(
     m = _all_present(_as_counts(counts), 'the LDAM margin') ** -0.25
     return m * (max_m / m.max())
 
-def _check_cosine_classifier(model, n_out=None):
+def _check_cosine_classifier(model, n_out=None, want=NormedLinear):
     try: clf = find_classifier(model, n_out)
     except ValueError: clf = None
-    if not isinstance(clf, NormedLinear): raise ValueError(
+    if not isinstance(clf, want): raise ValueError(
         f"LDAMLoss needs cosine logits in [-1, 1] from a normalised classifier, but the model's classifier is "
         f"{type(clf).__name__ if clf is not None else 'missing'}: the margins (at most max_m) and the scale s are "
         "sized "
@@ -194,6 +194,7 @@ def _check_cosine_classifier(model, n_out=None):
 class LDAMLoss(_ClassCountLoss):
     "Label-distribution-aware margin loss (Cao et al., 2019) on the cosine logits of a `NormedLinear` classifier"
     _params = ('max_m',)
+    classifier = NormedLinear  # the classifier it needs: its margins and scale are sized for cosine logits
     def __init__(self,
         max_m:float=0.5, # margin of the rarest class; the others get `max_m * (n_min / n_c) ** (1/4)`
         s:float=30., # scale of the logits in the softmax
@@ -212,7 +213,7 @@ class LDAMLoss(_ClassCountLoss):
     ):
         "Count the classes (unless `counts` was given) and check that the model ends in a `NormedLinear`"
         super().setup(learn)
-        if self.check_model: _check_cosine_classifier(learn.model, learner_n_classes(learn))
+        if self.check_model: _check_cosine_classifier(learn.model, learner_n_classes(learn), self.classifier)
     def __call__(self,
         x, # cosine logits (B, C) in [-1, 1]
         y, # integer targets (B,)
