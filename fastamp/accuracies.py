@@ -8,8 +8,8 @@ import torch, torch.nn.functional as F
 from .metrics import _check, _nan, _row_chunks, l2_normalize, per_class_mean
 
 # %% auto #0
-__all__ = ['MANY_SHOT', 'FEW_SHOT', 'check_class_counts', 'linear_probe_accuracy', 'knn_accuracy', 'probe_accuracies',
-           'shot_groups', 'per_class_accuracy', 'group_accuracies']
+__all__ = ['MANY_SHOT', 'FEW_SHOT', 'class_counts', 'linear_probe_accuracy', 'knn_accuracy', 'probe_accuracies', 'shot_groups',
+           'per_class_accuracy', 'group_accuracies']
 
 # %% ../nbs/03a_accuracies.ipynb #cfb57e09
 MANY_SHOT = 100 # a class with more training items than this is many-shot
@@ -21,18 +21,22 @@ def _check_size(name:str, v, lo:int=1):
         f"{name}={v!r}: pass a whole number >= {lo} (or None for all).")
     return v
 
-def check_class_counts(
-    counts, # one entry per class (a list, array or tensor)
-    n_classes:int|None, # the number of classes of the data they meet; None: not checked
-    name:str='counts', # the argument, as the user typed it (e.g. `'LDAMLoss(counts=...)'`)
-):
-    "`counts`, unless it does not hold one entry per class: then a `ValueError` naming `name` and both lengths"
-    k = len(counts)
-    if n_classes is not None and k != n_classes: raise ValueError(
-        f"{name} has {k} entries but the data has {n_classes} classes (`dls.c`, or the model's outputs): pass one "
-        "training count per class, in the order of `learn.dls.vocab` (or leave `counts=None` to count "
+def class_counts(
+    counts, # training items per class: a list, array or 1-d tensor, in the order of `learn.dls.vocab`
+    n_classes:int|None=None, # the number of classes of the data they meet; None: not checked
+    name:str='counts', # the argument, as the user typed it (e.g. `'LDAMLoss(counts=...)'`), for the errors
+)->torch.Tensor: # float32 on the CPU, one count per class
+    "`counts` checked (one finite count >= 0 per class, not all zero, `n_classes` of them) as a float32 vector"
+    c = torch.as_tensor(counts).detach().cpu()
+    if c.ndim != 1 or not len(c) or not torch.isfinite(c.float()).all() or (c < 0).any() or not c.sum() > 0:
+        raise ValueError(f"{name}: {counts!r} is not one finite, non-negative training count per class (not all "
+                         "zero); pass a list or 1-d tensor, e.g. `fastamp.core.train_class_counts(dls)`.")
+    if n_classes is not None and len(c) != n_classes: raise ValueError(
+        f"{name} has {len(c)} entries but the data has {n_classes} classes (`dls.c`, or the model's outputs): pass "
+        "one training count per class, in the order of `learn.dls.vocab` (or leave `counts=None` to count "
         "`learn.dls.train_ds`).")
-    return counts
+    return c.float()
+
 
 # %% ../nbs/03a_accuracies.ipynb #716ab80a
 def _check_probe(h_train, y_train, h_valid, y_valid):

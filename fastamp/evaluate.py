@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from matplotlib.axes import Axes
 from fastai.data.load import DataLoader
+from functools import partial
 import time, warnings
 import numpy as np, pandas as pd
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -16,7 +17,7 @@ from fastai.callback.core import Callback
 from .hooks import BatchHook, _logits, _eval_mode
 from .core import (resolve_module, unwrap_model, train_class_counts, TrainCounts, find_classifier,
                           plain_tensor, learner_n_classes)
-from .losses import setup_learner, _as_counts   # `setup_learner`: sets up `ShotAccuracy` at each `before_fit`
+from .losses import setup_learner   # `setup_learner`: sets up `ShotAccuracy` at each `before_fit`
 from .models import NormedLinear
 from .datasets import seeded_subset
 from .transfer import fit_val_subsets
@@ -167,7 +168,7 @@ def collapse_report(self:Learner,
 )->pd.DataFrame: # columns `value` and `note`; per-class margins in `.attrs['class_margins']`
     "Table of collapse measures of the learner's features"
     n_cls = learner_n_classes(self)
-    if counts is not None and counts is not True: counts = check_class_counts(_as_counts(counts), n_cls,
+    if counts is not None and counts is not True: counts = class_counts(counts, n_cls,
                                                                               'collapse_report(counts=...)')
     target, notes = resolve_module(self.model, module, n_cls), {}
     h, logits, y = features if features is not None else self.get_features(dl, module=target)
@@ -317,13 +318,13 @@ class ShotAccuracy(Metric):
     ):
         if group not in (None, 'many', 'medium', 'few'):
             raise ValueError(f"group={group!r}: use None, 'many', 'medium' or 'few'.")
-        store_attr(); self._counts = TrainCounts(counts, _as_counts)
+        store_attr(); self._counts = TrainCounts(counts, partial(class_counts, name='ShotAccuracy(counts=...)'))
     def reset(self): self.preds, self.targs, self.used = [], [], None
     def setup(self,
         learn, # the learner whose fit starts
     ):
         "Check, before training, one count per class (counting `dls.train_ds` unless `counts` was given)"
-        check_class_counts(self.train_counts(learn.dls), learner_n_classes(learn), 'ShotAccuracy(counts=...)')
+        class_counts(self.train_counts(learn.dls), learner_n_classes(learn), 'ShotAccuracy(counts=...)')
     def train_counts(self,
         dls, # the learner's `DataLoaders`
     )->torch.Tensor:

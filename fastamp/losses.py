@@ -12,7 +12,7 @@ from fastai.callback.core import Callback
 from fastai.learner import Learner
 from .core import (train_class_counts, TrainCounts, DeviceCache, find_classifier, class_weight_holder,
                           plain_tensor, learner_n_classes)
-from .accuracies import check_class_counts
+from .accuracies import class_counts
 from .hooks import HoldingCallback, fine_tune_span
 from .models import NormedLinear
 
@@ -21,14 +21,6 @@ __all__ = ['log_prior', 'setup_learner', 'LossSetup', 'LogitAdjustedLoss', 'Bala
            'posthoc_adjust', 'class_balanced_weights', 'DRW']
 
 # %% ../nbs/01a_losses.ipynb #27f714f2
-def _as_counts(counts)->torch.Tensor:
-    "Validated class counts as a float32 vector"
-    c = torch.as_tensor(counts).detach().float().flatten().cpu()
-    if not len(c) or (c < 0).any() or not c.sum() > 0 or not torch.isfinite(c).all(): raise ValueError(
-        f"counts={counts!r}: pass one finite, non-negative training count per class, not all zero "
-        "(e.g. `fastamp.core.train_class_counts(dls)`).")
-    return c
-
 def _all_present(c:torch.Tensor, what:str)->torch.Tensor:
     empty = (c == 0).nonzero().flatten()
     if len(empty): raise ValueError(
@@ -49,7 +41,7 @@ def log_prior(
 )->torch.Tensor: # float32, one value per class
     "`log(pi ** tau + 1e-12)` with `pi = counts / counts.sum()`: the logit adjustment of Menon et al. (2021)"
     _check_param('tau', tau)
-    c = _as_counts(counts)
+    c = class_counts(counts)
     return torch.log((c / c.sum()) ** tau + 1e-12)
 
 # %% ../nbs/01a_losses.ipynb #307de988
@@ -94,7 +86,8 @@ class _ClassCountLoss:
     _setup_at_fit = True  # `setup_learner` calls `setup(learn)` at each `before_fit`
     _params = ()
     def __init__(self, counts=None, weight=None, reduction='mean'):
-        self._counts, self.weight, self.reduction = TrainCounts(counts, _as_counts), weight, reduction
+        check = partial(class_counts, name=f'{type(self).__name__}(counts=...)')  # its errors name the argument
+        self._counts, self.weight, self.reduction = TrainCounts(counts, check), weight, reduction
         self._table, self._weights = DeviceCache(), DeviceCache()   # the per-class table and `weight`, on the device
 
     @property
@@ -106,7 +99,7 @@ class _ClassCountLoss:
     ):
         "Count the classes of `learn.dls.train_ds` (unless `counts` was given) and check one count per class"
         c = self._counts.update(learn.dls)
-        if c is not None: check_class_counts(c, learner_n_classes(learn), f"{type(self).__name__}(counts=...)")
+        if c is not None: class_counts(c, learner_n_classes(learn), f"{type(self).__name__}(counts=...)")
 
     def _from_counts(self, counts): raise NotImplementedError
     def _per_class(self, x)->torch.Tensor:
@@ -177,13 +170,13 @@ def ldam_margins(
     max_m:float=0.5, # the largest margin, given to the rarest class
 )->torch.Tensor:
     "Per-class margins proportional to `n_c ** -1/4`, scaled so that the largest is `max_m` (Cao et al., 2019)"
-    m = _all_present(_as_counts(counts), 'the LDAM margin') ** -0.25
+    m = _all_present(class_counts(counts), 'the LDAM margin') ** -0.25
     return m * (max_m / m.max())
 
-def _check_cosine_classifier(model, n_out=None):
+def _check_cosine_classifier(model, n_out=None, want=NormedLinear):
     try: clf = find_classifier(model, n_out)
     except ValueError: clf = None
-    if not isinstance(clf, NormedLinear): raise ValueError(
+    if not isinstance(clf, want): raise ValueError(
         f"LDAMLoss needs cosine logits in [-1, 1] from a normalised classifier, but the model's classifier is "
         f"{type(clf).__name__ if clf is not None else 'missing'}: the margins (at most max_m) and the scale s are "
         "sized "
@@ -194,6 +187,7 @@ def _check_cosine_classifier(model, n_out=None):
 class LDAMLoss(_ClassCountLoss):
     "Label-distribution-aware margin loss (Cao et al., 2019) on the cosine logits of a `NormedLinear` classifier"
     _params = ('max_m',)
+    classifier = NormedLinear  # the classifier it needs: its margins and scale are sized for cosine logits
     def __init__(self,
         max_m:float=0.5, # margin of the rarest class; the others get `max_m * (n_min / n_c) ** (1/4)`
         s:float=30., # scale of the logits in the softmax
@@ -212,7 +206,7 @@ class LDAMLoss(_ClassCountLoss):
     ):
         "Count the classes (unless `counts` was given) and check that the model ends in a `NormedLinear`"
         super().setup(learn)
-        if self.check_model: _check_cosine_classifier(learn.model, learner_n_classes(learn))
+        if self.check_model: _check_cosine_classifier(learn.model, learner_n_classes(learn), self.classifier)
     def __call__(self,
         x, # cosine logits (B, C) in [-1, 1]
         y, # integer targets (B,)
@@ -257,7 +251,7 @@ def get_adjusted_preds(self:Learner,
         if not counts.sum() > 0: raise ValueError(
             "learn.dls has no training items to count (e.g. after `load_learner`): "
             "pass `counts=` to get_adjusted_preds.")
-    check_class_counts(counts, learner_n_classes(self), 'get_adjusted_preds(counts=...)'); _check_param('tau', tau)
+    counts = class_counts(counts, learner_n_classes(self), 'get_adjusted_preds(counts=...)'); _check_param('tau', tau)
     return self.get_preds(ds_idx=ds_idx, dl=dl, act=partial(_adjusted_softmax, counts=counts, tau=tau), **kwargs)
 
 # %% ../nbs/01a_losses.ipynb #3616bbe4
@@ -267,7 +261,7 @@ def class_balanced_weights(
 )->torch.Tensor:
     "`(1 - beta) / (1 - beta ** n_c)`, normalised to sum to the number of classes (Cui et al., 2019; LDAM-DRW)"
     if not 0 <= beta < 1: raise ValueError(f"beta={beta}: beta must be in [0, 1).")
-    c = _all_present(_as_counts(counts), 'the class-balanced weight').double()
+    c = _all_present(class_counts(counts), 'the class-balanced weight').double()
     w = (1 - beta) / (1 - beta ** c)
     return (w / w.sum() * len(c)).float()
 
@@ -295,7 +289,8 @@ class DRW(HoldingCallback):
                                          or switch_epoch < 0): raise ValueError(
             f"switch_epoch={switch_epoch!r}: pass a whole epoch number >= 0 (0-based), or `switch_pct=`.")
         store_attr('switch_pct,switch_epoch,beta')
-        self._counts, self._saved, self._table = TrainCounts(counts, _as_counts), [], DeviceCache()
+        check = partial(class_counts, name=f'{type(self).__name__}(counts=...)')
+        self._counts, self._saved, self._table = TrainCounts(counts, check), [], DeviceCache()
 
     def switch_at(self,
         n_epoch:int, # epochs of the fit
@@ -318,7 +313,7 @@ class DRW(HoldingCallback):
     def before_fit(self):
         self.restore()
         c = self._counts.update(self.learn.dls)
-        if c is not None: check_class_counts(c, learner_n_classes(self.learn), 'DRW(counts=...)')
+        if c is not None: class_counts(c, learner_n_classes(self.learn), 'DRW(counts=...)')
         self._holders = [_weight_holder(lf) for lf in _losses_of(self.learn)]
         self.hold()
     def before_train(self):

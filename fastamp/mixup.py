@@ -4,6 +4,7 @@
 
 # %% ../nbs/01_mixup.ipynb #36707f01
 from __future__ import annotations
+from functools import partial
 import math, dataclasses
 import torch, torch.nn as nn
 from torch.distributions import Beta
@@ -11,7 +12,7 @@ from fastcore.basics import store_attr, basic_repr
 from fastai.callback.core import Callback
 from .core import *
 from .mixing import MixHistory, MixPolicy, MixState, FeatureMixHandler, per_sample_loss
-from .accuracies import check_class_counts
+from .accuracies import class_counts
 from .mixing import weighted_mean, check_number
 
 _all_ = ['MixHistory', 'MixPolicy', 'MixState', 'FeatureMixHandler', 'per_sample_loss']  # the mechanism, re-exported
@@ -159,13 +160,6 @@ class InputMixup(ManifoldMixup):
     __repr__ = basic_repr('alpha,label_rule')
 
 # %% ../nbs/01_mixup.ipynb #4b3e6572
-def _remix_counts(counts)->torch.Tensor:
-    "`counts` as a tensor: one finite training count per class"
-    c = torch.as_tensor(counts)
-    if c.ndim != 1 or c.is_floating_point() and not torch.isfinite(c).all(): raise ValueError(
-        f"Remix(counts={counts!r}): pass one finite training count per class, in class order.")
-    return c
-
 class Remix:
     "Remix label rule for `InputMixup`, `FeatureMixup` and `ManifoldMixup` (`label_rule=Remix()`)"
     def __init__(self,
@@ -176,7 +170,8 @@ class Remix:
         check_number('kappa', kappa, 1, what='the count ratio')
         check_number('tau', tau, 0, 1, what='tau')
         store_attr()
-        self._counts, self._on_device = TrainCounts(counts, _remix_counts), DeviceCache()
+        self._counts = TrainCounts(counts, partial(class_counts, name='Remix(counts=...)'))
+        self._on_device = DeviceCache()
     __repr__ = basic_repr('kappa,tau,counts')
 
     def setup(self,
@@ -184,7 +179,7 @@ class Remix:
     ):
         "Count the training classes (unless `counts` was given, or this training set was counted) and check them"
         counts = self._counts.update(learn.dls)
-        if counts is not None: check_class_counts(counts, learner_n_classes(learn), 'Remix(counts=...)')
+        if counts is not None: class_counts(counts, learner_n_classes(learn), 'Remix(counts=...)')
 
     def __call__(self,
         lam, # mixing ratio on sample i, per pair

@@ -34,13 +34,15 @@ class Method:
     name:str # the `--methods` value, in run keys and records
     cbs:Callable # `cbs()` gives fresh callbacks for one run
     loss:type|None=None # the loss class; None: fastai's cross-entropy
-    needs:tuple=() # what it needs of the model: 'cosine' (a cosine classifier, `fastamp.models.NormedLinear`)
     def make_loss(self):
         "A fresh loss of the method"
         return (self.loss or CrossEntropyLossFlat)()
+    @property
+    def classifier(self)->type|None:
+        "The classifier layer its loss needs (`loss.classifier`, e.g. LDAM's `NormedLinear`); None: any"
+        return getattr(self.loss, 'classifier', None)
 
 _LA = dict(loss=LogitAdjustedLoss)
-_LDAM = dict(loss=LDAMLoss, needs=('cosine',))  # LDAM's margins are on cosine logits (Cao et al., 2019)
 def _remix(): return InputMixup(alpha=1., label_rule=Remix(kappa=3., tau=0.5))
 
 METHODS = {m.name: m for m in [
@@ -67,13 +69,13 @@ METHODS = {m.name: m for m in [
     # long-tail baselines and their combinations with AM-mixup
     Method('drw', lambda: [DRW()]),
     Method('la', lambda: [], **_LA),
-    Method('ldam-drw', lambda: [DRW()], **_LDAM),
+    Method('ldam-drw', lambda: [DRW()], loss=LDAMLoss),
     Method('remix-drw', lambda: [_remix(), DRW()]),
     Method('midpoint-la', lambda: [MidpointMixup()], **_LA),
     Method('midpoint-drw', lambda: [MidpointMixup(), DRW()]),
     Method('midpoint-classmean-la', lambda: [MidpointMixup(partner='class_mean')], **_LA),
     Method('midpoint-classmean-drw', lambda: [MidpointMixup(partner='class_mean'), DRW()]),
-    Method('midpoint-ldam-drw', lambda: [MidpointMixup(), DRW()], **_LDAM),
+    Method('midpoint-ldam-drw', lambda: [MidpointMixup(), DRW()], loss=LDAMLoss),
 ]}
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #352e62ea

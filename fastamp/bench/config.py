@@ -79,9 +79,10 @@ def _check_model(s:dict):
         f"--heads chooses the head of fastamp's models ({', '.join(MODELS)}); --arch {s['arch']} has fastai's own "
         "head: leave --heads out")
     _check_pretrained(s)
-    cosine = [m for m in s.get('methods') or [] if 'cosine' in METHODS[m].needs]
-    if cosine and s.get('arch') and s['arch'] not in MODELS: raise SettingsError(
-        f"--methods {cosine[0]} needs a cosine classifier, as fastamp's models have: --arch {' or '.join(MODELS)}")
+    needy = [METHODS[m] for m in s.get('methods') or [] if METHODS[m].classifier]
+    if needy and s.get('arch') and s['arch'] not in MODELS: raise SettingsError(
+        f"--methods {needy[0].name}: its loss ({needy[0].loss.__name__}) needs a {needy[0].classifier.__name__} "
+        f"classifier, which fastamp's models build: --arch {' or '.join(MODELS)}")
     if s.get('augment') and s.get('loader', 'item') == 'item' and 'c2f' in (s.get('tasks') or [s.get('task')]):
         raise SettingsError("--task c2f with augmentation on the per-item loader would probe augmented training "
                             "features: use --loader device (its probes read unaugmented images)")

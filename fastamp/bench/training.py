@@ -15,7 +15,7 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.schedule import ParamScheduler, combine_scheds, SchedLin, SchedNo
 import fastai.callback.progress, fastai.callback.schedule  # Learner.no_bar, fit_one_cycle
 from fastai.vision.core import imagenet_stats
-from ..models import MODELS, create_model
+from ..models import MODELS, NormedLinear, create_model
 from ..datasets import ImageSet
 from ..data import imageset_dls, coarse_fine_dls
 from ..devicedata import device_dls, PadCropFlip, DeviceDataLoaders
@@ -122,7 +122,7 @@ def make_learner(
     arch:str, # a key of `fastamp.models.MODELS`, a torchvision model name, or 'timm:<name>'
     dls, # the DataLoaders
     cbs, # callbacks of the method
-    normed:bool=False, # a cosine classifier (`NormedLinear`), as the LDAM loss needs (fastamp's models only)
+    normed:bool=False, # a cosine classifier (`NormedLinear`, what a loss's `classifier` may ask; fastamp's models)
     head:str|None=None, # fastamp's models: 'one' (pooled -> Linear) or 'two' (a hidden Linear first); None: theirs
     pretrained:bool=False, # torchvision / timm: start from their downloaded ImageNet weights (ImageNet normalisation)
     weights=None, # torchvision / timm: a local checkpoint file to start from instead (see `load_weights`)
@@ -137,8 +137,8 @@ def make_learner(
     if head: raise ValueError(f"arch {arch!r}: head={head!r} chooses the head of fastamp's models "
                               f"({', '.join(MODELS)}); a vision_learner has fastai's own head: leave head out.")
     if not _is_arch(arch): raise ValueError(f"unknown arch {arch!r}: use {_archs()}.")
-    if normed: raise ValueError(f"arch {arch!r}: normed=True (a cosine classifier, as the methods that need 'cosine' "
-                                f"have) needs one of fastamp's models: {', '.join(MODELS)}.")
+    if normed: raise ValueError(f"arch {arch!r}: normed=True (a cosine classifier, `NormedLinear`) needs one of "
+                                f"fastamp's models: {', '.join(MODELS)}.")
     from fastai.vision.learner import vision_learner
     from torchvision import models
     timm_name = arch[5:] if arch.startswith('timm:') else None
@@ -251,9 +251,9 @@ def _learner(cfg, dls, method:str)->Learner:
     m = get_method(method)
     if cfg.compile: torch._dynamo.reset()   # a fresh cache per run: sequential runs never reach its recompile limit
     cbs = m.cbs() + ([CompileModel(mode=cfg.compile)] if cfg.compile else [])
-    return make_learner(cfg.arch, dls, cbs, normed='cosine' in m.needs, head=cfg.head, pretrained=cfg.pretrained,
-                        weights=cfg.weights, loss_func=m.make_loss(), opt_func=_opt_func(cfg),
-                        **({'wd_bn_bias': True} if cfg.opt == 'sgd' else {}))
+    return make_learner(cfg.arch, dls, cbs, normed=m.classifier is NormedLinear, head=cfg.head,
+                        pretrained=cfg.pretrained, weights=cfg.weights, loss_func=m.make_loss(),
+                        opt_func=_opt_func(cfg), **({'wd_bn_bias': True} if cfg.opt == 'sgd' else {}))
 
 def _fit(learn:Learner, cfg, epochs:int, cbs=(), start_epoch:int=0):
     "Fit `learn` for `epochs` under the configuration's schedule, from `start_epoch`; the plain model back on any exit"
