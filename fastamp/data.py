@@ -129,12 +129,12 @@ def imageset_dls(
     data:ImageSet, # the items, labels and split
     labels:np.ndarray|None=None, # labels to train on (default: `data.labels`), e.g. coarse labels
     vocab:list|None=None, # their names (default: `data.vocab`)
-    train_idx:np.ndarray|None=None, # training items to use (default: all of `data.train_idx`), e.g. a long-tailed subset
+    train_idx:np.ndarray|None=None, # training items (default: `data.train_idx`), e.g. a long-tailed subset
     valid_idx:np.ndarray|None=None, # held-out items (default: `data.valid_idx`)
     bs:int=64, # batch size
     size:int|None=None, # square side the images are resized to; None keeps their size
     n_ch:int=3, # channels of in-memory images given to the model (grayscale is repeated)
-    sampler:str|np.ndarray|None=None, # None, 'instance', 'class', 'sqrt', 'progressive' (see `sampler_weights`) or one weight per item
+    sampler:str|np.ndarray|None=None, # 'instance', 'class', 'sqrt', 'progressive' (`sampler_weights`), or weights
     **kwargs, # to `Datasets.dataloaders` (`batch_tfms`, `num_workers`, ...)
 )->DataLoaders:
     "`DataLoaders` over an `ImageSet`'s items"
@@ -255,9 +255,9 @@ class CoarseMap:
 @delegates(imageset_dls, but=['data', 'labels', 'vocab'])
 def coarse_fine_dls(
     data:ImageSet, # fine-labelled items
-    coarse:CoarseMap|dict|list|Callable|str|None=None, # anything `CoarseMap.create` takes; default: the ImageSet's own coarse labels, else `COARSE_MAPS`
+    coarse:CoarseMap|dict|list|Callable|str|None=None, # what `CoarseMap.create` takes; default: the data's own map
     warn:bool=True, # report coarse classes with a single fine class
-    dls_func:Callable|None=None, # `dls_func(data, labels=, vocab=, **kwargs)` builds each; default: `imageset_dls` (or `device_dls`)
+    dls_func:Callable|None=None, # builds each from `(data, labels=, vocab=, **kwargs)`; default: `imageset_dls`
     **kwargs, # to `dls_func` (bs, size, train_idx, ...)
 )->tuple: # `(coarse_dls, fine_dls)` over the same items and split
     "Coarse-labelled and fine-labelled `DataLoaders` over the same split, item for item"

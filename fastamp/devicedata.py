@@ -137,7 +137,7 @@ class DeviceDL(DataLoader):
         mean:torch.Tensor|None=None, # per-channel mean in [0, 1] units; None with `std` None: scale to [0, 1] only
         std:torch.Tensor|None=None, # per-channel standard deviation in [0, 1] units
         n_ch:int=3, # channels of the batch: a one-channel set is repeated
-        wgts:np.ndarray|None=None, # per-item sampling weights (shuffled loaders draw with replacement, as fastai's `WeightedDL`)
+        wgts:np.ndarray|None=None, # per-item sampling weights (drawn with replacement, as `WeightedDL`)
         seed:int|None=None, # seed of the loader's own order and augmentation generators
         **kwargs, # to fastai's `DataLoader` (bs, shuffle, drop_last, device, ...)
     ):
@@ -360,7 +360,7 @@ def device_dls(
     pad:int=4, # crop offsets in [-pad, pad]
     flip:bool=True, # horizontal flips (with `augment`)
     normalize=True, # True: per-channel mean/std of the training items; `(mean, std)` in [0, 1] units; False: [0, 1]
-    sampler:str|np.ndarray|None=None, # None, 'instance', 'class', 'sqrt', 'progressive' (see `sampler_weights`) or one weight per item
+    sampler:str|np.ndarray|None=None, # 'instance', 'class', 'sqrt', 'progressive' (`sampler_weights`), or weights
     device:torch.device|str|None=None, # where the data lives and batches are made; default: fastai's `default_device()`
     seed:int|None=None, # seed of the training order and augmentation; None: torch's global generators
 )->DeviceDataLoaders:

@@ -5,7 +5,7 @@
 # %% ../nbs/04_evaluate.ipynb #ace61075
 from __future__ import annotations
 from collections.abc import Callable
-from matplotlib.axes import Axes
+import matplotlib.pyplot as plt
 from fastai.data.load import DataLoader
 from functools import partial
 import time, warnings
@@ -33,7 +33,7 @@ __all__ = ['collect_features', 'feature_measures', 'CollapseRecorder', 'FineProb
 def collect_features(
     model:nn.Module, # the model (DDP-wrapped or not)
     dl, # batches of `(x, y)` (a fastai or torch DataLoader)
-    module:str|nn.Module|Callable|None=None, # whose input is collected: None/'classifier', 'pooled', a module or `model -> module`
+    module:str|nn.Module|Callable|None=None, # whose input: 'classifier' (None), 'pooled', a module, `model -> module`
     n:int|None=None, # stop after `n` samples
     device:torch.device|str|None=None, # where to run the model; default: where its parameters are
 )->tuple: # `(features, logits, targets)` on the CPU, features and logits in float32
@@ -156,10 +156,10 @@ def _noted(notes:dict, f, *args, key=None, **kwargs):
 @patch
 def collapse_report(self:Learner,
     dl:DataLoader|None=None, # default: the validation set
-    module:str|nn.Module|Callable|None=None, # None/'classifier' (geometric margins need it), 'pooled', a module or `model -> module`
+    module:str|nn.Module|Callable|None=None, # 'classifier' (None; margins need it), 'pooled', a module
     fine:np.ndarray|None=None, # fine label of each item of `dl` (learner trained on coarse labels)
     train_fine:np.ndarray|None=None, # fine label of each training item: adds fine linear-probe and k-NN accuracy
-    counts:np.ndarray|list|bool|None=None, # training count per class, or True to count `self.dls.train_ds`: adds margins by shot group
+    counts:np.ndarray|list|bool|None=None, # per-class training counts (True: counted): adds margins by shot group
     probe_max:int|None=None, # fit the fine probes on a seeded subset of this many training items; None: all
     seed:int=0, # which subset
     many:int=MANY_SHOT, # many-shot classes: more training items than this
@@ -197,12 +197,12 @@ def collapse_report(self:Learner,
 def fine_probe(self:Learner,
     train_fine, # fine label of each training item, in the order of `self.dls.train_ds`
     valid_fine, # fine label of each held-out item, in the order of `self.dls.valid_ds`
-    module:str|nn.Module|Callable|None=None, # whose input is probed: None/'classifier', 'pooled', a module or `model -> module`
+    module:str|nn.Module|Callable|None=None, # whose input: 'classifier' (None), 'pooled', a module, `model -> module`
     n_train:int|None=1000, # the probes are fitted on a seeded subset of this many training items; None: all
     n_valid:int|None=None, # and scored on a seeded subset of this many held-out items; None: all
     seed:int=0, # which subsets
     k:int=20, # neighbours of the k-NN probe
-    val_idx:np.ndarray|None=None, # positions in `self.dls.train_ds` never fitted on, the probes also scored there (`*_val`); None: none
+    val_idx:np.ndarray|None=None, # positions in `dls.train_ds` never fitted on, also scored (`*_val`)
 )->dict: # `fine_linear_probe`, `fine_knn`, `nc1` (coarse classes), `alignment_same_coarse_diff_fine` (and `*_val`)
     "Fine linear-probe and k-NN accuracy, coarse NC1 and same-coarse / different-fine alignment of a coarse learner"
     _check_size('n_train', n_train); _check_size('n_valid', n_valid); _check_size('k', k)
@@ -232,7 +232,7 @@ class CollapseRecorder(Callback):
     cols = ('geometric_margin', 'alignment', 'uniformity') # what `plot` draws by default
     def __init__(self,
         n:int|None=1000, # held-out items measured (a seeded subset); None: all of them
-        module:str|nn.Module|Callable|None=None, # None/'classifier' (margins need it), 'pooled', a module or `model -> module`
+        module:str|nn.Module|Callable|None=None, # 'classifier' (None; margins need it), 'pooled', a module
         seed:int=0, # which subset
         every:int=1, # measure after every `every` epochs, and after the last one
     ):
@@ -269,11 +269,10 @@ class CollapseRecorder(Callback):
         "One row per measurement: `epoch`, the measures, `seconds`"
         return pd.DataFrame(self.records)
     def plot(self,
-        cols:list|None=None, # columns of `history` to draw, one panel each; default: the class's `cols` (absent ones skipped)
+        cols:list|None=None, # columns of `history`, one panel each; default: the class's `cols`
         figsize=(10, 3), # matplotlib figure size, in inches
     ): # the matplotlib figure
         "Chosen measures (default: `cols`) against the epoch"
-        import matplotlib.pyplot as plt
         df = self.history; cols = [c for c in (cols or self.cols) if c in df]
         fig, axs = plt.subplots(1, len(cols), figsize=figsize, squeeze=False)
         for ax, c in zip(axs[0], cols): ax.plot(df['epoch'], df[c], marker='o'); ax.set_title(c); ax.set_xlabel('epoch')
@@ -288,10 +287,10 @@ class FineProbeRecorder(CollapseRecorder):
         every:int=1, # probe after every `every` epochs, and after the last one
         n_train:int|None=1000, # the probes are fitted on a seeded subset of this many training items; None: all
         n:int|None=1000, # and scored on a seeded subset of this many held-out items; None: all
-        module:str|nn.Module|Callable|None=None, # whose input is probed: None/'classifier', 'pooled', a module or `model -> module`
+        module:str|nn.Module|Callable|None=None, # whose input: 'classifier' (None), 'pooled', a module, a function
         seed:int=0, # which subsets
         k:int=20, # neighbours of the k-NN probe
-        val_idx:np.ndarray|None=None, # positions in `dls.train_ds` never fitted on; `n` of them scored too (`*_val`); None: none
+        val_idx:np.ndarray|None=None, # positions in `dls.train_ds` never fitted on; `n` of them scored (`*_val`)
     ):
         super().__init__(n, module, seed, every); store_attr('train_fine,valid_fine,n_train,k,val_idx')
         _check_size('n_train', n_train); _check_size('k', k)
@@ -314,7 +313,7 @@ class ShotAccuracy(Metric):
         group:str|None=None, # None: balanced accuracy; 'many', 'medium' or 'few': that group's accuracy
         many:int=MANY_SHOT, # many-shot classes: more training items than this
         few:int=FEW_SHOT, # few-shot classes: fewer training items than this
-        counts:np.ndarray|list|bool|None=None, # training items of each class; default: counted from `learn.dls.train_ds`
+        counts:np.ndarray|list|bool|None=None, # training items per class; default: counted on `learn.dls.train_ds`
     ):
         if group not in (None, 'many', 'medium', 'few'):
             raise ValueError(f"group={group!r}: use None, 'many', 'medium' or 'few'.")
@@ -346,10 +345,9 @@ class ShotAccuracy(Metric):
 # %% ../nbs/04_evaluate.ipynb #53581fc6
 def plot_align_uniform(
     reports:dict, # name -> a `collapse_report` table, or an `(alignment, uniformity)` pair
-    ax:Axes|None=None, # matplotlib axes to draw on; default: a new figure
+    ax:plt.Axes|None=None, # matplotlib axes to draw on; default: a new figure
 ):
     "Alignment-uniformity plane (Wang & Isola): one point per learner; lower-left is better"
-    import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(4, 4))
     for name, rep in reports.items():
         a, u = (rep.loc['alignment', 'value'], rep.loc['uniformity', 'value']) if isinstance(rep, pd.DataFrame) else rep
@@ -363,12 +361,11 @@ def plot_feature_map(
     method:str='pca', # 'pca', or 'tsne' (scikit-learn)
     highlight:list|None=None, # classes drawn on top, the others faded
     names:list|None=None, # class names, indexed by label
-    ax:Axes|None=None, # matplotlib axes to draw on; default: a new figure
+    ax:plt.Axes|None=None, # matplotlib axes to draw on; default: a new figure
     max_points:int=5000, # a seeded random subset of at most this many rows is drawn
     seed:int=0, # which subset (and t-SNE's seed)
 ):
     "2-D map of features (PCA, or t-SNE from scikit-learn), coloured by class; `highlight` = classes drawn on top"
-    import matplotlib.pyplot as plt
     if method not in ('pca', 'tsne'): raise ValueError(f"method={method!r}: use 'pca' or 'tsne'.")
     idx = seeded_subset(len(h), max_points, seed)
     x, yy = h[idx].float().numpy(), torch.as_tensor(y)[idx].numpy()
@@ -390,10 +387,9 @@ def plot_class_margins(
     class_margins:torch.Tensor, # mean margin of each class (C,): a report's `.attrs['class_margins']`
     counts:torch.Tensor, # training items of each class (C,)
     names:list|None=None, # class names, indexed by label
-    ax:Axes|None=None, # matplotlib axes to draw on; default: a new figure
+    ax:plt.Axes|None=None, # matplotlib axes to draw on; default: a new figure
 ):
     "Per-class geometric margins as bars, classes ordered by training frequency (long-tailed view)"
-    import matplotlib.pyplot as plt
     counts = torch.as_tensor(counts); order = counts.argsort(descending=True)
     if ax is None: _, ax = plt.subplots(figsize=(6, 3))
     ax.bar(range(len(order)), torch.as_tensor(class_margins)[order].numpy())

@@ -66,8 +66,9 @@ class BatchHook:
         self.handles.append(model.register_forward_hook(self._end, always_call=True))
 
     def open(self,
-        x:torch.Tensor|Callable|None=None, # the input of the admitted call (the object itself), or a function giving it when the call starts;
-                # None admits the next call, whatever its input
+        # the input of the admitted call (the object itself), or a function giving it when the call starts; None admits
+        # the next call, whatever its input
+        x:torch.Tensor|Callable|None=None,
         place:int=0, # index in `places` of the place where `fn` runs
     ):
         "Admit the next call of the model on `x`: `fn` runs at `places[place]` in that pass only"

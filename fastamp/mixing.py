@@ -160,7 +160,7 @@ class FeatureMixHandler(MixPolicy, HoldingCallback):
     run_valid = False
     order = 0  # `after_loss` must run before GradientAccumulation (6) and MixedPrecision (10) use `loss_grad`
     def __init__(self,
-        module:str|nn.Module|Callable|None=None, # where to mix: None/'classifier' (the classifier's input), 'pooled', a module or `model -> module`
+        module:str|nn.Module|Callable|None=None, # where to mix: 'classifier' (None), 'pooled', a module, a function
         loss_func:Callable|None=None, # per-sample-capable loss on integer targets; default: the learner's own
     ):
         self.module, self.loss_func = module, loss_func

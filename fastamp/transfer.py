@@ -32,8 +32,9 @@ def fine_learner(
     learn:Learner, # a Learner trained on coarse labels
     fine_dls:DataLoaders, # fine-labelled DataLoaders over the same items (see `fastamp.data.coarse_fine_dls`)
     mode:str='probe', # 'probe': train the new classifier only, on frozen features; 'finetune': train everything
-    module:nn.Linear|Callable|None=None, # the classifier to replace: None (the last Linear with `learn.dls.c` outputs), a Linear of
-                 # `learn.model`, or a function `model -> Linear`
+    # the classifier to replace: None (the last Linear with `learn.dls.c` outputs), a Linear of `learn.model`, or a
+    # function `model -> Linear`
+    module:nn.Linear|Callable|None=None,
     **kwargs, # to `Learner` (metrics, cbs, lr, ...)
 )->Learner:
     "A new Learner on the fine classes: the coarse model's body with a fresh classifier"
