@@ -10,8 +10,8 @@ from fastcore.meta import delegates
 from .bench.store import atomic_write
 from .bench.tasks import TASKS, PROBE_PLACES
 from .bench.config import BenchConfig
-from .bench.records import (out_records, select_records, records_frame, planned_keys, write_runs_table,
-                                   data_label)
+from .bench.records import (RunRecord, out_records, select_records, records_frame, planned_keys,
+                                   write_runs_table, data_label)
 from .bench.plan import preregistration_line
 from .evaluate import plot_align_uniform
 from .verdict import (PRIMARY, MARGIN, LEVEL, is_am, comparisons, label_family, verdict_line,
@@ -90,7 +90,7 @@ def save_plots(
     return paths
 
 # %% ../nbs/05a_report.ipynb #1a1d4fbd
-def _setting(rec)->str: return rec.key.rsplit('_', 1)[-1]  # the hash of the settings that change numbers
+def _setting(rec:RunRecord)->str: return rec.key.rsplit('_', 1)[-1]  # the hash of the settings that change numbers
 
 def _settings(recs:list)->dict:
     "The records of each setting of a task, settings in order of appearance"
@@ -136,7 +136,7 @@ def _fixed(cfg:dict, recs:list)->str:
               f"few < {cfg['few']}")
     return s + '.'
 
-def _machine(rec)->str:
+def _machine(rec:RunRecord)->str:
     v = rec.versions
     code = f" at {v['commit'][:7]}" + (' (dirty)' if v.get('dirty') else '') if v.get('commit') else ''
     return (f"Machine: {v['machine']}, {v['cpu_threads']} torch thread(s), GPU: {v['cuda'] or 'none'}; python "

@@ -122,7 +122,7 @@ def data_source(
             'env': _env_of(path)}
 
 def data_label(
-    cfg:dict, # a record's configuration (`rec['config']`)
+    cfg:dict, # a record's configuration (`RunRecord.config`)
     source:dict|None=None, # its `data_source`; None (a record made before it): the configuration's path, by name
 )->str:
     "A record's data for a results page: its file's name, the variable pointing at it, its checksum; no path"
