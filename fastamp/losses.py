@@ -4,8 +4,10 @@
 
 # %% ../nbs/01a_losses.ipynb #6f9be5a5
 from __future__ import annotations
+from fastai.data.load import DataLoader
 import math, warnings
 from functools import partial
+import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import store_attr, basic_repr, patch
 from fastai.callback.core import Callback
@@ -63,6 +65,7 @@ def setup_learner(
 class LossSetup(Callback):
     "At `before_fit`, `setup_learner(learn)`: what fastamp's event dispatch does for every learner already"
     order = -15
+    def __init__(self): super().__init__()  # no parameters (else docs list fastai's event keywords)
     def before_fit(self): setup_learner(self.learn)
 
 _plain_call_one = getattr(Learner._call_one, '_fastamp_plain', Learner._call_one)   # fastai's (a re-run cell)
@@ -127,9 +130,9 @@ class LogitAdjustedLoss(_ClassCountLoss):
     _params = ('tau',)
     def __init__(self,
         tau:float=1., # power of the prior added to the logits (the paper's default: 1)
-        counts=None, # training items per class; default: counted on `learn.dls.train_ds` at the start of `fit`
+        counts:np.ndarray|list|None=None, # training items per class; default: counted on `dls.train_ds` as `fit` starts
         posterior:str='balanced', # `activation`: 'balanced' = softmax(logits), 'train' = softmax(logits + tau log pi)
-        weight=None, # per-class weight, as in `nn.CrossEntropyLoss` (`DRW` sets it)
+        weight:torch.Tensor|None=None, # per-class weight, as in `nn.CrossEntropyLoss` (`DRW` sets it)
         reduction:str='mean', # 'mean' (weighted mean when `weight` is set), 'sum' or 'none'
     ):
         if posterior not in _POSTERIORS: raise ValueError(f"posterior={posterior!r}: use 'balanced' or 'train'.")
@@ -156,9 +159,9 @@ class LogitAdjustedLoss(_ClassCountLoss):
 class BalancedSoftmaxLoss(LogitAdjustedLoss):
     "Balanced Softmax (Ren et al., 2020): cross-entropy on `logits + log n_c`, i.e. `LogitAdjustedLoss(tau=1)`"
     def __init__(self,
-        counts=None, # training items per class; default: counted at the start of `fit`
+        counts:np.ndarray|list|None=None, # training items per class; default: counted at the start of `fit`
         posterior:str='balanced', # `activation`: 'balanced' = softmax(logits), 'train' = softmax(logits + log pi)
-        weight=None, # per-class weight, as in `nn.CrossEntropyLoss` (`DRW` sets it)
+        weight:torch.Tensor|None=None, # per-class weight, as in `nn.CrossEntropyLoss` (`DRW` sets it)
         reduction:str='mean', # 'mean' (weighted mean when `weight` is set), 'sum' or 'none'
     ):
         super().__init__(1., counts, posterior, weight, reduction)
@@ -191,9 +194,9 @@ class LDAMLoss(_ClassCountLoss):
     def __init__(self,
         max_m:float=0.5, # margin of the rarest class; the others get `max_m * (n_min / n_c) ** (1/4)`
         s:float=30., # scale of the logits in the softmax
-        counts=None, # training items per class; default: counted on `learn.dls.train_ds` at the start of `fit`
+        counts:np.ndarray|list|None=None, # training items per class; default: counted on `dls.train_ds` as `fit` starts
         check_model:bool=True, # at `before_fit`, fail unless the model's classifier is a `NormedLinear`
-        weight=None, # per-class weight, as in `nn.CrossEntropyLoss` (`DRW` sets it)
+        weight:torch.Tensor|None=None, # per-class weight, as in `nn.CrossEntropyLoss` (`DRW` sets it)
         reduction:str='mean', # 'mean' (weighted mean when `weight` is set), 'sum' or 'none'
     ):
         _check_param('s', s, 0, strict=True); _check_param('max_m', max_m, 0)
@@ -237,9 +240,9 @@ def _adjusted_softmax(logits, counts, tau): return F.softmax(posthoc_adjust(logi
 @patch
 def get_adjusted_preds(self:Learner,
     ds_idx:int=1, # `DataLoader` to predict on when `dl` is None (0: train, 1: valid)
-    dl=None, # a `DataLoader` to predict on
+    dl:DataLoader|None=None, # a `DataLoader` to predict on
     tau:float=1., # power of the prior subtracted from the logits
-    counts=None, # training items per class; default: counted on `learn.dls.train_ds`
+    counts:np.ndarray|list|None=None, # training items per class; default: counted on `learn.dls.train_ds`
     **kwargs, # to `get_preds` (`with_decoded`, `with_loss`, ...)
 ):
     "`get_preds` with probabilities `softmax(logits - tau * log(prior))`: post-hoc logit adjustment of an ERM model"
@@ -281,7 +284,7 @@ class DRW(HoldingCallback):
         switch_pct:float=0.8, # the switch epoch as a fraction of the fit's epochs (160 of 200)
         switch_epoch:int|None=None, # the switch epoch itself (0-based), instead of `switch_pct`
         beta:float=0.9999, # of the class-balanced weights after the switch
-        counts=None, # training items per class; default: counted on `learn.dls.train_ds`
+        counts:np.ndarray|list|None=None, # training items per class; default: counted on `learn.dls.train_ds`
     ):
         if not 0 <= switch_pct <= 1: raise ValueError(f"switch_pct={switch_pct}: a fraction of epochs is in [0, 1].")
         if not 0 <= beta < 1: raise ValueError(f"beta={beta}: beta must be in [0, 1).")
@@ -303,7 +306,7 @@ class DRW(HoldingCallback):
         return bool(l.training) and l.epoch >= self.switch_at(l.n_epoch)
 
     def weights(self,
-        device=None, # where the weights are needed; None: the CPU
+        device:torch.device|str|None=None, # where the weights are needed; None: the CPU
     )->torch.Tensor:
         "The class-balanced weights of the current counts, on `device`"
         c = self._counts.value

@@ -4,8 +4,10 @@
 
 # %% ../nbs/01_mixup.ipynb #36707f01
 from __future__ import annotations
+from collections.abc import Callable
 from functools import partial
 import math, dataclasses
+import numpy as np
 import torch, torch.nn as nn
 from torch.distributions import Beta
 from fastcore.basics import store_attr, basic_repr
@@ -26,14 +28,14 @@ class MidpointMixup(FeatureMixHandler):
     "Asymptotic Midpoint Mixup: train on features moving towards inter-class midpoints, with one-sided labels"
     order = 1  # an appending policy: after an in-place mixer, before GradientAccumulation (6)
     def __init__(self,
-        schedule=None, # `p -> lam` in [0.5, 1] (a number, a callable, a fastai annealer); None: `AsymptoticLam()`
+        schedule:float|Callable|None=None, # `p -> lam` in [0.5, 1], a number or an annealer; None: `AsymptoticLam()`
         symmetric:bool=True, # pair samples as a matching, so that `(j, i)` is drawn with `(i, j)`
         per_pair:bool=False, # draw each pair's ratio uniformly in `[lam(p), 1]` instead of `lam(p)` for all
         w:float=1., # weight of the augmented loss
         clean:bool=True, # keep the clean loss; False trains on augmented features alone (unpaired samples as they are)
         partner:str='sample', # the partner rule of `inter_class_partners`: 'sample', 'class' (one-way) or 'class_mean'
-        module=None, # where to mix: None/'classifier', 'pooled', a module or `model -> module`
-        loss_func=None, # default: the learner's loss (must take integer targets)
+        module:str|nn.Module|Callable|None=None, # where to mix: 'classifier' (None), 'pooled', a module, a function
+        loss_func:Callable|None=None, # default: the learner's loss (must take integer targets)
     ):
         super().__init__(module, loss_func)
         check_number('w', w, 0, what='the weight of the augmented loss')
@@ -78,9 +80,9 @@ class FeatureMixup(FeatureMixHandler):
     in_place = True
     def __init__(self,
         alpha=1., # Beta parameter (> 0), or a callable `p -> alpha` scheduling it over training
-        label_rule=None, # maps `(lam, y, y_partner)` to the weight of `y`, e.g. `Remix()`; default: `lam`
-        module=None, # where to mix: None/'classifier', 'pooled', a module or `model -> module`
-        loss_func=None, # default: the learner's loss (must take integer targets)
+        label_rule:Callable|None=None, # maps `(lam, y, y_partner)` to the weight of `y`, e.g. `Remix()`; default: `lam`
+        module:str|nn.Module|Callable|None=None, # where to mix: 'classifier' (None), 'pooled', a module, a function
+        loss_func:Callable|None=None, # default: the learner's loss (must take integer targets)
     ):
         super().__init__(module, loss_func)
         if not callable(alpha) and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
@@ -130,9 +132,9 @@ class ManifoldMixup(FeatureMixup):
     "Manifold Mixup: mix the output of one layer, drawn at random per batch among the input and the residual stages"
     def __init__(self,
         alpha=2., # Beta parameter (> 0), or a callable `p -> alpha`
-        modules=None, # layers to draw from (`INPUT` for the input); default: the input and the body's residual stages
-        label_rule=None, # maps `(lam, y, y_partner)` to the weight of `y`, e.g. `Remix()`; default: `lam`
-        loss_func=None, # default: the learner's loss (must take integer targets)
+        modules:list|None=None, # layers to draw from (`INPUT`: the input); default: the input and residual stages
+        label_rule:Callable|None=None, # maps `(lam, y, y_partner)` to the weight of `y`, e.g. `Remix()`; default: `lam`
+        loss_func:Callable|None=None, # default: the learner's loss (must take integer targets)
     ):
         super().__init__(alpha, label_rule, None, loss_func)
         self.modules = modules
@@ -154,8 +156,8 @@ class InputMixup(ManifoldMixup):
     "Mixup on the input (Zhang et al., 2018), on the same mechanism, so that `label_rule=Remix()` applies"
     def __init__(self,
         alpha=1., # Beta parameter (> 0), or a callable `p -> alpha`
-        label_rule=None, # maps `(lam, y, y_partner)` to the weight of `y`, e.g. `Remix()`; default: `lam`
-        loss_func=None, # default: the learner's loss (must take integer targets)
+        label_rule:Callable|None=None, # maps `(lam, y, y_partner)` to the weight of `y`, e.g. `Remix()`; default: `lam`
+        loss_func:Callable|None=None, # default: the learner's loss (must take integer targets)
     ): super().__init__(alpha, [INPUT], label_rule, loss_func)
     __repr__ = basic_repr('alpha,label_rule')
 
@@ -165,7 +167,7 @@ class Remix:
     def __init__(self,
         kappa:float=3., # count ratio from which a pair counts as imbalanced
         tau:float=0.5, # the label goes to the minority when its share of the mix is at least `1 - tau`
-        counts=None, # training count per class; default: counted on `learn.dls.train_ds`
+        counts:np.ndarray|list|None=None, # training count per class; default: counted on `learn.dls.train_ds`
     ):
         check_number('kappa', kappa, 1, what='the count ratio')
         check_number('tau', tau, 0, 1, what='tau')
@@ -218,8 +220,8 @@ class SynerMixIntra(IntraClassSynthesis, FeatureMixHandler):
     order = 1  # an appending policy: after an in-place mixer, so that it adds to its loss
     def __init__(self,
         w:float=1., # weight of the intra-class loss
-        module=None, # where to synthesize: None/'classifier', 'pooled', a module or `model -> module`
-        loss_func=None, # default: the learner's loss (must take integer targets)
+        module:str|nn.Module|Callable|None=None, # where to synthesize: 'classifier' (None), 'pooled', a module
+        loss_func:Callable|None=None, # default: the learner's loss (must take integer targets)
     ):
         super().__init__(module, loss_func)
         check_number('w', w, 0, what='the weight of the intra-class loss')
@@ -239,9 +241,9 @@ class SynerMix(IntraClassSynthesis, FeatureMixup):
     def __init__(self,
         beta:float=0.5, # weight of the intra-class loss; `1 - beta` goes to the inter-class mixup loss
         alpha=1., # Beta parameter of the inter-class mixup (or a callable `p -> alpha`)
-        label_rule=None, # for the inter-class part, e.g. `Remix()`
-        module=None, # where to mix and synthesize: None/'classifier', 'pooled', a module or `model -> module`
-        loss_func=None, # default: the learner's loss (must take integer targets)
+        label_rule:Callable|None=None, # for the inter-class part, e.g. `Remix()`
+        module:str|nn.Module|Callable|None=None, # where to mix and synthesize: 'classifier' (None), 'pooled', a module
+        loss_func:Callable|None=None, # default: the learner's loss (must take integer targets)
     ):
         super().__init__(alpha, label_rule, module, loss_func)
         check_number('beta', beta, 0, 1, what='beta')
