@@ -7,6 +7,7 @@ from __future__ import annotations
 import math, warnings, weakref
 import torch, torch.nn as nn
 from fastcore.basics import store_attr, basic_repr
+from fastai.torch_core import get_model
 
 # %% auto #0
 __all__ = ['PARTNERS', 'unwrap_model', 'plain_tensor', 'find_classifier', 'layers_after', 'pooled_features_module',
@@ -17,11 +18,13 @@ __all__ = ['PARTNERS', 'unwrap_model', 'plain_tensor', 'find_classifier', 'layer
 
 # %% ../nbs/00_core.ipynb #a437c349
 def unwrap_model(
-    model:nn.Module, # a model, possibly wrapped for data-parallel training
+    model:nn.Module, # a model, possibly wrapped for data-parallel training and compiled
 )->nn.Module:
-    "`model` without its `DistributedDataParallel`/`DataParallel` wrappers"
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)): model = model.module
-    return model
+    "`model` without its wrappers: data-parallel ones (fastai's `get_model`) and `torch.compile`'s, nested in any order"
+    while True:
+        inner = model._orig_mod if isinstance(getattr(model, '_orig_mod', None), nn.Module) else get_model(model)
+        if inner is model: return model
+        model = inner
 
 def plain_tensor(
     t, # a tensor (or anything else, returned as it is)

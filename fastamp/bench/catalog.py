@@ -246,9 +246,9 @@ def folder_tasks(
 class Task:
     "A benchmark task: `name`, the `runner` of one run (or of the whole task), the `title` of its tables"
     name:str # folder name and `--task` value
-    runner:Callable # `runner(cfg, method, seed, rho, data, train=None)`
+    runner:Callable # `runner(cfg, method, seed, rho, data, train=None)`; a whole-task one: `runner(cfg, data=data)`
     title:str # heading of its tables
-    per_run:bool=True # one record per (method, seed, rho); False: one table for the whole task (`method=None`)
+    per_run:bool=True # one record per (method, seed, rho); False: one table for the whole task
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #d89df363
 CLAIM_SEEDS = [0, 1, 2, 3, 4]  # presets that make a claim: 5 seeds (`fastamp.verdict`: the power at 3 is too low)

@@ -5,7 +5,7 @@
 # %% ../../nbs/05_bench/04_loggers.ipynb #eb1210f3
 from __future__ import annotations
 from pathlib import Path
-import pandas as pd, torch
+import pandas as pd
 from fastcore.basics import store_attr
 from fastai.callback.core import Callback
 from fastai.callback.progress import CSVLogger
@@ -16,15 +16,6 @@ __all__ = ['LOGGERS', 'EpochCSVLogger', 'MixValuesLogger', 'logger_callbacks']
 
 # %% ../../nbs/05_bench/04_loggers.ipynb #bc7bc255
 LOGGERS = {'csv': None, 'tensorboard': 'tensorboard', 'wandb': 'wandb'}  # --log value: the package it needs
-
-def _scalar(v)->float: return float(v.float().mean()) if isinstance(v, torch.Tensor) else float(v)
-
-def _read_once(rows:list)->list:
-    "`rows` of `(step, {name: value})` with their tensor values read in one device-to-host transfer"
-    ts = [v for _, vals in rows for v in vals.values() if isinstance(v, torch.Tensor)]
-    got = iter(torch.stack([t.detach().float().mean() for t in ts]).tolist() if ts else [])
-    read = lambda v: next(got) if isinstance(v, torch.Tensor) else float(v)
-    return [(i, {k: read(v) for k, v in vals.items()}) for i, vals in rows]
 
 class EpochCSVLogger(CSVLogger):
     "fastai's `CSVLogger` that, resuming at epoch `start`, keeps the rows of the epochs before it and appends the rest"
@@ -60,25 +51,30 @@ class MixValuesLogger(Callback):
         if not step or not p.exists(): p.unlink(missing_ok=True); return
         df = pd.read_csv(p); df = df[df['iter'] < step]
         atomic_write(p, lambda t: df.to_csv(t, index=False)); self.rows = df.to_dict('records')
-    def _values(self)->dict:
-        "What each mixing callback recorded since the last batch (tensors as they are)"
-        out = {}
+    def _rows(self)->list:
+        "`(name, history, row)` of each mixing callback that recorded a row in this batch: where, not what"
+        out = []
         for cb in self.learn.cbs:
             hist = getattr(cb, 'hist', None)
             if not isinstance(hist, list) or not hist or len(hist) == self._seen.get(id(cb)): continue
             self._seen[id(cb)] = len(hist)
-            name = type(cb).__name__
-            out.update({f'{name}/{k}': v for k, v in hist[-1].items() if k not in ('iter', 'pct_train')})
+            out.append((type(cb).__name__, hist, len(hist) - 1))
         return out
     def after_batch(self):
-        vals = self._values()
-        if not vals: return
-        if self.kind == 'wandb':
-            import wandb; wandb.log({k: _scalar(v) for k, v in vals.items()}, commit=False)
-        else: self._pending.append((self.epoch * self.n_iter + self.iter, vals))  # its step in the whole fit
+        rows = self._rows()
+        if rows: self._pending.append((self.epoch * self.n_iter + self.iter, rows))  # its step in the whole fit
+    def _read(self)->list:
+        "`(step, {name/key: value})` of the steps noted since the last read, from the histories brought to the host"
+        for h in {id(h): h for _, rows in self._pending for _, h, _ in rows}.values(): h.gather()  # done: no copy
+        read = lambda name, row: {f'{name}/{k}': v for k, v in row.items() if k not in ('iter', 'pct_train')}
+        steps = [(i, {k: v for name, h, j in rows for k, v in read(name, h[j]).items()}) for i, rows in self._pending]
+        self._pending = []
+        return steps
     def _flush(self):
-        "Write the steps kept since the last flush, read from the device at once"
-        rows, self._pending = _read_once(self._pending), []
+        "Write the steps noted since the last flush (wandb: their means)"
+        rows = self._read()
+        if self.kind == 'wandb' and rows:
+            import wandb; wandb.log(pd.DataFrame([v for _, v in rows]).mean().to_dict(), commit=False)
         if self.kind == 'csv' and rows:
             new = [{'iter': i, **vals} for i, vals in rows]; self.rows += new
             if self.path:

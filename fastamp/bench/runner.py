@@ -263,7 +263,7 @@ def run_comparison(
     task = TASKS[cfg.task]
     if not task.per_run:
         if keys is not None and cfg.task not in keys: return counts  # another shard measures it
-        df = task.runner(cfg, None, 0, None, _data(cfg))
+        df = task.runner(cfg, data=_data(cfg))
         atomic_write(out/cfg.task/'overhead.csv', lambda p: df.to_csv(p, index=False))
         counts['done'] = len(df); return counts
     check_data(cfg, _data(cfg))  # a dataset that cannot be read or cannot give a batch fails here, before any run

@@ -142,9 +142,7 @@ def measure_overhead(
     cfg, # the comparison: a `fastamp.bench.config.BenchConfig` (its methods, arch, batch size, lr)
     method:str|None=None, # measure this method against 'erm'; None: every method of `cfg`
     seed:int=0, # seeds the data order and the models
-    rho=None, # unused (the task's runner signature)
     data:tuple|None=None, # `(ImageSet, coarse map, image size)`, from `load_dataset`; None: `cfg`'s dataset
-    train=None, # unused: the measure times its own fits
     steps:int=10, # timed steps per repeat
     warmup:int=3, # untimed steps first
     repeats:int=5, # round-robin repeats over the methods
