@@ -24,8 +24,8 @@ from ..data import COARSE_MAPS
 # %% auto #0
 __all__ = ['METHODS', 'DATASETS', 'FOLDER_DATASET', 'CLAIM_SEEDS', 'PRESETS', 'Method', 'get_method', 'method_loss',
            'method_callbacks', 'describe_method', 'Dataset', 'folder_root', 'folder_split', 'load_folder',
-           'dataset_name', 'get_dataset', 'is_folder', 'needs_data_message', 'one_size', 'load_dataset', 'folder_tasks',
-           'Task']
+           'dataset_names', 'dataset_name', 'get_dataset', 'is_folder', 'needs_data_message', 'one_size',
+           'load_dataset', 'folder_tasks', 'Task']
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #708d0787
 @dataclass(frozen=True)
@@ -172,15 +172,17 @@ DATASETS = {d.name: d for d in [
 ]}
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #4ebaa4ce
-_DATASET_ALIASES = {a: d.name for d in DATASETS.values() for a in (d.name, *d.aliases)}
+def dataset_names()->dict:
+    "Every name `--dataset` takes (the entries' names and aliases) -> its entry's name, read from `DATASETS` now"
+    return {a: d.name for d in DATASETS.values() for a in (d.name, *d.aliases)}
 
 def dataset_name(
     name:str, # a key of `DATASETS` or one of its aliases
 )->str:
     "The benchmark name of the dataset called `name`"
-    if name not in _DATASET_ALIASES:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(_DATASET_ALIASES)}")
-    return _DATASET_ALIASES[name]
+    names = dataset_names()
+    if name not in names: raise KeyError(f"unknown dataset {name!r}; known: {', '.join(names)}")
+    return names[name]
 
 def get_dataset(
     name:str, # a key of `DATASETS` or one of its aliases
@@ -192,7 +194,7 @@ def is_folder(
     name:str|None, # a dataset's name or alias; None or an unknown name (which the settings checks refuse): False
 )->bool:
     "Whether `name` is a user's own image tree (`Dataset.folder`)"
-    return name in _DATASET_ALIASES and get_dataset(name).folder
+    return name in dataset_names() and get_dataset(name).folder
 
 FOLDER_DATASET = next(d.name for d in DATASETS.values() if d.folder)  # what `--data` alone stands for: your own tree
 

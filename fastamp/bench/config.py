@@ -12,7 +12,7 @@ from ..models import MODELS, _HEADS
 from ..accuracies import MANY_SHOT, FEW_SHOT
 from ..datasets import ImageSet, source_checksum
 from ..losses import DRW
-from .catalog import (METHODS, DATASETS, PRESETS, _DATASET_ALIASES, dataset_name, get_dataset,
+from .catalog import (METHODS, DATASETS, PRESETS, dataset_names, dataset_name, get_dataset,
                                    is_folder, needs_data_message, describe_method, folder_split)
 from .training import SCHEDULES, OPTIMIZERS, LOADERS, _is_arch, _archs
 from .training import COMPILE_MODES
@@ -63,7 +63,7 @@ def _check_choices(s:dict):
     if 'tasks' in s: _known('tasks', s['tasks'], TASKS)
     if 'task' in s: _known('task', [s['task']], TASKS)
     if 'methods' in s: _known('methods', s['methods'], METHODS)
-    if 'dataset' in s: _known('dataset', [s['dataset']], _DATASET_ALIASES)
+    if 'dataset' in s: _known('dataset', [s['dataset']], dataset_names())
     if s.get('schedule'): _known('schedule', [s['schedule']], SCHEDULES)
     if s.get('opt'): _known('opt', [s['opt']], OPTIMIZERS)
     if s.get('loader'): _known('loader', [s['loader']], LOADERS)
@@ -296,7 +296,7 @@ def task_configs(
 
 def catalog_listing()->str:
     "The methods (their callbacks and loss), presets, datasets and tasks one can choose: `fastamp bench --list`"
-    w = max(map(len, [*METHODS, *PRESETS, *_DATASET_ALIASES, *TASKS])) + 2
+    w = max(map(len, [*METHODS, *PRESETS, *dataset_names(), *TASKS])) + 2
     row = lambda name, what: f"  {name:<{w}}{what}"
     preset = lambda p: (f"{p['dataset']}; tasks {','.join(p['tasks'])}; methods {','.join(p['methods'])}"
                         + (f"; {p['epochs']} epochs" if 'epochs' in p else ''))
