@@ -4,6 +4,8 @@
 
 # %% ../nbs/00_core.ipynb #67906bc8
 from __future__ import annotations
+from collections.abc import Callable
+import numpy as np
 import math, warnings, weakref
 import torch, torch.nn as nn
 from fastcore.basics import store_attr, basic_repr
@@ -79,7 +81,7 @@ def pooled_features_module(
 # %% ../nbs/00_core.ipynb #d19065af
 def resolve_module(
     model:nn.Module, # the learner's model
-    module=None, # None/'classifier', 'pooled', a module of `model`, or a callable `model -> module`
+    module:str|nn.Module|Callable|None=None, # 'classifier' (None), 'pooled', a module of `model`, `model -> module`
     n_out:int|None=None, # number of classes, which identifies the classifier (see `find_classifier`)
 )->nn.Module:
     "The module named by `module` (None/'classifier', 'pooled', a module of `model`, or a callable `model -> module`)"
@@ -238,7 +240,7 @@ def pair_ratios(
     lam, # the scheduled ratio `lam(p)`, in [0.5, 1]: a number, or a 0-d tensor on `device` (read in place, no copy)
     n:int, # number of pairs
     per_pair:bool=False, # draw each pair's ratio uniformly in `[lam, 1]`
-    device=None, # where to draw them (the features' device: no copy from the host)
+    device:torch.device|str|None=None, # where to draw them (the features' device: no copy from the host)
     generator:torch.Generator|None=None, # random generator (default: torch's global one)
 )->torch.Tensor:
     "The ratio of each of `n` pairs, in float32 (cast to the features' dtype when mixing)"
@@ -330,7 +332,7 @@ def _ref(o):
 class TrainCounts:
     "Class counts given by the user, else counted on a learner's training set, again only when that set changes"
     def __init__(self,
-        counts=None, # training items per class; None: count `dls.train_ds` at `update`
+        counts:np.ndarray|torch.Tensor|list|None=None, # training items per class; None: counted at `update`
         check=torch.as_tensor, # `counts -> tensor`: applied once to the given counts and to each count made
     ):
         self.check, self.given = check, None if counts is None else check(counts)
@@ -365,7 +367,7 @@ class DeviceCache:
     def get(self,
         src, # what the tensor is made from (compared by identity: a new object means new values)
         device, # where the tensor is needed (a batch tensor's `.device`); None: the CPU
-        make=None, # `src -> tensor`; default: `torch.as_tensor`
+        make:Callable|None=None, # `src -> tensor`; default: `torch.as_tensor`
         params=(), # other values the tensor depends on (compared by `==`)
     )->torch.Tensor:
         "The tensor made from `src` and `params`, on `device`"

@@ -224,7 +224,7 @@ def one_size(
 
 def load_dataset(
     name:str, # a key of `DATASETS` or one of its aliases
-    path=None, # folder or archive of the dataset's files, where it needs one
+    path:Path|str|None=None, # folder or archive of the dataset's files, where it needs one
     size:int|None=None, # square side the models get; None: the dataset's (a folder: its images' one size)
     valid_pct:float=0.2, # a folder without a held-out folder: the share of each class held out
     loader:str='item', # 'device': a folder's files decoded once into one array at `size` (`decode_images`, cached)

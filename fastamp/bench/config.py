@@ -153,8 +153,9 @@ def _check_switch(s:dict):
                 f"{next(n for n in range(e + 1, e + 1000) if cb.switch_at(n) < n)} or more")
 
 def check_settings(
-    s:dict, # benchmark settings: `BenchConfig` fields and run options (`tasks`, `out`, `threads`, `jobs`, `log`,
-            # `devices`, `shard`, `lock_timeout`)
+    # benchmark settings: `BenchConfig` fields and run options (`tasks`, `out`, `threads`, `jobs`, `log`, `devices`,
+    # `shard`, `lock_timeout`)
+    s:dict,
 ):
     "Raise `SettingsError` on the first setting of `s` that cannot run, before any work"
     for k, ok, fix in _RULES:
@@ -221,7 +222,7 @@ def run_key(
     cfg:BenchConfig, # the comparison
     method:str, # its method
     seed:int, # its seed
-    rho=None, # its imbalance ratio (long-tailed task)
+    rho:float|None=None, # its imbalance ratio (long-tailed task)
 )->str:
     "A file-safe name for one run, with a hash of the settings that change its numbers"
     fixed = {k: v for k, v in asdict(cfg).items() if k not in ('methods', 'seeds', 'rhos', 'device', 'data', 'split',
@@ -234,7 +235,7 @@ def run_key(
 # %% ../../nbs/05_bench/06_config.ipynb #bc360419
 def data_checksum(
     dataset:str, # a key of `DATASETS` or an alias
-    data=None, # the path given (`--data`), if any
+    data:Path|str|None=None, # the path given (`--data`), if any
 )->str|None: # 16 hex digits of `fastamp.datasets.source_checksum`; None for a built-in dataset
     "Checksum of the file or folder `dataset` reads its data from: `data`, else its default place"
     src = get_dataset(dataset).source
@@ -243,7 +244,7 @@ def data_checksum(
 
 def split_line(
     dataset:str, # a key of `DATASETS` or an alias
-    data=None, # the path given (`--data`), if any
+    data:Path|str|None=None, # the path given (`--data`), if any
     valid_pct:float=0.2, # the share held out when a folder has no held-out folder
 )->str|None: # None for a dataset with its own split
     "How the held-out items of a folder are chosen: its own held-out folder, or a seeded stratified split"

@@ -39,7 +39,7 @@ class MixValuesLogger(Callback):
     order, run_valid = 70, False
     def __init__(self,
         kind:str, # 'csv', 'tensorboard' or 'wandb'
-        path=None, # 'csv': the per-step file, appended after every epoch
+        path:Path|str|None=None, # 'csv': the per-step file, appended after every epoch
         start:int=0, # the epoch the fit resumes at: the file keeps the steps before it
     ): store_attr(); self.rows = []
     def before_fit(self):

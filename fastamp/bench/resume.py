@@ -4,6 +4,7 @@
 
 # %% ../../nbs/05_bench/03_resume.ipynb #3432d352
 from __future__ import annotations
+from collections.abc import Callable
 import time, warnings
 from pathlib import Path
 import torch
@@ -68,7 +69,7 @@ def _read_checkpoint(path:Path, log=None)->dict|None:
 def resume_training(
     learn:Learner, # a freshly built learner of the run
     path, # its checkpoint file (may not exist)
-    log=None, # called with the line that names a checkpoint set aside; None: a warning
+    log:Callable|None=None, # called with the line that names a checkpoint set aside; None: a warning
 )->tuple: # `(epoch to start at, wall seconds the run has trained before)`, `(0, 0.)` without a checkpoint
     "Load the checkpoint at `path` into `learn` (one that cannot be read is set aside: the run starts again)"
     st = _read_checkpoint(Path(path), log)

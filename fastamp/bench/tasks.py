@@ -4,6 +4,7 @@
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #d5d05c42
 from __future__ import annotations
+from collections.abc import Callable
 import dataclasses, statistics, warnings
 import numpy as np, pandas as pd, torch
 from fastai.metrics import accuracy
@@ -71,7 +72,7 @@ def run_c2f(
     seed:int, # the run's seed
     rho, # unused (no imbalance in this task)
     data:tuple, # `(ImageSet, coarse map, image size)`, from `load_dataset`
-    train=None, # `train(learn)` fits the learner; default: `cfg.epochs` of the configured schedule
+    train:Callable|None=None, # `train(learn)` fits the learner; default: `cfg.epochs` of the configured schedule
 )->tuple:
     "Coarse training, fine probes (during training when `cfg.probe_every`; and fine-tuning): `(metrics, learner)`"
     data, coarse, size = data
@@ -110,7 +111,7 @@ def run_lt(
     seed:int, # the run's seed (also draws the long-tailed subset)
     rho:float, # imbalance ratio n_max / n_min of the training subset
     data:tuple, # `(ImageSet, coarse map, image size)`, from `load_dataset`
-    train=None, # `train(learn)` fits the learner; default: `cfg.epochs` of the configured schedule
+    train:Callable|None=None, # `train(learn)` fits the learner; default: `cfg.epochs` of the configured schedule
 )->tuple:
     "Long-tailed training (exponential profile, ratio `rho`), balanced evaluation (curves with `cfg.probe_every`)"
     data, _, size = data
@@ -128,7 +129,7 @@ def train_size(
     cfg, # the comparison: a `fastamp.bench.config.BenchConfig`
     data:ImageSet, # its data
     seed:int, # the run's seed
-    rho=None, # the run's imbalance ratio (long-tailed task)
+    rho:float|None=None, # the run's imbalance ratio (long-tailed task)
 )->int:
     "Training items of one run of `cfg`: what its training loader deals out in batches"
     if cfg.task == 'lt': return len(lt_train_idx(cfg, data, rho, seed))

@@ -125,7 +125,7 @@ def make_learner(
     normed:bool=False, # a cosine classifier (`NormedLinear`, what a loss's `classifier` may ask; fastamp's models)
     head:str|None=None, # fastamp's models: 'one' (pooled -> Linear) or 'two' (a hidden Linear first); None: theirs
     pretrained:bool=False, # torchvision / timm: start from their downloaded ImageNet weights (ImageNet normalisation)
-    weights=None, # torchvision / timm: a local checkpoint file to start from instead (see `load_weights`)
+    weights:Path|str|None=None, # torchvision / timm: a local checkpoint file to start from instead (see `load_weights`)
     **kwargs, # to `Learner` / `vision_learner` (`loss_func`, `opt_func`, `wd`, ...)
 )->Learner:
     "A quiet learner of `arch` on `dls` with callbacks `cbs` (a pretrained one with its body frozen, as fastai's)"
