@@ -303,6 +303,7 @@ def long_tailed_indices(
     seed:int=0, # seed of the choice of items inside each class
     clamp:bool=False, # take what a class has when it has fewer items than its quota (else an error)
     vocab:list|None=None, # class names: their number is the class count (default: labels.max() + 1), names in errors
+    own:bool=False, # steepen the labels' own imbalance: head = the largest class (`n_max` its count), classes by size
 )->np.ndarray:
     "Sorted indices of a seeded long-tailed subset of `labels`"
     labels = np.asarray(labels); C = len(vocab) if vocab is not None else int(labels.max()) + 1
@@ -311,6 +312,7 @@ def long_tailed_indices(
         c = int(empty[0]); name = f" ({vocab[c]!r})" if vocab is not None else ''
         raise ValueError(f"class {c}{name} has no training items, so no long-tailed profile can include it: add its "
                          "items, or drop the class (relabel the others 0..C-2 and remove it from the vocabulary).")
+    if own: n_max, order, clamp = int(avail.max()), np.argsort(-avail, kind='stable'), True
     order = np.arange(C) if order is None else np.asarray(order)
     if sorted(order.tolist()) != list(range(C)): raise ValueError(f"order must list each of the {C} classes once.")
     n_max = int(avail.min() if n_max is None else n_max)

@@ -101,9 +101,7 @@ def lt_train_idx(
     "Training items of a long-tailed run: a folder's own counts (`rho` 1) or made steeper; others' exponential profile"
     if not is_folder(cfg.dataset): return long_tailed(data, rho, seed=seed)
     if rho == 1: return data.train_idx  # the folder's natural imbalance, no resampling
-    counts = np.bincount(data.labels[data.train_idx], minlength=len(data.vocab))
-    return long_tailed(data, rho, seed=seed, n_max=int(counts.max()), order=np.argsort(-counts, kind='stable'),
-                       clamp=True)  # head = its largest class; each class keeps at most what it has
+    return long_tailed(data, rho, seed=seed, own=True)  # head = its largest class; each keeps at most what it has
 
 def run_lt(
     cfg, # the comparison: a `fastamp.bench.config.BenchConfig`
