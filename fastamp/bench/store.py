@@ -8,8 +8,8 @@ import datetime, errno, json, os, socket, tempfile, time, uuid
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['LOCK_TIMEOUT', 'HEARTBEAT', 'atomic_write', 'write_json', 'set_aside', 'OutputError', 'output_error', 'this_process',
-           'read_lock', 'lock_is_stale', 'holder_line', 'RunLock']
+__all__ = ['LOCK_TIMEOUT', 'HEARTBEAT', 'UNREADABLE_LOCK_S', 'atomic_write', 'write_json', 'set_aside', 'OutputError',
+           'output_error', 'this_process', 'read_lock', 'lock_is_stale', 'holder_line', 'RunLock']
 
 # %% ../../nbs/05_bench/01_store.ipynb #1b1baf54
 def _umask()->int:
@@ -109,18 +109,21 @@ def _on_this_host(h:dict)->bool:
     same = lambda k, v: h.get(k) is None or v is None or h[k] == v
     return h.get('host') == socket.gethostname() and same('boot', _boot_id()) and same('pidns', _pid_ns())
 
+UNREADABLE_LOCK_S = 10 # seconds: a lock still unreadable after this was never a whole lock of a live run
+
 def lock_is_stale(
     path, # the lock file
     holder:dict|None, # what it names (`read_lock`)
     timeout:float=LOCK_TIMEOUT, # seconds without a heartbeat after which a lock held elsewhere is stale
 )->bool:
-    "Whether the lock may be taken over: its process on this host is gone, or elsewhere its heartbeat is too old"
+    "Whether the lock may be taken over: its holder here is gone, elsewhere its heartbeat is too old, or it is debris"
     if holder is not None and _on_this_host(holder):
         if not _pid_alive(holder['pid']): return True
         start, was = _start_time(holder['pid']), holder.get('start')
         return None not in (start, was) and start != was  # the pid now names another process
-    try: return time.time() - Path(path).stat().st_mtime > timeout
+    try: age = time.time() - Path(path).stat().st_mtime
     except FileNotFoundError: return True
+    return age > (UNREADABLE_LOCK_S if holder is None else timeout)
 
 def holder_line(
     h:dict|None, # a lock's holder (`read_lock`)
