@@ -52,6 +52,12 @@ class EpochCheckpoint(Callback):
 
 _CKPT_KEYS = ('epoch', 'model', 'opt', 'rng')
 
+def _set_aside(path:Path, e:Exception, log=None, what:str='cannot be read'):
+    "Set the checkpoint aside (`set_aside`) and say so, through `log` or a warning"
+    line = set_aside(path, e, what).replace('its run trains again', 'the run starts again from epoch 0')
+    if log is None: warnings.warn(line, stacklevel=4)
+    else: log(line)
+
 def _read_checkpoint(path:Path, log=None)->dict|None:
     "The state saved at `path`; None when there is none, or when it cannot be read (then it is set aside)"
     try:
@@ -60,23 +66,24 @@ def _read_checkpoint(path:Path, log=None)->dict|None:
             raise ValueError("not a checkpoint of a run")
         return st
     except FileNotFoundError: return None
-    except Exception as e:  # torch.load raises what unpickling a cut file raises: EOFError, RuntimeError, ...
-        line = set_aside(path, e).replace('its run trains again', 'the run starts again from epoch 0')
-        if log is None: warnings.warn(line, stacklevel=3)
-        else: log(line)
-        return None
+    except Exception as e: _set_aside(path, e, log)  # torch.load raises what unpickling a cut file raises
 
 def resume_training(
     learn:Learner, # a freshly built learner of the run
     path, # its checkpoint file (may not exist)
     log:Callable|None=None, # called with the line that names a checkpoint set aside; None: a warning
 )->tuple: # `(epoch to start at, wall seconds the run has trained before)`, `(0, 0.)` without a checkpoint
-    "Load the checkpoint at `path` into `learn` (one that cannot be read is set aside: the run starts again)"
+    "Load the checkpoint at `path` into `learn`; one that cannot be read or does not fit is set aside"
     st = _read_checkpoint(Path(path), log)
     if st is None: return 0, 0.
-    learn.model.load_state_dict(st['model'])
-    learn.create_opt(); learn.opt.load_state_dict(st['opt'])
-    _set_rng_state(learn, st['rng'])
+    fresh = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    try:
+        learn.model.load_state_dict(st['model'])
+        learn.create_opt(); learn.opt.load_state_dict(st['opt'])
+        _set_rng_state(learn, st['rng'])
+    except Exception as e:  # it unpickles but is another run's: another model, optimizer or layout
+        learn.model.load_state_dict(fresh); learn.opt = None   # as built: torch copied the tensors that fitted
+        _set_aside(Path(path), e, log, "does not fit this run's learner"); return 0, 0.
     for cb, records in zip(_recorders(learn), st.get('recorders', [])): cb.records = list(records)
     return st['epoch'], st.get('wall_s', 0.)
 
