@@ -187,3 +187,14 @@ def test_every_command_the_docs_quote_is_one_fastamp_takes(page, cmd, tmp_path):
         if e.code == 0: return  # --help
         pytest.fail(f"{page}: `{cmd}` is refused by fastamp's parser (exit {e.code})")
     if args.cmd == 'bench' and not args.list and not args.plan: check_settings(bench_settings(args))
+
+
+@pytest.mark.parametrize('path', sorted((NBS/'tutorials').glob('*.ipynb')), ids=lambda p: p.name)
+def test_every_tutorial_opens_with_its_answer_and_where_it_comes_from(path):
+    "Right under its title: the question, the answer from the claims table, a link to it and to a results page"
+    first = cells(path)[1]
+    assert first['cell_type'] == 'markdown' and '**The question**' in first.source and '**The answer**' in first.source
+    assert '(../method.ipynb#claims-against-evidence)' in first.source, 'link the claims table'
+    pages = re.findall(r'\(https://github\.com/fastamp/fastamp/blob/main/(results/[\w.]+\.md)\)', first.source)
+    assert pages and all((ROOT/p).exists() for p in pages), pages
+    assert any(c.source.startswith('## Claims against evidence') for c in cells(NBS/'method.ipynb')), 'anchor moved'
