@@ -381,6 +381,7 @@ def plot_feature_map(
         ax.scatter(p[m, 0], p[m, 1], s=6 if c not in hl else 14, alpha=0.3 if hl and c not in hl else 0.9,
                    label=names[c] if names is not None else str(c), zorder=2 if c in hl else 1)
     ax.legend(markerscale=2, fontsize=7); ax.set_title(f'features ({method})')
+    axis = 'PC' if method == 'pca' else 't-SNE'; ax.set_xlabel(f'{axis} 1'); ax.set_ylabel(f'{axis} 2')
     return ax
 
 def plot_class_margins(
