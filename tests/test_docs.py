@@ -198,3 +198,13 @@ def test_every_tutorial_opens_with_its_answer_and_where_it_comes_from(path):
     pages = re.findall(r'\(https://github\.com/fastamp/fastamp/blob/main/(results/[\w.]+\.md)\)', first.source)
     assert pages and all((ROOT/p).exists() for p in pages), pages
     assert any(c.source.startswith('## Claims against evidence') for c in cells(NBS/'method.ipynb')), 'anchor moved'
+
+
+@pytest.mark.parametrize('path', READER_PAGES, ids=ids(READER_PAGES))
+def test_reader_pages_link_the_results_pages_they_cite(path):
+    "A results page is cited as a link that works on GitHub and on the site, never as code text"
+    prose = '\n'.join(c.source for c in cells(path) if c['cell_type'] == 'markdown')
+    as_code = [m for m in re.findall(r'`(?:results/)?([\w.]+\.md)`', prose) if (ROOT/'results'/m).exists()]
+    assert not as_code, f"{path.name}: link these instead of quoting them: {as_code}"
+    links = re.findall(r'\]\(https://github\.com/fastamp/fastamp/blob/main/(results/[\w.]+\.md)\)', prose)
+    assert all((ROOT/l).exists() for l in links), [l for l in links if not (ROOT/l).exists()]
