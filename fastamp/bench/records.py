@@ -19,9 +19,9 @@ from .store import atomic_write, write_json, RunLock, set_aside
 from .config import BenchConfig, run_key
 
 # %% auto #0
-__all__ = ['SCHEMA', 'DATA_ENVS', 'RunRecord', 'code_version', 'data_source', 'data_label', 'versions', 'read_record',
+__all__ = ['SCHEMA', 'DATA_ENVS', 'RunRecord', 'code_version', 'data_source', 'data_label', 'versions', 'diverged', 'read_record',
            'out_records', 'select_records', 'run_records', 'records_frame', 'load_records', 'runs_table',
-           'write_runs_table', 'interrupted_line', 'read_plan', 'write_plan', 'planned_keys']
+           'write_runs_table', 'interrupted_line', 'read_plan', 'write_plan', 'planned_keys', 'stale_keys']
 
 # %% ../../nbs/05_bench/07_records.ipynb #d577e7a3
 SCHEMA = 2  # the layout of the records written now; a record without `schema` is layout 1 (the same fields)
@@ -50,6 +50,7 @@ class RunRecord:
     versions:dict # code, packages, machine, threads and device (`versions`)
     data_source:dict|None=None # where its data came from (`data_source`)
     notes:dict|None=None # measure -> why it could not be computed
+    diverged:str|None=None # what was not finite after training ('loss', 'weights'): kept out of means and verdicts
     started:str|None=None # when the run started (UTC, ISO 8601)
     plan:dict|None=None # the sweep's pre-registration plan (`Plan.register`); None: run without one
     extra:dict=field(default_factory=dict) # keys this version does not know, kept and written back
@@ -61,6 +62,7 @@ class RunRecord:
         "The record `d` holds; `ValueError` when it lacks a field every record has"
         if not isinstance(d, dict): raise ValueError("not a run record: no fields")
         if (miss := [k for k in _REQUIRED if k not in d]): raise ValueError(f"not a run record: no {miss[0]}")
+        if (wrong := _wrong_type(d)): raise ValueError(f"not a run record: {wrong}")
         known = {f.name for f in fields(cls)} - {'extra'}
         return cls(**{'schema': 1, **{k: v for k, v in d.items() if k in known}},
                    extra={k: v for k, v in d.items() if k not in known})
@@ -84,6 +86,18 @@ class RunRecord:
         write_json(path, self.to_dict()); return Path(path)
 
 _REQUIRED = [f.name for f in fields(RunRecord) if f.default is MISSING and f.default_factory is MISSING]
+_TYPES = {'int': (int,), 'float': (int, float), 'str': (str,), 'dict': (dict,), 'list': (list,), 'bool': (bool,),
+          'None': (type(None),)}
+
+def _wrong_type(d:dict)->str|None:
+    "What in the record `d` is of the wrong shape (a field's type, a metric that is no number), None when nothing"
+    for f in fields(RunRecord):
+        ok = tuple(t for n in f.type.split('|') for t in _TYPES.get(n.strip(), (object,)))
+        if f.name in d and f.name != 'extra' and not isinstance(d[f.name], ok):
+            return f"`{f.name}` is {type(d[f.name]).__name__}, not {f.type}"
+    for k in ('metrics', 'collapse'):
+        if (bad := [m for m, v in d[k].items() if not isinstance(v, (int, float, type(None)))]):
+            return f"`{k}` {bad[0]} is no number"
 
 
 # %% ../../nbs/05_bench/07_records.ipynb #e0c1b002
@@ -158,6 +172,15 @@ def _collapse(learn, features)->tuple:
     rep = learn.collapse_report(features=features)
     return rep['value'].to_dict(), [float(v) for v in rep.attrs['class_margins']]
 
+def diverged(
+    learn, # a trained `Learner`
+)->str|None: # 'weights', 'loss', or None when both are finite
+    "What is not finite after training: a weight or buffer, else fastai's smoothed training loss; one read at the end"
+    ts = [t.detach() for t in [*learn.model.parameters(), *learn.model.buffers()] if t.is_floating_point()]
+    if ts and not bool(torch.stack([t.isfinite().all() for t in ts]).all()): return 'weights'
+    loss = getattr(learn, 'smooth_loss', None)
+    return 'loss' if isinstance(loss, torch.Tensor) and not bool(loss.isfinite().all()) else None
+
 def _record(cfg, key, method, seed, rho, res, learn, wall, start, notes=None)->RunRecord:
     features = learn.get_features()  # one pass over the held-out set for the measures and the per-class accuracy
     collapse, margins = _collapse(learn, features)
@@ -171,7 +194,7 @@ def _record(cfg, key, method, seed, rho, res, learn, wall, start, notes=None)->R
         curves={cb.module: cb.records for cb in learn.cbs if isinstance(cb, CollapseRecorder)}, wall_s=wall,
         resumed_at_epoch=start, config=asdict(cfg), method_detail=describe_method(method),
         versions=versions(getattr(learn.dls, 'device', None)), data_source=data_source(cfg),
-        notes={} if notes is None else notes)
+        notes={} if notes is None else notes, diverged=diverged(learn))
 
 # %% ../../nbs/05_bench/07_records.ipynb #b389029c
 def read_record(
@@ -271,6 +294,8 @@ def read_plan(
     try:
         plan = json.loads(p.read_text())['runs']
         if not isinstance(plan, dict): raise ValueError("not a plan: its runs are not a table of tasks")
+        if (bad := [t for t, ks in plan.items() if not (isinstance(ks, list) and all(isinstance(k, str) for k in ks))]):
+            raise ValueError(f"not a plan: the runs of {bad[0]} are not a list of run keys")
         return plan
     except FileNotFoundError: return {}
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
@@ -309,3 +334,17 @@ def planned_keys(
     if cfg is not None: return {run_key(cfg, *r) for r in cfg.runs()}
     plan = read_plan(out)
     return set(plan[task]) if task in plan else None
+
+def _own_keys(rec)->set:
+    "The run keys the command that made `rec` planned: its configuration's methods, seeds and rhos, in its setting"
+    c, h = rec.config, rec.key.rsplit('_', 1)[-1]
+    rhos = (c.get('rhos') or [None]) if rec.task == 'lt' else [None]
+    return {f"{rec.task}_{rec.dataset}_{m}_s{s}" + ('' if r is None else f"_rho{r:g}") + f"_{h}"
+            for m in c.get('methods', []) for s in c.get('seeds', []) for r in rhos}
+
+def stale_keys(
+    planned:set, # the run keys `out/plan.json` lists for a task
+    recs:list, # the task's finished runs (`RunRecord`)
+)->set: # empty without finished runs (nothing to tell them by)
+    "Planned runs no finished run's command asked for: not started yet, or another command's or sweep's (abandoned)"
+    return planned - set().union(*(_own_keys(r) for r in recs)) if recs else set()
