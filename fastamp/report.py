@@ -127,7 +127,7 @@ def _machine(rec:RunRecord)->str:
 
 def _read(out, recs:list|None)->list:
     "`recs`, the records of `out` a caller read; None: read them here (a function called on its own)"
-    return out_records(out) if recs is None else recs
+    return out_records(out, page=True) if recs is None else recs
 
 def _runs(recs:list, planned:set|None)->str:
     "`k of n planned runs` where the plan is known, else `k runs`"
@@ -386,6 +386,6 @@ def write_report(
     **kwargs, # more for `results_page` (title, command, elapsed, plots, margin)
 )->str:
     "Rebuild `runs.csv`, the tables, plots and `results.md` of `out` from its records (each read once); return the page"
-    recs = out_records(out)
+    recs = out_records(out, page=True)  # a record the page cannot read: set aside with a warning, as a corrupt one
     write_runs_table(out, recs)
     return write_results(out, cfgs=cfgs, recs=recs, **kwargs)

@@ -344,12 +344,14 @@ def test_bad_files_in_a_report_folder_are_set_aside_or_named(fake_out, capsys):
     "A record or plan.json of the wrong shape: set aside with a warning; an empty overhead.csv: a line; no traceback"
     from fastamp.cli import main
     _edit(fake_out/'lt'/'runs'/'lt_mixup_0_10.0_0123abcd.json', seed=[0])
+    _edit(fake_out/'lt'/'runs'/'lt_mixup_1_10.0_0123abcd.json', class_counts=[1, 2])  # JSON a page cannot read
     (fake_out/'plan.json').write_text('{"runs": {"lt": 5}}')
     (fake_out/'overhead').mkdir(); (fake_out/'overhead'/'overhead.csv').write_text('')
     with pytest.warns(UserWarning) as w: assert main(['report', '--out', str(fake_out), '--no-plots']) == 0
     said = ' '.join(str(m.message) for m in w)
     assert 'lt_mixup_0_10.0_0123abcd.json: cannot be read' in said and '`seed` is list' in said
     assert 'plan.json: cannot be read' in said and (fake_out/'plan.json.corrupt').exists()
+    assert 'lt_mixup_1_10.0_0123abcd.json: cannot be read' in said and 'lists have different lengths' in said
     assert '`overhead/overhead.csv` holds no measurement' in capsys.readouterr().out
 
 

@@ -19,9 +19,10 @@ from .store import atomic_write, write_json, RunLock, set_aside
 from .config import BenchConfig, run_key
 
 # %% auto #0
-__all__ = ['SCHEMA', 'DATA_ENVS', 'RunRecord', 'code_version', 'data_source', 'data_label', 'versions', 'diverged', 'read_record',
-           'out_records', 'select_records', 'run_records', 'records_frame', 'load_records', 'runs_table',
-           'write_runs_table', 'interrupted_line', 'read_plan', 'write_plan', 'planned_keys', 'stale_keys']
+__all__ = ['SCHEMA', 'DATA_ENVS', 'RunRecord', 'page_problem', 'code_version', 'data_source', 'data_label', 'versions',
+           'diverged', 'read_record', 'out_records', 'select_records', 'run_records', 'records_frame', 'load_records',
+           'runs_table', 'write_runs_table', 'interrupted_line', 'read_plan', 'write_plan', 'planned_keys',
+           'stale_keys']
 
 # %% ../../nbs/05_bench/07_records.ipynb #d577e7a3
 SCHEMA = 2  # the layout of the records written now; a record without `schema` is layout 1 (the same fields)
@@ -98,6 +99,28 @@ def _wrong_type(d:dict)->str|None:
     for k in ('metrics', 'collapse'):
         if (bad := [m for m, v in d[k].items() if not isinstance(v, (int, float, type(None)))]):
             return f"`{k}` {bad[0]} is no number"
+
+_CONFIG_KEYS = ('task', 'dataset', 'arch', 'epochs', 'bs', 'lr', 'methods')  # what every page reads of a record
+_VERSION_KEYS = ('machine', 'cpu_threads', 'python', 'torch', 'fastai', 'fastamp')
+_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+
+def page_problem(
+    rec:RunRecord, # a record read from an output folder
+)->str|None: # None when a page can read all of it
+    "What of `rec` a results page cannot read: a key it shows, per-class lists, curves, a long-tailed run's rho"
+    if (miss := [k for k in _CONFIG_KEYS if k not in rec.config]): return f"`config` has no {miss[0]}"
+    if (miss := [k for k in _VERSION_KEYS if k not in rec.versions]): return f"`versions` has no {miss[0]}"
+    per_class = {f: v for f in ('per_class_accuracy', 'class_counts', 'class_margins')
+                 if (v := getattr(rec, f)) is not None}
+    if (bad := [f for f, v in per_class.items() if not all(_num(x) or x is None for x in v)]):
+        return f"`{bad[0]}` holds other than numbers"
+    if len({len(v) for v in [*per_class.values(), *([rec.class_names] if rec.class_names else [])]}) > 1:
+        return "the per-class lists have different lengths"
+    if not all(isinstance(v, list) and all(isinstance(x, dict) for x in v) for v in (rec.curves or {}).values()):
+        return "`curves` are not rows"
+    if rec.plan is not None and 'hash' not in rec.plan: return "`plan` has no hash"
+    if rec.task == 'lt' and not _num(rec.rho): return "a long-tailed run without a number for `rho`"
+    return None
 
 
 # %% ../../nbs/05_bench/07_records.ipynb #e0c1b002
@@ -200,9 +223,13 @@ def _record(cfg, key, method, seed, rho, res, learn, wall, start, notes=None)->R
 def read_record(
     path, # a run record, `<bench out>/<task>/runs/<key>.json`
     log=None, # called with the line that names a record set aside; None: a warning
+    check=None, # `rec -> why` a caller cannot use `rec` (None: it can), set aside as well (`page_problem`)
 )->RunRecord|None: # None when there is none or it cannot be read
     "The run record at `path`; one that cannot be read is set aside as `<name>.corrupt` (its run trains again)"
-    try: return RunRecord.load(path)
+    try:
+        rec = RunRecord.load(path)
+        if check is not None and (why := check(rec)): raise ValueError(f"not a record a page can read: {why}")
+        return rec
     except FileNotFoundError: return None
     except (ValueError, UnicodeDecodeError) as e:
         try: line = set_aside(path, e)
@@ -211,15 +238,16 @@ def read_record(
         else: log(line)
         return None
 
-def _records(pattern:str, out, log=None)->list:
-    return [r for p in sorted(Path(out).glob(pattern)) if (r := read_record(p, log)) is not None]
+def _records(pattern:str, out, log=None, check=None)->list:
+    return [r for p in sorted(Path(out).glob(pattern)) if (r := read_record(p, log, check)) is not None]
 
 def out_records(
     out, # the benchmark's output folder
     log=None, # called with the line that names a record set aside; None: a warning
+    page:bool=False, # also set aside a record a results page cannot read (`page_problem`)
 )->list:
     "The records of the finished runs of every task in `out` (`<out>/<task>/runs/*.json`), each file read once"
-    return _records('*/runs/*.json', out, log)
+    return _records('*/runs/*.json', out, log, page_problem if page else None)
 
 def select_records(
     recs:list, # run records (`out_records`)
