@@ -361,3 +361,15 @@ def test_one_seed_shows_no_spread_and_a_bar_in_a_class_name_stays_in_its_cell(tm
     page = write_report(tmp_path, plots=False)
     assert '| 10 | erm | 0.5000 | 1 |' in page and '± 0.0000' not in page.split('collapse measures')[0]
     assert '| c\\|t | 120 |' in page
+
+
+def test_the_page_describes_a_fine_tune_run_as_it_ran(tmp_path, capsys):
+    "fine_tune's frozen and unfrozen epochs, its schedule, where the weights started and --size (#39 item 10)"
+    from fastamp.cli import main
+    assert main(['bench', '--task', 'lt', '--arch', 'resnet18', '--no-pretrained', '--schedule', 'fine_tune',
+                 '--freeze-epochs', '2', '--epochs', '1', '--size', '12', '--methods', 'erm', '--seeds', '0',
+                 '--threads', '1', '--out', str(tmp_path)]) == 0
+    page = (tmp_path/'results.md').read_text()
+    assert ('arch resnet18, from scratch, images resized to 12 px, 2 epochs with the body frozen, then 1 epoch '
+            "unfrozen, batch size 64, adam with fastai's fine_tune (one-cycle per stage) lr 0.005") in page
+    assert 'warm-up and step' not in page
