@@ -6,6 +6,7 @@
 from __future__ import annotations
 import functools, importlib.metadata, json, os, platform, subprocess, time, warnings
 from contextlib import contextmanager
+from datetime import datetime
 from dataclasses import asdict, dataclass, field, fields, MISSING
 from pathlib import Path
 import pandas as pd, torch
@@ -104,6 +105,11 @@ _CONFIG_KEYS = ('task', 'dataset', 'arch', 'epochs', 'bs', 'lr', 'methods')  # w
 _VERSION_KEYS = ('machine', 'cpu_threads', 'python', 'torch', 'fastai', 'fastamp')
 _num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
 
+def _iso(t)->bool:
+    "Whether `t` is an ISO 8601 time (what the plan's line reads)"
+    try: datetime.fromisoformat(t); return True
+    except (TypeError, ValueError): return False
+
 def page_problem(
     rec:RunRecord, # a record read from an output folder
 )->str|None: # None when a page can read all of it
@@ -118,7 +124,10 @@ def page_problem(
         return "the per-class lists have different lengths"
     if not all(isinstance(v, list) and all(isinstance(x, dict) for x in v) for v in (rec.curves or {}).values()):
         return "`curves` are not rows"
-    if rec.plan is not None and 'hash' not in rec.plan: return "`plan` has no hash"
+    if rec.started is not None and not _iso(rec.started): return "`started` is no time"
+    if (pl := rec.plan) is not None and ('hash' not in pl or not (pl.get('margin') is None or _num(pl['margin']))
+                                         or ((rec.started or 'written' in pl) and not _iso(pl.get('written')))):
+        return "`plan` lacks its hash, a number for its margin or the time it was written"
     if rec.task == 'lt' and not _num(rec.rho): return "a long-tailed run without a number for `rho`"
     return None
 
