@@ -120,7 +120,8 @@ def page_problem(
                  if (v := getattr(rec, f)) is not None}
     if (bad := [f for f, v in per_class.items() if not all(_num(x) or x is None for x in v)]):
         return f"`{bad[0]}` holds other than numbers"
-    if len({len(v) for v in [*per_class.values(), *([rec.class_names] if rec.class_names else [])]}) > 1:
+    names = [rec.class_names] if rec.class_names and rec.task == 'lt' else []  # the per-class table's rows
+    if len({len(v) for v in [*per_class.values(), *names]}) > 1:  # one entry per class of the classifier
         return "the per-class lists have different lengths"
     if not all(isinstance(v, list) and all(isinstance(x, dict) for x in v) for v in (rec.curves or {}).values()):
         return "`curves` are not rows"
