@@ -198,10 +198,13 @@ def _report(args)->int:
     from fastamp import report
     from pathlib import Path
     if not Path(args.out).is_dir(): return _fail(f"--out {args.out}: no such folder; give a fastamp bench --out")
-    if not any(Path(args.out).glob('*/runs/*.json')) and not any(Path(args.out).glob('*/overhead.csv')):
-        return _fail(f"--out {args.out}: no runs recorded there (no <task>/runs/*.json); give the --out of a "
-                     "fastamp bench that finished runs", code=1)
-    print(report.write_report(args.out, plots=args.plots, margin=args.margin), flush=True)
+    none = lambda: not any(Path(args.out).glob('*/runs/*.json')) and not any(Path(args.out).glob('*/overhead.csv'))
+    if none(): return _fail(f"--out {args.out}: no runs recorded there (no <task>/runs/*.json); give the --out of a "
+                            "fastamp bench that finished runs", code=1)
+    page = report.write_report(args.out, plots=args.plots, margin=args.margin)
+    if none(): return _fail(f"--out {args.out}: every record there was set aside (the warnings above name each one "
+                            "and why); rerun fastamp bench --out on it to train those runs again", code=1)
+    print(page, flush=True)
     print(f"tables in {args.out}/results.md, all runs in {args.out}/runs.csv")
     return 0
 

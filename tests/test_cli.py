@@ -298,3 +298,11 @@ def test_report_of_a_folder_without_runs_says_so(tmp_path, capsys):
     from fastamp.cli import main
     assert main(['report', '--out', str(tmp_path)]) == 1
     assert 'no runs recorded there' in capsys.readouterr().err and not (tmp_path/'results.md').exists()
+
+
+def test_report_of_a_folder_whose_every_record_is_set_aside_says_so(tmp_path, capsys):
+    "Records a page cannot read are set aside one by one (a warning each); none left: one line and exit 1 (#39 item 17)"
+    from fastamp.cli import main
+    (tmp_path/'lt'/'runs').mkdir(parents=True); (tmp_path/'lt'/'runs'/'k.json').write_text('{"key": [1]}')
+    with pytest.warns(UserWarning, match='k.json: cannot be read'): assert main(['report', '--out', str(tmp_path)]) == 1
+    assert 'every record there was set aside' in capsys.readouterr().err
