@@ -310,7 +310,8 @@ def setting_labels(
     if len(cfgs) < 2: return {h: '' for h in cfgs}
     keys = list(dict.fromkeys(k for c in cfgs.values() for k in c if k not in _NOT_SETTINGS))
     diff = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in cfgs.values()}) > 1]
-    return {h: ', '.join(f"{k} {c.get(k)}" for k in diff) or f"setting {h}" for h, c in cfgs.items()}
+    shown = [k for k in diff if k not in ('dataset', 'head')]  # the heading and the verdict line name these already
+    return {h: ', '.join(f"{k} {c.get(k)}" for k in shown) or ('' if diff else f"setting {h}") for h, c in cfgs.items()}
 
 
 # %% ../nbs/05b_verdict.ipynb #46bf2c87
