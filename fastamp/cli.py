@@ -22,14 +22,22 @@ class _Help(argparse.HelpFormatter):
 def _fail(msg, code:int=2)->int:
     print(f"fastamp: error: {msg}", file=sys.stderr); return code
 
-def _csv(kind):
-    return lambda s: [kind(v) for v in s.split(',') if v.strip()]
+def _csv(kind, once:bool=True):
+    "A comma list of `kind`; `once`: a value given twice is refused (`--methods erm,erm` would show every row twice)"
+    def parse(s):
+        vs = [kind(v) for v in s.split(',') if v.strip()]
+        if once and (twice := [v for i, v in enumerate(vs) if v in vs[:i]]):
+            raise argparse.ArgumentTypeError(f"'{s}': {twice[0]} is given twice; give each once")
+        return vs
+    parse.__name__ = kind.__name__  # argparse's "invalid int value: 'x'"
+    return parse
 
 def _sweep_options(b):
     "Options of `fastamp bench` beyond one process: devices, shards, locks"
     from fastamp.bench import LOCK_TIMEOUT
-    b.add_argument('--devices', type=_csv(str), help='comma list of devices dealt to the --jobs workers in turn, each '
-                   'worker seeing only its GPU, e.g. cuda:0,cuda:1 (default with --jobs > 1: every visible GPU)')
+    b.add_argument('--devices', type=_csv(str, once=False), help='comma list of devices dealt to the --jobs workers in '
+                   'turn, each worker seeing only its GPU, e.g. cuda:0,cuda:1 (default with --jobs > 1: every visible '
+                   'GPU)')
     b.add_argument('--shard', help='i/N: run only shard i of N (0 <= i < N) of the sweep, for N commands or nodes '
                    'sharing --out (same options but --shard); auto: this task of a SLURM job array '
                    '(SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT)')
@@ -190,7 +198,13 @@ def _report(args)->int:
     from fastamp import report
     from pathlib import Path
     if not Path(args.out).is_dir(): return _fail(f"--out {args.out}: no such folder; give a fastamp bench --out")
-    print(report.write_report(args.out, plots=args.plots, margin=args.margin), flush=True)
+    none = lambda: not any(Path(args.out).glob('*/runs/*.json')) and not any(Path(args.out).glob('*/overhead.csv'))
+    if none(): return _fail(f"--out {args.out}: no runs recorded there (no <task>/runs/*.json); give the --out of a "
+                            "fastamp bench that finished runs", code=1)
+    page = report.write_report(args.out, plots=args.plots, margin=args.margin)
+    if none(): return _fail(f"--out {args.out}: every record there was set aside (the warnings above name each one "
+                            "and why); rerun fastamp bench --out on it to train those runs again", code=1)
+    print(page, flush=True)
     print(f"tables in {args.out}/results.md, all runs in {args.out}/runs.csv")
     return 0
 

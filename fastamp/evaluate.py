@@ -50,6 +50,7 @@ def collect_features(
             feats.append(hook.close()[0])
             seen += len(yb)
             if n is not None and seen >= n: break
+    if not ys: raise ValueError("no items to measure (an empty validation set?): give data with held-out items")
     h, logits, y = torch.cat(feats), torch.cat(outs), torch.cat(ys)
     return (h, logits, y) if n is None else (h[:n], logits[:n], y[:n])
 

@@ -11,11 +11,12 @@ from .bench.store import atomic_write
 from .bench.tasks import TASKS, PROBE_PLACES
 from .bench.config import BenchConfig
 from .bench.records import (RunRecord, out_records, select_records, records_frame, planned_keys,
-                                   write_runs_table, data_label)
+                                   write_runs_table, stale_keys)
 from .bench.plan import preregistration_line
 from .evaluate import plot_align_uniform
 from .verdict import (PRIMARY, MARGIN, LEVEL, is_am, comparisons, label_family, verdict_line,
-                             per_class_table, worst_classes, shot_groups_line, plot_per_class, _method_order)
+                             per_class_table, worst_classes, shot_groups_line, plot_per_class, _method_order,
+                             describe_setting, setting_labels, left_out, left_out_lines, runs_to_compare, left_out_of)
 from .curves import (probe_curves, curve_table, plot_probe_curves, selection_table,
                              LT_CURVES, plot_lt_curve)
 
@@ -41,15 +42,16 @@ def summarize(
     table = pd.DataFrame(index=mean.index)
     for c in metrics:
         best = mean[c].groupby(level=0).transform('max') if len(keys) == 2 else mean[c].max()
-        table[c] = [f"{m:.4f} ± {s:.4f}" + (' *' if mark_best and np.isclose(m, b) else '')
-                    for m, s, b in zip(mean[c], std[c], np.broadcast_to(best, len(mean)))]
+        table[c] = [f"{m:.4f}" + (f" ± {s:.4f}" if k > 1 else '') + (' *' if mark_best and np.isclose(m, b) else '')
+                    for m, s, k, b in zip(mean[c], std[c], n, np.broadcast_to(best, len(mean)))]  # one seed: no spread
     table['seeds'] = n
     order = _method_order(list(dict.fromkeys(df['method'])), methods)
     if len(keys) == 1: return table.reindex(order)
     rhos = sorted(set(table.index.get_level_values(0)), reverse=True)
     return table.reindex([(r, m) for r in rhos for m in order if (r, m) in table.index])
 
-def _cell(v)->str: return f'{v:g}' if isinstance(v, float) and v.is_integer() else str(v)  # rho 100, not 100.0
+def _cell(v)->str:  # rho 100, not 100.0; a `|` of a name escaped, not a column
+    return f'{v:g}' if isinstance(v, float) and v.is_integer() else str(v).replace('|', '\\|')
 
 def to_markdown(
     table:pd.DataFrame, # a table with named index levels (`summarize`'s)
@@ -117,25 +119,6 @@ def _degenerate(recs:list)->list:
     return ["NaN in the tables above: " + '; '.join(f"`{m}` in {n} of {len(recs)} runs ({why})"
                                                   for m, (why, n) in seen.items())]
 
-def _fixed(cfg:dict, recs:list)->str:
-    "What a task held fixed across its methods"
-    sched = 'one-cycle' if cfg.get('schedule', 'one_cycle') == 'one_cycle' else 'warm-up and step'
-    src = data_label(cfg, recs[0].data_source if recs else None)  # no machine's path: name, $VAR, sum
-    files = f" from {src}" if cfg.get('data_sha') else ''
-    s = (f"dataset {cfg['dataset']}{files}, arch {cfg['arch']}"
-         + (f" with head {cfg['head']}" if cfg.get('head') else '')
-         + (f", a seeded subset of {cfg['subset']} training images per seed" if cfg.get('subset') else '')
-         + f", {cfg['epochs']} epoch{'s' * (cfg['epochs'] != 1)}, batch size {cfg['bs']}, "
-         f"{cfg.get('opt', 'adam')} with {sched} lr {cfg['lr']}" + (', crop+flip' if cfg.get('augment') else '')
-         + f", seeds {sorted({r.seed for r in recs})}"
-         + (f", {'fine probes' if cfg['task'] == 'c2f' else 'collapse measures'} every {cfg['probe_every']} epoch(s) "
-            "of training" if cfg.get('probe_every') else ''))
-    if cfg['task'] == 'lt':
-        rhos = ', '.join(f'{r:g}' for r in sorted({r.rho for r in recs}, reverse=True))
-        s += (f", rho {rhos}, shot groups many > {cfg['many']}, "
-              f"few < {cfg['few']}")
-    return s + '.'
-
 def _machine(rec:RunRecord)->str:
     v = rec.versions
     code = f" at {v['commit'][:7]}" + (' (dirty)' if v.get('dirty') else '') if v.get('commit') else ''
@@ -144,12 +127,30 @@ def _machine(rec:RunRecord)->str:
 
 def _read(out, recs:list|None)->list:
     "`recs`, the records of `out` a caller read; None: read them here (a function called on its own)"
-    return out_records(out) if recs is None else recs
+    return out_records(out, page=True) if recs is None else recs
 
 def _runs(recs:list, planned:set|None)->str:
     "`k of n planned runs` where the plan is known, else `k runs`"
     if planned is None: return f"{len(recs)} run{'s' * (len(recs) != 1)}"
     return f"{len(recs)} of {len(planned)} planned runs"
+
+def _overhead_section(d:Path, title:str)->str:
+    "The table of `d/overhead.csv` (nothing without one); a line, not a traceback, where it holds no measurement"
+    if not (d/'overhead.csv').exists(): return ''
+    try: df = pd.read_csv(d/'overhead.csv')
+    except pd.errors.EmptyDataError: df = pd.DataFrame()
+    if df.empty or 'method' not in df:
+        return (f"## {title}\n\n`{d.name}/overhead.csv` holds no measurement (empty or cut short): rerun "
+                f"`fastamp bench --task {d.name}` into this folder to measure again.")
+    return f"## {title} (median ms per step, interleaved repeats)\n\n" + to_markdown(overhead_table(df))
+
+def _planned(out, task:str, cfg, recs:list)->tuple:
+    "The planned keys of `task` (None without a plan) but `stale_keys`, and how many of those were set apart"
+    if (planned := planned_keys(out, task, cfg)) is None: return None, 0
+    stale = stale_keys(planned, recs)
+    return planned - stale, len(stale)
+
+def _labels(settings:dict)->dict: return setting_labels({h: rs[0].config for h, rs in settings.items()})
 
 def task_section(
     out, # the benchmark's output folder
@@ -160,14 +161,12 @@ def task_section(
 )->str:
     "The Markdown of one task, a section per setting: what it held fixed, its tables (empty without finished runs)"
     d, title = Path(out)/task, TASKS[task].title
-    if not TASKS[task].per_run:
-        if not (d/'overhead.csv').exists(): return ''
-        return (f"## {title} (median ms per step, interleaved repeats)\n\n"
-                + to_markdown(overhead_table(pd.read_csv(d/'overhead.csv'))))
-    settings, planned = _settings(select_records(_read(out, recs), task, cfg)), planned_keys(out, task, cfg)
+    if not TASKS[task].per_run: return _overhead_section(d, title)
+    mine = select_records(_read(out, recs), task, cfg)
+    settings, (planned, _) = _settings(mine), _planned(out, task, cfg, mine)
     plan = lambda h: None if planned is None else {k for k in planned if k.endswith(f'_{h}')}
-    return '\n\n'.join(_setting_section(d, title, recs, cfg, plots, len(settings) > 1, plan(h))
-                        for h, recs in settings.items())
+    labels = _labels(settings)
+    return '\n\n'.join(_setting_section(d, title, rs, cfg, plots, labels[h], plan(h)) for h, rs in settings.items())
 
 _C2F_CURVES = [('fine_linear_probe', 'fine linear probe', True),  # (measure, its name, whether a peak means anything)
                ('nc1', 'coarse NC1 (within- over between-class spread of the coarse classes; higher: less collapse)',
@@ -241,25 +240,35 @@ def _per_class_section(d:Path, title:str, recs:list, order:list, plots:bool)->li
         out.append(to_markdown(t))
     return out
 
-def _setting_section(d:Path, title:str, recs:list, cfg, plots:bool, several:bool, planned:set|None)->str:
-    "The Markdown of the runs `recs` of one setting of a task"
-    df = records_frame(recs)
+def _setting_section(d:Path, title:str, recs:list, cfg, plots:bool, label:str, planned:set|None)->str:
+    "The Markdown of the runs `recs` of one setting of a task (`label`: what tells it from the task's other settings)"
+    kept = [r for r in recs if left_out(r) is None]  # diverged, or no primary metric: named, never averaged in
+    n = _runs(recs, planned) + (f", {len(recs) - len(kept)} of them left out (named above)" * (len(kept) < len(recs)))
+    head = [f"## {title}: {_setting_name(recs[0].config)}" + (f" ({label})" if label else ''),
+            describe_setting(recs[0].config, recs),
+            f"Runs: {_runs(recs, planned)}; summed wall time {sum(r.wall_s for r in recs) / 60:.1f} min. Methods:\n\n"
+            + '\n'.join(f"- `{m}`: {next(r.method_detail for r in recs if r.method == m)}"
+                        for m in dict.fromkeys(r.method for r in recs)), *left_out_lines(recs)]
+    if not kept: return '\n\n'.join(head)
+    df = records_frame(kept)
     order = cfg.methods if cfg is not None else recs[0].config['methods']
-    if plots: save_plots(df, d/'plots', suffix=f'_{_setting(recs[0])}' if several else '')
+    if plots: save_plots(df, d/'plots', suffix=f'_{_setting(recs[0])}' if label else '')
     coll = [c for c in df.columns if c.startswith('collapse_') and c != 'collapse_accuracy']
-    return '\n\n'.join([
-        f"## {title}: {_setting_name(recs[0].config)}", _fixed(recs[0].config, recs),
-        f"Runs: {_runs(recs, planned)}; summed wall time {sum(r.wall_s for r in recs) / 60:.1f} min. Methods:\n\n"
-        + '\n'.join(f"- `{m}`: {next(r.method_detail for r in recs if r.method == m)}"
-                    for m in dict.fromkeys(r.method for r in recs)),
-        f"Mean ± std over seeds (best mean marked *), {_runs(recs, planned)}:",
+    return '\n\n'.join(head + [
+        f"Mean ± std over seeds (best mean marked *), {n}:",
         to_markdown(summarize(df, methods=order)),
         f"### {title}: collapse measures of the classifier input on the held-out set (no best marked: the better "
-        f"direction differs per measure), {_runs(recs, planned)}",
-        to_markdown(summarize(df, coll, methods=order, mark_best=False)), *_degenerate(recs),
-        *_curves_section(d, recs, order, plots), *_lt_curves_section(d, title, recs, order, plots),
-        *_selection_section(title, recs),
-        *_per_class_section(d, title, recs, order, plots)])
+        f"direction differs per measure), {n}",
+        to_markdown(summarize(df, coll, methods=order, mark_best=False)), *_degenerate(kept),
+        *_curves_section(d, kept, order, plots), *_lt_curves_section(d, title, kept, order, plots),
+        *_selection_section(title, kept),
+        *_per_class_section(d, title, kept, order, plots)])
+
+def _stale(planned:list)->str:
+    "The sentence on the planned runs `_planned` set apart (none: none)"
+    if not (n := sum(k for _, k in planned)): return ''
+    return (f" Not counted: {n} run(s) of plan.json that no finished run's command asked for (not started yet, or "
+            "left by another command or sweep).")
 
 def _tasks(out:Path, cfgs:list|None)->list:
     "`(task, cfg)` of each task to report: those of `cfgs`, else every task folder of `out` (`cfg` None: all runs)"
@@ -278,24 +287,24 @@ def verdict_table(
 )->pd.DataFrame:
     "Every comparison of the page (`where` it was made, per task, setting and rho), labelled as one family"
     recs = _read(out, recs)
-    sets = [(t, c, rs) for t, c in _tasks(Path(out), cfgs) if t in PRIMARY
-            for rs in _settings(select_records(recs, t, c)).values()]
-    planned = _plan_margin([r for *_, rs in sets for r in rs])
+    sets = [(t, c, rs, labels[h]) for t, c in _tasks(Path(out), cfgs) if t in PRIMARY
+            for s in [_settings(select_records(recs, t, c))] for labels in [_labels(s)] for h, rs in s.items()]
+    planned = _plan_margin([r for _, _, rs, _ in sets for r in rs])
     margin = margin if margin is not None else planned if planned is not None else MARGIN
     rows = []
-    for t, c, rs in sets:
-        cfg, df = rs[0].config, records_frame(rs)
+    for t, c, rs, label in sets:
+        cfg, df = rs[0].config, runs_to_compare(rs, PRIMARY[t])
         if PRIMARY[t] not in df: continue
         head = f" head {cfg['head']}" if cfg.get('head') else ''
-        where = f"{TASKS[t].title}, {cfg['dataset']}, {cfg['arch']}{head}"
-        rows.append(comparisons(df, PRIMARY[t], c.methods if c is not None else cfg['methods'], margin)
-                    .assign(where=where, metric=PRIMARY[t]))
+        where = f"{TASKS[t].title}, {cfg['dataset']}, {cfg['arch']}{head}" + (f" ({label})" if label else '')
+        rows.append(left_out_of(comparisons(df, PRIMARY[t], c.methods if c is not None else cfg['methods'], margin)
+                                 .assign(where=where, metric=PRIMARY[t]), rs))
     table = label_family(pd.concat(rows, ignore_index=True), margin) if rows else pd.DataFrame()
     return table.assign(plan_margin=planned) if rows else table
 
 def _lines(table:pd.DataFrame)->list:
     return [r['where'] + ('' if pd.isna(r['rho']) else f", rho {r['rho']:g}") + ': ' + verdict_line(r, r['metric'])
-            for _, r in table.iterrows()]
+            + (f"; left out: {r['left_out']}" if r['left_out'] else '') for _, r in table.iterrows()]
 
 def verdict_lines(
     out, # the benchmark's output folder
@@ -355,8 +364,9 @@ def results_page(
     if (pre := preregistration_line(recs)): head.append(pre)  # the records' plan against their first start
     if recs: head.append(_machine(recs[0]))
     if elapsed: head.append(f"Elapsed for the whole command: {elapsed}.")
-    planned = [p for t, c in tasks if TASKS[t].per_run and (p := planned_keys(out, t, c)) is not None]
-    if planned: head.append(f"Finished: {_runs(recs, set().union(*planned))}.")
+    planned = [p for t, c in tasks if TASKS[t].per_run and (p := _planned(out, t, c, select_records(every, t, c)))[0]
+               is not None]
+    if planned: head.append(f"Finished: {_runs(recs, set().union(*(p for p, _ in planned)))}." + _stale(planned))
     body = [s for t, c in tasks if (s := task_section(out, t, c, plots, every))]
     return '\n\n'.join(head + body) + '\n'
 
@@ -376,6 +386,6 @@ def write_report(
     **kwargs, # more for `results_page` (title, command, elapsed, plots, margin)
 )->str:
     "Rebuild `runs.csv`, the tables, plots and `results.md` of `out` from its records (each read once); return the page"
-    recs = out_records(out)
+    recs = out_records(out, page=True)  # a record the page cannot read: set aside with a warning, as a corrupt one
     write_runs_table(out, recs)
     return write_results(out, cfgs=cfgs, recs=recs, **kwargs)

@@ -5,15 +5,20 @@
 # %% ../nbs/05b_verdict.ipynb #aa5c87d0
 from __future__ import annotations
 from dataclasses import dataclass
+import json
+from pathlib import Path
 import numpy as np, pandas as pd, torch
 from scipy import stats
 from .accuracies import FEW_SHOT, shot_groups
+from .models import MODELS
+from .bench.records import data_label, records_frame
 
 # %% auto #0
 __all__ = ['PRIMARY', 'REFERENCE', 'MARGIN', 'LEVEL', 'POWER', 'MAX_SEEDS', 'LABELS', 'is_am', 'Comparison', 'seeds_needed',
-           'compare', 'holm_levels', 'compare_family', 'paired_differences', 'best_baseline', 'label_family',
-           'comparisons', 'verdict_line', 'select_on_validation', 'per_class_table', 'worst_classes',
-           'shot_groups_line', 'plot_per_class']
+           'compare', 'holm_levels', 'compare_family', 'left_out', 'left_out_lines', 'runs_to_compare', 'left_out_of',
+           'paired_differences', 'best_baseline', 'label_family', 'comparisons', 'verdict_line', 'select_on_validation',
+           'describe_setting', 'setting_labels', 'per_class_table', 'worst_classes', 'shot_groups_line',
+           'plot_per_class']
 
 # %% ../nbs/05b_verdict.ipynb #28200731
 PRIMARY = {'lt': 'balanced_accuracy', 'c2f': 'fine_linear_probe_pooled'}  # task -> the metric its verdict reads
@@ -120,6 +125,47 @@ def compare_family(
     if testable: levels[testable] = holm_levels([_p_value(ds[i]) for i in testable], level)
     return [compare(d, margin, float(l)) for d, l in zip(ds, levels)]
 
+# %% ../nbs/05b_verdict.ipynb #8ed79a63
+def left_out(
+    rec, # a run record (`fastamp.bench.records.RunRecord`)
+)->str|None: # why, or None when it counts
+    "Why a finished run is kept out of the means and the verdicts: it diverged, or its primary metric is no number"
+    if getattr(rec, 'diverged', None): return f"diverged: {rec.diverged} not finite"
+    if (m := PRIMARY.get(rec.task)) is None: return None
+    v = rec.metrics.get(m)
+    if v is None: return f"no {m}"
+    return None if np.isfinite(v) else f"{m} {'NaN' if v != v else v}"
+
+def _run_name(r)->str: return f"`{r.method}` seed {r.seed}" + ('' if r.rho is None else f" rho {r.rho:g}")
+
+def left_out_lines(
+    recs:list, # the records of one setting
+)->list: # one line, or none when every run counts
+    "The line that names each run `left_out` keeps out of a setting's means and verdicts, and why"
+    out = [f"{_run_name(r)} ({why})" for r in recs if (why := left_out(r))]
+    if not out: return []
+    return [f"Left out of the means and the verdicts: {len(out)} of these {len(recs)} runs, " + '; '.join(out) + '.']
+
+def runs_to_compare(
+    recs:list, # the records of one setting
+    metric:str, # the compared metric (`PRIMARY` of their task)
+)->pd.DataFrame:
+    "The runs of one setting, the `metric` (and its `_val`) of each run `left_out` NaN: in no pair, never a baseline"
+    df, out = records_frame(recs), np.array([left_out(r) is not None for r in recs])
+    if out.any(): df.loc[out, [c for c in (metric, f'{metric}_val') if c in df]] = np.nan
+    return df
+
+def left_out_of(
+    table:pd.DataFrame, # `comparisons` of the runs `recs`
+    recs:list, # the records of one setting
+)->pd.DataFrame: # with `left_out`: the names, '' for none
+    "Each comparison with the runs of its two methods at its rho that were left out, named (they are in no pair)"
+    gone = [(r, why) for r in recs if (why := left_out(r))]
+    at = lambda r, rho: r.rho == rho or (r.rho is None and pd.isna(rho))
+    return table.assign(left_out=['; '.join(f"`{r.method}` seed {r.seed} ({why})" for r, why in gone
+                                            if r.method in (m, a) and at(r, rho))
+                                  for m, a, rho in zip(table['method'], table['against'], table['rho'])])
+
 # %% ../nbs/05b_verdict.ipynb #ccd2476c
 def paired_differences(
     df:pd.DataFrame, # one row per run of one setting (and one rho): `method`, `seed` and `metric`
@@ -215,6 +261,58 @@ def select_on_validation(
     means = g[[val, metric]].mean(); best = means[val].idxmax()   # the first of equal ones
     return {**dict(zip(by, best if isinstance(best, tuple) else (best,))), 'val': float(means.loc[best, val]),
             'test': float(means.loc[best, metric]), 'seeds': int(g['seed'].nunique().loc[best])}
+
+# %% ../nbs/05b_verdict.ipynb #6ce38f81
+_SCHEDULE_NAMES = {'one_cycle': 'one-cycle', 'warmup_step': 'warm-up and step'}
+
+def _epochs(cfg:dict)->str:
+    "A run's epochs in words; fine_tune's frozen ones named apart"
+    e = f"{cfg['epochs']} epoch{'s' * (cfg['epochs'] != 1)}"
+    if cfg.get('schedule') != 'fine_tune': return e
+    f = cfg.get('freeze_epochs', 1)
+    return f"{f} epoch{'s' * (f != 1)} with the body frozen, then {e} unfrozen"
+
+def _start(cfg:dict)->str:
+    "Where a backbone's weights started (fastamp's own models always from scratch: nothing said, as before)"
+    if cfg.get('weights_sha'):
+        return f", from the weights file {Path(cfg.get('weights') or '?').name} (checksum {cfg['weights_sha']})"
+    if cfg.get('pretrained'): return ', from ImageNet weights'
+    return '' if cfg['arch'] in MODELS else ', from scratch'
+
+def describe_setting(
+    cfg:dict, # a record's configuration (`RunRecord.config`)
+    recs:list, # the records of the setting
+)->str:
+    "What a setting held fixed across its methods, for a results page: data, model and its start, size, schedule, seeds"
+    sched = ("fastai's fine_tune (one-cycle per stage)" if cfg.get('schedule') == 'fine_tune'
+             else _SCHEDULE_NAMES.get(cfg.get('schedule', 'one_cycle'), cfg.get('schedule')))
+    src = data_label(cfg, recs[0].data_source if recs else None)  # no machine's path: name, $VAR, sum
+    s = (f"dataset {cfg['dataset']}{f' from {src}' if cfg.get('data_sha') else ''}, arch {cfg['arch']}"
+         + (f" with head {cfg['head']}" if cfg.get('head') else '') + _start(cfg)
+         + (f", images resized to {cfg['size']} px" if cfg.get('size') else '')
+         + (f", a seeded subset of {cfg['subset']} training images per seed" if cfg.get('subset') else '')
+         + f", {_epochs(cfg)}, batch size {cfg['bs']}, "
+         f"{cfg.get('opt', 'adam')} with {sched} lr {cfg['lr']}" + (', crop+flip' if cfg.get('augment') else '')
+         + f", seeds {sorted({r.seed for r in recs})}"
+         + (f", {'fine probes' if cfg['task'] == 'c2f' else 'collapse measures'} every {cfg['probe_every']} epoch(s) "
+            "of training" if cfg.get('probe_every') else ''))
+    if cfg['task'] == 'lt':
+        rhos = ', '.join(f'{r:g}' for r in sorted({r.rho for r in recs}, reverse=True))
+        s += f", rho {rhos}, shot groups many > {cfg['many']}, few < {cfg['few']}"
+    return s + '.'
+
+_NOT_SETTINGS = ('methods', 'seeds', 'rhos', 'device', 'data', 'split', 'data_sha', 'weights')  # not what tells apart
+
+def setting_labels(
+    cfgs:dict, # setting (the hash ending its run keys) -> its configuration, every setting of one task on a page
+)->dict: # setting -> its label: '' when it is alone
+    "What tells each setting from the others of its task (`lr 0.1`), for its heading and its verdict lines"
+    if len(cfgs) < 2: return {h: '' for h in cfgs}
+    keys = list(dict.fromkeys(k for c in cfgs.values() for k in c if k not in _NOT_SETTINGS))
+    diff = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in cfgs.values()}) > 1]
+    shown = [k for k in diff if k not in ('dataset', 'head')]  # the heading and the verdict line name these already
+    return {h: ', '.join(f"{k} {c.get(k)}" for k in shown) or ('' if diff else f"setting {h}") for h, c in cfgs.items()}
+
 
 # %% ../nbs/05b_verdict.ipynb #46bf2c87
 def _mean_counts(recs:list):

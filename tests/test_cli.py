@@ -124,6 +124,8 @@ BAD = [
     (['--arch', 'resnet33'], "--arch 'resnet33'"), (['--arch', 'timm:no_such_net'], '--arch'),
     (['--log', 'paper'], "unknown log 'paper'"),
     (['--heads', 'three'], "--heads: unknown head 'three'"),
+    (['--methods', 'erm,mixup,erm'], "'erm,mixup,erm': erm is given twice"),  # every row twice (#39 item 17)
+    (['--seeds', '0,1,0'], "0 is given twice"),
     pytest.param(['--device', 'cuda'], 'no CUDA GPU', marks=pytest.mark.skipif(not NO_GPU, reason='a GPU is here')),
 ]
 
@@ -289,3 +291,18 @@ def test_sigterm_while_a_worker_starts_prints_no_traceback(capfd):
         with pytest.raises(BrokenProcessPool): ex.submit(int, 1).result(timeout=300)
     err = capfd.readouterr().err
     assert 'Traceback' not in err and 'Exception in initializer' not in err, err
+
+
+def test_report_of_a_folder_without_runs_says_so(tmp_path, capsys):
+    "`fastamp report` on a folder with no record: one line and exit 1, not an empty page (#39 item 17)"
+    from fastamp.cli import main
+    assert main(['report', '--out', str(tmp_path)]) == 1
+    assert 'no runs recorded there' in capsys.readouterr().err and not (tmp_path/'results.md').exists()
+
+
+def test_report_of_a_folder_whose_every_record_is_set_aside_says_so(tmp_path, capsys):
+    "Records a page cannot read are set aside one by one (a warning each); none left: one line and exit 1 (#39 item 17)"
+    from fastamp.cli import main
+    (tmp_path/'lt'/'runs').mkdir(parents=True); (tmp_path/'lt'/'runs'/'k.json').write_text('{"key": [1]}')
+    with pytest.warns(UserWarning, match='k.json: cannot be read'): assert main(['report', '--out', str(tmp_path)]) == 1
+    assert 'every record there was set aside' in capsys.readouterr().err

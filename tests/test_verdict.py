@@ -279,3 +279,97 @@ def test_every_results_page_has_its_records_or_says_they_are_gone():
     assert kept == set(WITH_RECORDS)
     gone = [p.name for p in pages if p.stem not in kept and '**Records not kept**' not in p.read_text()]
     assert not gone, f"pages with neither records beside them nor the 'Records not kept' note: {gone}"
+
+
+# --- #39: runs a page cannot count, stale plans, several settings, bad files (items 5, 6, 9, 10, 16, 17)
+
+def _edit(path:Path, **kw):
+    "Rewrite the record at `path` with `kw` changed (None: the key removed)"
+    rec = json.loads(path.read_text()); rec.update(kw)
+    path.write_text(json.dumps({k: v for k, v in rec.items() if v is not None}))
+
+
+def test_a_nan_seed_is_named_and_counted_on_the_page(fake_out):
+    "One seed's primary metric NaN: the table counts 2 seeds, the verdict pairs 2 and both name the run left out"
+    _edit(fake_out/'lt'/'runs'/'lt_erm_2_10.0_0123abcd.json', metrics={'accuracy': .7, 'balanced_accuracy': None})
+    page = write_report(fake_out, plots=False)
+    assert '| 10 | erm | 0.5500 ± 0.0707 | 0.5500 ± 0.0707 | 2 |' in page
+    assert 'Left out of the means and the verdicts: 1 of these 9 runs, `erm` seed 2 rho 10 (no balanced_accuracy).' in page
+    line = next(l for l in verdict_lines(fake_out) if '`midpoint` vs `erm`' in l)
+    assert ', 2 seeds: ' in line and line.endswith('; left out: `erm` seed 2 (no balanced_accuracy)')
+
+
+def test_erm_nan_on_every_seed_names_its_runs_on_each_line(fake_out):
+    for s in range(3): _edit(fake_out/'lt'/'runs'/f'lt_erm_{s}_10.0_0123abcd.json',
+                             metrics={'accuracy': .5, 'balanced_accuracy': float('nan')})
+    lines = [l for l in verdict_lines(fake_out) if 'vs `erm`' in l]
+    assert len(lines) == 2 and all(': no paired runs; left out: `erm` seed 0 (balanced_accuracy NaN); `erm` seed 1' in l
+                                   for l in lines)
+
+
+def test_a_diverged_run_is_recorded_as_such_and_kept_out_of_means_and_verdicts(tmp_path, fake_out):
+    "--lr 1e6 trains to NaN weights: the record says so (one read at the end); the page leaves such a run out, named"
+    cfg = BenchConfig(task='lt', methods=['erm'], seeds=[0], rhos=[10], epochs=1, lr=1e6)
+    lines = []; run_comparison(cfg, tmp_path/'div', log=lines.append)
+    assert run_records(tmp_path/'div'/'lt', cfg)[0].diverged == 'weights' and 'DIVERGED (weights' in lines[0]
+    _edit(fake_out/'lt'/'runs'/'lt_midpoint_1_10.0_0123abcd.json', diverged='loss')
+    page = write_report(fake_out, plots=False)
+    assert '`midpoint` seed 1 rho 10 (diverged: loss not finite)' in page and '| 10 | midpoint | 0.6350 ± 0.1202' in page
+    assert '2 seeds: ' in next(l for l in verdict_lines(fake_out) if l.startswith('long-tailed, digits, cnn, rho 10: `midpoint` vs `erm`'))
+
+
+def test_planned_runs_no_finished_command_asked_for_are_set_apart(fake_out):
+    "A complete sweep beside the keys of a killed command with other options: all its runs counted, the rest named"
+    mine = [f'lt_digits_{m}_s{s}_rho10_0123abcd' for m in LT for s in range(3)]
+    other = [f'lt_digits_erm_s{s}_rho10_deadbeef' for s in range(4)] + ['lt_digits_erm_s7_rho10_0123abcd']
+    (fake_out/'plan.json').write_text(json.dumps({'runs': {'lt': mine + other}}))
+    page = write_report(fake_out, plots=False)
+    assert 'Finished: 9 of 9 planned runs. Not counted: 5 run(s) of plan.json that no finished run' in page
+    assert 'Mean ± std over seeds (best mean marked *), 9 of 9 planned runs:' in page
+
+
+def test_two_settings_in_one_out_name_their_setting_in_headings_and_lines(fake_out):
+    for p in list((fake_out/'lt'/'runs').glob('*.json')):
+        rec = json.loads(p.read_text())
+        rec['key'] = rec['key'].replace('0123abcd', 'feedbeef'); rec['config']['lr'] = .1
+        (p.parent/f"{rec['key']}.json").write_text(json.dumps(rec))
+    page = write_report(fake_out, plots=False)
+    assert '## long-tailed: digits (lr 0.005)' in page and '## long-tailed: digits (lr 0.1)' in page
+    lines = verdict_lines(fake_out)
+    assert len({l for l in lines}) == len(lines) and any(l.startswith('long-tailed, digits, cnn (lr 0.1), rho 10: ')
+                                                         for l in lines)
+
+
+def test_bad_files_in_a_report_folder_are_set_aside_or_named(fake_out, capsys):
+    "A record or plan.json of the wrong shape: set aside with a warning; an empty overhead.csv: a line; no traceback"
+    from fastamp.cli import main
+    _edit(fake_out/'lt'/'runs'/'lt_mixup_0_10.0_0123abcd.json', seed=[0])
+    _edit(fake_out/'lt'/'runs'/'lt_mixup_1_10.0_0123abcd.json', class_counts=[1, 2])  # JSON a page cannot read
+    (fake_out/'plan.json').write_text('{"runs": {"lt": 5}}')
+    (fake_out/'overhead').mkdir(); (fake_out/'overhead'/'overhead.csv').write_text('')
+    with pytest.warns(UserWarning) as w: assert main(['report', '--out', str(fake_out), '--no-plots']) == 0
+    said = ' '.join(str(m.message) for m in w)
+    assert 'lt_mixup_0_10.0_0123abcd.json: cannot be read' in said and '`seed` is list' in said
+    assert 'plan.json: cannot be read' in said and (fake_out/'plan.json.corrupt').exists()
+    assert 'lt_mixup_1_10.0_0123abcd.json: cannot be read' in said and 'lists have different lengths' in said
+    assert '`overhead/overhead.csv` holds no measurement' in capsys.readouterr().out
+
+
+def test_one_seed_shows_no_spread_and_a_bar_in_a_class_name_stays_in_its_cell(tmp_path):
+    for m, v in {'erm': .5, 'midpoint': .6}.items(): _record(tmp_path, 'lt', m, 0, {'balanced_accuracy': v}, rho=10.)
+    for p in (tmp_path/'lt'/'runs').glob('*.json'): _edit(p, class_names=['c|t', *NAMES[1:]])
+    page = write_report(tmp_path, plots=False)
+    assert '| 10 | erm | 0.5000 | 1 |' in page and '± 0.0000' not in page.split('collapse measures')[0]
+    assert '| c\\|t | 120 |' in page
+
+
+def test_the_page_describes_a_fine_tune_run_as_it_ran(tmp_path, capsys):
+    "fine_tune's frozen and unfrozen epochs, its schedule, where the weights started and --size (#39 item 10)"
+    from fastamp.cli import main
+    assert main(['bench', '--task', 'lt', '--arch', 'resnet18', '--no-pretrained', '--schedule', 'fine_tune',
+                 '--freeze-epochs', '2', '--epochs', '1', '--size', '12', '--methods', 'erm', '--seeds', '0',
+                 '--threads', '1', '--out', str(tmp_path)]) == 0
+    page = (tmp_path/'results.md').read_text()
+    assert ('arch resnet18, from scratch, images resized to 12 px, 2 epochs with the body frozen, then 1 epoch '
+            "unfrozen, batch size 64, adam with fastai's fine_tune (one-cycle per stage) lr 0.005") in page
+    assert 'warm-up and step' not in page

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import functools, importlib.metadata, json, os, platform, subprocess, time, warnings
 from contextlib import contextmanager
+from datetime import datetime
 from dataclasses import asdict, dataclass, field, fields, MISSING
 from pathlib import Path
 import pandas as pd, torch
@@ -19,9 +20,10 @@ from .store import atomic_write, write_json, RunLock, set_aside
 from .config import BenchConfig, run_key
 
 # %% auto #0
-__all__ = ['SCHEMA', 'DATA_ENVS', 'RunRecord', 'code_version', 'data_source', 'data_label', 'versions', 'read_record',
-           'out_records', 'select_records', 'run_records', 'records_frame', 'load_records', 'runs_table',
-           'write_runs_table', 'interrupted_line', 'read_plan', 'write_plan', 'planned_keys']
+__all__ = ['SCHEMA', 'DATA_ENVS', 'RunRecord', 'page_problem', 'code_version', 'data_source', 'data_label', 'versions',
+           'diverged', 'read_record', 'out_records', 'select_records', 'run_records', 'records_frame', 'load_records',
+           'runs_table', 'write_runs_table', 'interrupted_line', 'read_plan', 'write_plan', 'planned_keys',
+           'stale_keys']
 
 # %% ../../nbs/05_bench/07_records.ipynb #d577e7a3
 SCHEMA = 2  # the layout of the records written now; a record without `schema` is layout 1 (the same fields)
@@ -50,6 +52,7 @@ class RunRecord:
     versions:dict # code, packages, machine, threads and device (`versions`)
     data_source:dict|None=None # where its data came from (`data_source`)
     notes:dict|None=None # measure -> why it could not be computed
+    diverged:str|None=None # what was not finite after training ('loss', 'weights'): kept out of means and verdicts
     started:str|None=None # when the run started (UTC, ISO 8601)
     plan:dict|None=None # the sweep's pre-registration plan (`Plan.register`); None: run without one
     extra:dict=field(default_factory=dict) # keys this version does not know, kept and written back
@@ -61,6 +64,7 @@ class RunRecord:
         "The record `d` holds; `ValueError` when it lacks a field every record has"
         if not isinstance(d, dict): raise ValueError("not a run record: no fields")
         if (miss := [k for k in _REQUIRED if k not in d]): raise ValueError(f"not a run record: no {miss[0]}")
+        if (wrong := _wrong_type(d)): raise ValueError(f"not a run record: {wrong}")
         known = {f.name for f in fields(cls)} - {'extra'}
         return cls(**{'schema': 1, **{k: v for k, v in d.items() if k in known}},
                    extra={k: v for k, v in d.items() if k not in known})
@@ -84,6 +88,49 @@ class RunRecord:
         write_json(path, self.to_dict()); return Path(path)
 
 _REQUIRED = [f.name for f in fields(RunRecord) if f.default is MISSING and f.default_factory is MISSING]
+_TYPES = {'int': (int,), 'float': (int, float), 'str': (str,), 'dict': (dict,), 'list': (list,), 'bool': (bool,),
+          'None': (type(None),)}
+
+def _wrong_type(d:dict)->str|None:
+    "What in the record `d` is of the wrong shape (a field's type, a metric that is no number), None when nothing"
+    for f in fields(RunRecord):
+        ok = tuple(t for n in f.type.split('|') for t in _TYPES.get(n.strip(), (object,)))
+        if f.name in d and f.name != 'extra' and not isinstance(d[f.name], ok):
+            return f"`{f.name}` is {type(d[f.name]).__name__}, not {f.type}"
+    for k in ('metrics', 'collapse'):
+        if (bad := [m for m, v in d[k].items() if not isinstance(v, (int, float, type(None)))]):
+            return f"`{k}` {bad[0]} is no number"
+
+_CONFIG_KEYS = ('task', 'dataset', 'arch', 'epochs', 'bs', 'lr', 'methods')  # what every page reads of a record
+_VERSION_KEYS = ('machine', 'cpu_threads', 'python', 'torch', 'fastai', 'fastamp')
+_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+
+def _iso(t)->bool:
+    "Whether `t` is an ISO 8601 time (what the plan's line reads)"
+    try: datetime.fromisoformat(t); return True
+    except (TypeError, ValueError): return False
+
+def page_problem(
+    rec:RunRecord, # a record read from an output folder
+)->str|None: # None when a page can read all of it
+    "What of `rec` a results page cannot read: a key it shows, per-class lists, curves, a long-tailed run's rho"
+    if (miss := [k for k in _CONFIG_KEYS if k not in rec.config]): return f"`config` has no {miss[0]}"
+    if (miss := [k for k in _VERSION_KEYS if k not in rec.versions]): return f"`versions` has no {miss[0]}"
+    per_class = {f: v for f in ('per_class_accuracy', 'class_counts', 'class_margins')
+                 if (v := getattr(rec, f)) is not None}
+    if (bad := [f for f, v in per_class.items() if not all(_num(x) or x is None for x in v)]):
+        return f"`{bad[0]}` holds other than numbers"
+    names = [rec.class_names] if rec.class_names and rec.task == 'lt' else []  # the per-class table's rows
+    if len({len(v) for v in [*per_class.values(), *names]}) > 1:  # one entry per class of the classifier
+        return "the per-class lists have different lengths"
+    if not all(isinstance(v, list) and all(isinstance(x, dict) for x in v) for v in (rec.curves or {}).values()):
+        return "`curves` are not rows"
+    if rec.started is not None and not _iso(rec.started): return "`started` is no time"
+    if (pl := rec.plan) is not None and ('hash' not in pl or not (pl.get('margin') is None or _num(pl['margin']))
+                                         or ((rec.started or 'written' in pl) and not _iso(pl.get('written')))):
+        return "`plan` lacks its hash, a number for its margin or the time it was written"
+    if rec.task == 'lt' and not _num(rec.rho): return "a long-tailed run without a number for `rho`"
+    return None
 
 
 # %% ../../nbs/05_bench/07_records.ipynb #e0c1b002
@@ -158,6 +205,15 @@ def _collapse(learn, features)->tuple:
     rep = learn.collapse_report(features=features)
     return rep['value'].to_dict(), [float(v) for v in rep.attrs['class_margins']]
 
+def diverged(
+    learn, # a trained `Learner`
+)->str|None: # 'weights', 'loss', or None when both are finite
+    "What is not finite after training: a weight or buffer, else fastai's smoothed training loss; one read at the end"
+    ts = [t.detach() for t in [*learn.model.parameters(), *learn.model.buffers()] if t.is_floating_point()]
+    if ts and not bool(torch.stack([t.isfinite().all() for t in ts]).all()): return 'weights'
+    loss = getattr(learn, 'smooth_loss', None)
+    return 'loss' if isinstance(loss, torch.Tensor) and not bool(loss.isfinite().all()) else None
+
 def _record(cfg, key, method, seed, rho, res, learn, wall, start, notes=None)->RunRecord:
     features = learn.get_features()  # one pass over the held-out set for the measures and the per-class accuracy
     collapse, margins = _collapse(learn, features)
@@ -171,15 +227,19 @@ def _record(cfg, key, method, seed, rho, res, learn, wall, start, notes=None)->R
         curves={cb.module: cb.records for cb in learn.cbs if isinstance(cb, CollapseRecorder)}, wall_s=wall,
         resumed_at_epoch=start, config=asdict(cfg), method_detail=describe_method(method),
         versions=versions(getattr(learn.dls, 'device', None)), data_source=data_source(cfg),
-        notes={} if notes is None else notes)
+        notes={} if notes is None else notes, diverged=diverged(learn))
 
 # %% ../../nbs/05_bench/07_records.ipynb #b389029c
 def read_record(
     path, # a run record, `<bench out>/<task>/runs/<key>.json`
     log=None, # called with the line that names a record set aside; None: a warning
+    check=None, # `rec -> why` a caller cannot use `rec` (None: it can), set aside as well (`page_problem`)
 )->RunRecord|None: # None when there is none or it cannot be read
     "The run record at `path`; one that cannot be read is set aside as `<name>.corrupt` (its run trains again)"
-    try: return RunRecord.load(path)
+    try:
+        rec = RunRecord.load(path)
+        if check is not None and (why := check(rec)): raise ValueError(f"not a record a page can read: {why}")
+        return rec
     except FileNotFoundError: return None
     except (ValueError, UnicodeDecodeError) as e:
         try: line = set_aside(path, e)
@@ -188,15 +248,16 @@ def read_record(
         else: log(line)
         return None
 
-def _records(pattern:str, out, log=None)->list:
-    return [r for p in sorted(Path(out).glob(pattern)) if (r := read_record(p, log)) is not None]
+def _records(pattern:str, out, log=None, check=None)->list:
+    return [r for p in sorted(Path(out).glob(pattern)) if (r := read_record(p, log, check)) is not None]
 
 def out_records(
     out, # the benchmark's output folder
     log=None, # called with the line that names a record set aside; None: a warning
+    page:bool=False, # also set aside a record a results page cannot read (`page_problem`)
 )->list:
     "The records of the finished runs of every task in `out` (`<out>/<task>/runs/*.json`), each file read once"
-    return _records('*/runs/*.json', out, log)
+    return _records('*/runs/*.json', out, log, page_problem if page else None)
 
 def select_records(
     recs:list, # run records (`out_records`)
@@ -271,6 +332,8 @@ def read_plan(
     try:
         plan = json.loads(p.read_text())['runs']
         if not isinstance(plan, dict): raise ValueError("not a plan: its runs are not a table of tasks")
+        if (bad := [t for t, ks in plan.items() if not (isinstance(ks, list) and all(isinstance(k, str) for k in ks))]):
+            raise ValueError(f"not a plan: the runs of {bad[0]} are not a list of run keys")
         return plan
     except FileNotFoundError: return {}
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
@@ -309,3 +372,17 @@ def planned_keys(
     if cfg is not None: return {run_key(cfg, *r) for r in cfg.runs()}
     plan = read_plan(out)
     return set(plan[task]) if task in plan else None
+
+def _own_keys(rec)->set:
+    "The run keys the command that made `rec` planned: its configuration's methods, seeds and rhos, in its setting"
+    c, h = rec.config, rec.key.rsplit('_', 1)[-1]
+    rhos = (c.get('rhos') or [None]) if rec.task == 'lt' else [None]
+    return {f"{rec.task}_{rec.dataset}_{m}_s{s}" + ('' if r is None else f"_rho{r:g}") + f"_{h}"
+            for m in c.get('methods', []) for s in c.get('seeds', []) for r in rhos}
+
+def stale_keys(
+    planned:set, # the run keys `out/plan.json` lists for a task
+    recs:list, # the task's finished runs (`RunRecord`)
+)->set: # empty without finished runs (nothing to tell them by)
+    "Planned runs no finished run's command asked for: not started yet, or another command's or sweep's (abandoned)"
+    return planned - set().union(*(_own_keys(r) for r in recs)) if recs else set()

@@ -113,7 +113,8 @@ def _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout, plan)->tuple:
             return 'failed', f"FAILED {key}: {type(e).__name__}: {_one_line(e)} (traceback in {err})"
         (runs/f'{key}.error.txt').unlink(missing_ok=True); ckpt.unlink(missing_ok=True)
         resumed = f", resumed at epoch {start}" if start else ''
-        return 'done', f"done {key}: {_fmt(res)} ({rec.wall_s:.0f} s{resumed})" + ''.join(f"; {l}" for l in aside)
+        div = [f"DIVERGED ({rec.diverged} not finite at the end): kept out of means and verdicts"] * bool(rec.diverged)
+        return 'done', f"done {key}: {_fmt(res)} ({rec.wall_s:.0f} s{resumed})" + ''.join(f"; {l}" for l in div + aside)
 
 # %% ../../nbs/05_bench/08_runner.ipynb #5df2f62e
 def _stop(*args): raise SystemExit(1)  # a quiet exit that still runs `finally` (locks, temporary files)
