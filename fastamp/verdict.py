@@ -246,8 +246,9 @@ def verdict_line(
 
 # %% ../nbs/05b_verdict.ipynb #9378c6d8
 def select_on_validation(
-    df:pd.DataFrame, # one row per run (or per run and probed epoch): the columns of `by`, `seed`, `metric` and
-                     # `metric + '_val'`, its score on the validation split
+    # one row per run (or per run and probed epoch): the columns of `by`, `seed`, `metric` and `metric + '_val'`, its
+    # score on the validation split
+    df:pd.DataFrame,
     metric:str, # the test column reported for the choice (e.g. 'fine_linear_probe_pooled')
     by=('method',), # what is chosen: the values of these columns (e.g. `('method', 'epoch')`)
 )->dict|None: # `by`'s values of the choice, its mean `val` and `test` scores, `seeds`; None without validation scores

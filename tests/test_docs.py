@@ -208,3 +208,24 @@ def test_reader_pages_link_the_results_pages_they_cite(path):
     assert not as_code, f"{path.name}: link these instead of quoting them: {as_code}"
     links = re.findall(r'\]\(https://github\.com/fastamp/fastamp/blob/main/(results/[\w.]+\.md)\)', prose)
     assert all((ROOT/l).exists() for l in links), [l for l in links if not (ROOT/l).exists()]
+
+
+NOISE = [(re.compile(r'NoneType=None'), 'an untyped parameter (`x=None`: give it a type, `x:int|None=None`)'),
+         (re.compile(r'(?<![\w.])/(?:tmp|work|root|home|Users|var/folders)/'), 'a path of the machine that ran it'),
+         (re.compile(r'^\w*(?:Warning|Error): |Traceback \(most recent call last\)|^fastamp: error:', re.M),
+          'a warning, an error or a traceback')]
+
+
+def _noise(out: dict) -> list:
+    "What a reader would have to skip in one committed output"
+    if out.get('output_type') == 'stream' and out.get('name') == 'stderr': return ['stderr: ' + ''.join(out['text'])[:80]]
+    text = ''.join(out.get('text', '')) + ''.join(''.join(v) for k, v in out.get('data', {}).items()
+                                                  if k.startswith('text/') and isinstance(v, (list, str)))
+    return [what for pat, what in NOISE if pat.search(text)]
+
+
+@pytest.mark.parametrize('path', doc_notebooks(), ids=ids(doc_notebooks()))
+def test_no_committed_output_holds_noise(path):
+    "No warning, stderr, traceback, error line, `NoneType=None` or machine path in what a reader sees"
+    bad = [(i, w) for i, c in enumerate(cells(path)) for o in c.get('outputs', []) for w in _noise(o)]
+    assert not bad, f"{path.relative_to(ROOT)}: cells {bad}: fix the cell, then run tools/execute_docs.py on it"

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/05_bench/07_records.ipynb #90292e6a
 from __future__ import annotations
+from collections.abc import Callable
 import functools, importlib.metadata, json, os, platform, subprocess, time, warnings
 from contextlib import contextmanager
 from datetime import datetime
@@ -192,7 +193,7 @@ def _device_name(device=None)->str:
     return torch.cuda.get_device_name(d) if d.type == 'cuda' else d.type
 
 def versions(
-    device=None, # the device the run trained on; None: the GPU when there is one, else the CPU
+    device:torch.device|str|None=None, # the device the run trained on; None: the GPU when there is one, else the CPU
 )->dict:
     "Versions of fastamp (its git commit in a checkout) and of the packages, the machine, threads and device"
     return {'fastamp': fastamp.__version__, **code_version(), 'torch': torch.__version__, 'fastai': fastai.__version__,
@@ -232,8 +233,8 @@ def _record(cfg, key, method, seed, rho, res, learn, wall, start, notes=None)->R
 # %% ../../nbs/05_bench/07_records.ipynb #b389029c
 def read_record(
     path, # a run record, `<bench out>/<task>/runs/<key>.json`
-    log=None, # called with the line that names a record set aside; None: a warning
-    check=None, # `rec -> why` a caller cannot use `rec` (None: it can), set aside as well (`page_problem`)
+    log:Callable|None=None, # called with the line that names a record set aside; None: a warning
+    check:Callable|None=None, # `rec -> why` a caller cannot use it (None: it can); set aside too (`page_problem`)
 )->RunRecord|None: # None when there is none or it cannot be read
     "The run record at `path`; one that cannot be read is set aside as `<name>.corrupt` (its run trains again)"
     try:
@@ -253,7 +254,7 @@ def _records(pattern:str, out, log=None, check=None)->list:
 
 def out_records(
     out, # the benchmark's output folder
-    log=None, # called with the line that names a record set aside; None: a warning
+    log:Callable|None=None, # called with the line that names a record set aside; None: a warning
     page:bool=False, # also set aside a record a results page cannot read (`page_problem`)
 )->list:
     "The records of the finished runs of every task in `out` (`<out>/<task>/runs/*.json`), each file read once"
