@@ -124,6 +124,10 @@ BAD = [
     (['--arch', 'resnet33'], "--arch 'resnet33'"), (['--arch', 'timm:no_such_net'], '--arch'),
     (['--log', 'paper'], "unknown log 'paper'"),
     (['--heads', 'three'], "--heads: unknown head 'three'"),
+    (['--lock-timeout', '5'], '--lock-timeout 5.0: give at least 300 seconds'),       # #39 item 8: below the heartbeat
+    (['--device', 'mps'], 'not on a mps device'), (['--device', 'meta'], 'not on a meta device'),
+    (['--devices', 'cpu,mps'], '--devices mps'),
+    (['--freeze-epochs', '2'], '--freeze-epochs 2: only --schedule fine_tune'),          # #39 item 17: keys only
     pytest.param(['--device', 'cuda'], 'no CUDA GPU', marks=pytest.mark.skipif(not NO_GPU, reason='a GPU is here')),
 ]
 
