@@ -168,3 +168,21 @@ def test_device_loader_gets_imagenet_stats_once(tmp_path):
     from fastai.vision.core import imagenet_stats
     assert torch.allclose(dls.train.mean.flatten().cpu(), torch.tensor(imagenet_stats[0]))  # on the device, once
     assert learn.opt.frozen_idx == 2 and learn.dls is dls
+
+@pytest.mark.parametrize('held', ['test', 'valid'])
+def test_a_folder_of_held_out_images_alone_is_refused(flat, held, tmp_path, capsys):
+    "#39 item 1: `test/<class>/` with no `train/` is not an unsplit tree: fastamp would train on the held-out images"
+    d = tmp_path/'only'; shutil.copytree(flat/'test', d/held)
+    with pytest.raises(FileNotFoundError, match=f'no train/ folder beside its {held}/ folder'): load_folder(d)
+    import tarfile
+    with tarfile.open(tmp_path/'only.tar.gz', 'w:gz') as t: t.add(d/held, arcname=held)  # an archive of it alone
+    with pytest.raises(FileNotFoundError, match='no train/ folder'): load_folder(tmp_path/'only.tar.gz')
+    assert main(['bench', '--data', str(d), '--out', str(tmp_path/'o')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'add train/<class>/ folders' in err[0] and not (tmp_path/'o').exists()
+
+def test_valid_pct_with_the_folders_own_test_is_refused(flat):
+    "#39 item 17: --valid-pct is unused when the folder has test/; it only changed the run keys"
+    with pytest.raises(SettingsError, match='--valid-pct 0.3: .* holds its own held-out folder'):
+        BenchConfig(task='lt', dataset='folder', data=str(flat), valid_pct=0.3)
+    BenchConfig(task='lt', dataset='folder', data=str(flat))

@@ -134,15 +134,19 @@ def folder_root(
     try: return _tree_root(d)
     except FileNotFoundError:
         subs = [c for c in d.iterdir() if c.is_dir()]
-        return subs[0] if len(subs) == 1 and not any(c.is_file() and c.name != '.extracted' for c in d.iterdir()) else d
+        only = len(subs) == 1 and _valid_dir({subs[0].name}, 'train', None) is None  # an archive of test/ alone: d
+        return subs[0] if only and not any(c.is_file() and c.name != '.extracted' for c in d.iterdir()) else d
 
 def folder_split(
     path, # an image folder or archive
 )->str|None: # 'test' (or 'valid', 'val'): its own held-out folder; None: it has none
     "The held-out folder of an image tree, None when a split has to be drawn"
     root = folder_root(path)
-    if not (root/'train').is_dir(): return None
-    return _valid_dir({c.name for c in root.iterdir() if c.is_dir()}, 'train', None)
+    held = _valid_dir({c.name for c in root.iterdir() if c.is_dir()}, 'train', None)
+    if held and not (root/'train').is_dir(): raise FileNotFoundError(  # its images were set aside to measure on
+        f"--data {path}: no train/ folder beside its {held}/ folder, so nothing to train on; add train/<class>/ "
+        f"folders next to {held}/, or give a folder of class folders alone (a stratified split is then drawn)")
+    return held if (root/'train').is_dir() else None
 
 def load_folder(
     path, # an image folder or archive: `train/` and `test/` (or `valid/`) of class folders, or class folders alone
