@@ -186,3 +186,10 @@ def test_valid_pct_with_the_folders_own_test_is_refused(flat):
     with pytest.raises(SettingsError, match='--valid-pct 0.3: .* holds its own held-out folder'):
         BenchConfig(task='lt', dataset='folder', data=str(flat), valid_pct=0.3)
     BenchConfig(task='lt', dataset='folder', data=str(flat))
+
+def test_out_inside_data_is_refused_before_any_work(flat, tmp_path, monkeypatch, capsys):
+    "#39 item 2: `cd images && fastamp bench --data .`: each run's output changed the data's checksum, so its run keys"
+    monkeypatch.chdir(flat)
+    assert main(['bench', '--data', '.', '--epochs', '1']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and '--out bench_out: inside --data .' in err[0] and not (flat/'bench_out').exists()

@@ -138,13 +138,16 @@ def _check_places(s:dict):
                             "--data out (or name the --dataset of those files)")
     if s.get('weights') and not Path(s['weights']).is_file():
         raise SettingsError(f"--weights {s['weights']}: no such file; give a checkpoint file (a saved state dict)")
-    if s.get('out'): _check_out(s['out'])
+    if s.get('out'): _check_out(s['out'], s.get('data'))
     pkg = LOGGERS.get(s.get('log'))
     if pkg and importlib.util.find_spec(pkg) is None:
         raise SettingsError(f"--log {s['log']} needs the {pkg} package: pip install {pkg} (or use --log csv)")
 
-def _check_out(out):
-    "`out` is a folder this process can write in, or can be made in one"
+def _check_out(out, data=None):
+    "`out` is a folder this process can write in, or can be made in one, outside the data (its files would be read)"
+    if data and Path(data).is_dir() and Path(data).resolve() in [Path(out).resolve(), *Path(out).resolve().parents]:
+        raise SettingsError(f"--out {out}: inside --data {data}, whose checksum (the run keys) and images would "
+                            "take in each run's output; give an --out outside that folder, e.g. --out ../bench")
     up = next((a for a in [Path(out), *Path(out).parents] if a.exists()), None)  # the nearest part that exists
     if up is not None and not up.is_dir(): raise SettingsError(
         f"--out {out}: {'it' if up == Path(out) else up} is a file; give a folder (new or holding earlier runs)")
