@@ -193,3 +193,13 @@ def test_out_inside_data_is_refused_before_any_work(flat, tmp_path, monkeypatch,
     assert main(['bench', '--data', '.', '--epochs', '1']) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and '--out bench_out: inside --data .' in err[0] and not (flat/'bench_out').exists()
+
+def test_weights_of_another_architecture_are_refused_before_any_run(flat, tmp_path, capsys):
+    "#39 item 3: resnet34's file with --arch resnet18 loaded its first blocks and ignored 96 tensors, without a word"
+    from torchvision import models
+    f = tmp_path/'resnet34.pth'; torch.save(models.resnet34().state_dict(), f)
+    assert main(['bench', '--data', str(flat), '--arch', 'resnet18', '--weights', str(f), '--epochs', '1',
+                 '--out', str(tmp_path/'o')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not weights of resnet18" in err[0] and '--arch resnet34' in err[0], err
+    assert not (tmp_path/'o').exists()

@@ -15,7 +15,7 @@ from ..losses import DRW
 from .catalog import (METHODS, DATASETS, PRESETS, dataset_names, dataset_name, get_dataset,
                                    is_folder, needs_data_message, describe_method, folder_split)
 from .training import SCHEDULES, OPTIMIZERS, LOADERS, _is_arch, _archs
-from .training import COMPILE_MODES
+from .training import COMPILE_MODES, check_weights
 from .loggers import LOGGERS
 from .store import HEARTBEAT
 from .tasks import TASKS, PROBE_VAL_PCT, train_size
@@ -138,6 +138,9 @@ def _check_places(s:dict):
                             "--data out (or name the --dataset of those files)")
     if s.get('weights') and not Path(s['weights']).is_file():
         raise SettingsError(f"--weights {s['weights']}: no such file; give a checkpoint file (a saved state dict)")
+    if s.get('weights') and s.get('arch') not in (None, *MODELS):  # another architecture's: refused, not half-loaded
+        try: check_weights(s['arch'], s['weights'])
+        except ValueError as e: raise SettingsError(str(e)) from None
     if s.get('out'): _check_out(s['out'], s.get('data'))
     pkg = LOGGERS.get(s.get('log'))
     if pkg and importlib.util.find_spec(pkg) is None:
