@@ -168,6 +168,13 @@ def _imagenet_norm(dls):
     if hasattr(dls, 'after_batch') and not dls.after_batch.fs.filter(lambda t: isinstance(t, Normalize)):
         dls.add_tfms([Normalize.from_stats(*imagenet_stats)], 'after_batch')
 
+def _norm_like(dls, like):
+    "Give `dls` the normalisation after the batch that `like` has (a pretrained learner's): one input for every stage"
+    from fastai.vision.augment import Normalize
+    fs = lambda d: getattr(getattr(d, 'after_batch', None), 'fs', None)  # none on `device_dls`: they normalise there
+    norm = lambda d: [] if fs(d) is None else fs(d).filter(lambda t: isinstance(t, Normalize))
+    if not norm(dls) and (ns := norm(like)): dls.add_tfms([Normalize(n.mean, n.std, n.axes) for n in ns], 'after_batch')
+
 def _quiet(learn:Learner)->Learner:
     "`learn` without progress bars or printed epoch logs"
     if hasattr(learn, 'progress'): learn.remove_cb(learn.progress)
