@@ -68,7 +68,8 @@ def _refused(archive, e): return ValueError(
     "inside the extraction folder. Check where the archive comes from, or extract it yourself and pass the folder.")
 
 def _archive_error(archive, e): return ValueError(
-    f"{archive}: cannot be read as a .tar.gz archive ({type(e).__name__}: {e}); it is truncated or corrupt: "
+    f"{archive}: cannot be read as a .tar.gz archive ({type(e).__name__}: {' '.join(str(e).split())}); it is "
+    "truncated or corrupt: "
     "download it again (or check that it is the right file).")
 
 def extract_archive(

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #276fbc1e
 from __future__ import annotations
-import re
+import re, tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 import numpy as np
@@ -18,7 +18,7 @@ from ..datasets import load_digits, load_fashion_mnist, load_cifar, find_fashion
 from ..datasets import _labelled, _valid_dir, _tree_root, stratified_valid
 from ..cache import extract_archive
 from ..devicedata import decode_images
-from fastai.data.transforms import get_image_files
+from fastai.data.transforms import get_image_files, image_extensions
 from ..data import COARSE_MAPS
 
 # %% auto #0
@@ -130,6 +130,10 @@ def folder_root(
     "The folder of the tree: `path`, or where its archive is extracted (the one holding `train/`, else its only folder)"
     path = Path(path)
     if not path.is_file(): return path
+    if not tarfile.is_tarfile(path): raise ValueError(f"--data {path}: neither a folder nor a .tar.gz archive; " + (
+        "unzip it and give its folder" if path.suffix.lower() == '.zip' else "it is one image: give the folder of "
+        "class folders holding it" if path.suffix.lower() in image_extensions else "give a folder of class folders "
+        "(train/<class>/x.png) or a .tar.gz of one"))
     d = extract_archive(path)
     try: return _tree_root(d)
     except FileNotFoundError:
@@ -209,8 +213,12 @@ def needs_data_message(
     return f"--dataset {name} needs --data: a folder or archive of its files"
 
 def _image_size(f)->tuple:
+    "The `(W, H)` of image file `f` from its header; a file PIL cannot open is named in one line"
     from PIL import Image
-    with Image.open(f) as im: return im.size
+    try:
+        with Image.open(f) as im: return im.size
+    except Exception as e: raise ValueError(f"{f}: cannot be read as an image ({type(e).__name__}); it is empty, "
+                                            "truncated or not an image: replace it or delete it") from None
 
 def one_size(
     images:'ImageSet', # a dataset
@@ -238,6 +246,7 @@ def load_dataset(
     if d.needs_path and path is None: raise FileNotFoundError(needs_data_message(d.name))
     images = d.load(path, valid_pct) if d.folder else d.load(path)
     if size is None and d.folder: one_size(images, f"--data {path}")  # mixed sizes: stop here
+    elif d.folder and loader == 'item': [_image_size(f) for f in images.items]  # a file that is no image: here
     if loader == 'device': images = decode_images(images, size)  # before any run: a folder too large stops here
     return images, d.coarse, size or d.size
 

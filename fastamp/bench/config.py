@@ -286,6 +286,9 @@ def check_data(
     if want and len(images.vocab) != want: raise SettingsError(
         f"--dataset {cfg.dataset} --data {cfg.data}: those files hold {len(images.vocab)} classes, {cfg.dataset} has "
         f"{want}; give the --dataset they are (see fastamp bench --list) or the files of {cfg.dataset}")
+    if len(images.vocab) < 2: raise SettingsError(
+        f"--data {cfg.data}: one class ({images.vocab[0] if images.vocab else 'none'}); a classifier needs two or "
+        "more class folders (train/<class>/x.png, one folder per class)")
     if cfg.task == 'c2f' and data[1] is None and images.coarse_labels is None: raise SettingsError(
         f"--task c2f on --data {cfg.data}: a flat folder has no coarse classes; nest it as train/<coarse>/<fine>/ "
         "(the folders are the coarse map) or leave c2f out (--task lt,overhead)")
