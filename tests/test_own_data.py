@@ -223,3 +223,13 @@ def test_a_bad_data_path_or_file_is_one_line_before_any_work(flat, tmp_path, cap
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], (data, err)
         assert not (tmp_path/'o').exists()
+
+def test_options_that_change_only_the_run_keys_are_one_line(flat, tmp_path, capsys):
+    "#39 item 17: --valid-pct with the folder's test/ and --no-pretrained with --weights were ignored but keyed"
+    f = tmp_path/'r18.pth'; torch.save(_trained_resnet18().state_dict(), f)
+    for more, msg in ((['--valid-pct', '0.3'], '--valid-pct 0.3: --data'),
+                      (['--arch', 'resnet18', '--no-pretrained', '--weights', str(f)], '--no-pretrained with --weights')):
+        assert main(['bench', '--data', str(flat), *more, '--epochs', '1', '--out', str(tmp_path/'o')]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
+        assert not (tmp_path/'o').exists()
