@@ -233,3 +233,10 @@ def test_options_that_change_only_the_run_keys_are_one_line(flat, tmp_path, caps
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], err
         assert not (tmp_path/'o').exists()
+
+def test_timm_weights_of_another_model_are_refused_before_timm_reads_them(tmp_path):
+    "#39 item 3: timm printed 'Unexpected keys' (3,000 characters) and went on with a half-loaded body"
+    import timm
+    f = tmp_path/'t.pth'; torch.save(timm.create_model('test_resnet').state_dict(), f)
+    with pytest.raises(ValueError, match='not weights of timm:resnet18: .* missing'):
+        make_learner('timm:resnet18', digits_dls(bs=32), [], weights=f)
