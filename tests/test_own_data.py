@@ -240,3 +240,10 @@ def test_timm_weights_of_another_model_are_refused_before_timm_reads_them(tmp_pa
     f = tmp_path/'t.pth'; torch.save(timm.create_model('test_resnet').state_dict(), f)
     with pytest.raises(ValueError, match='not weights of timm:resnet18: .* missing'):
         make_learner('timm:resnet18', digits_dls(bs=32), [], weights=f)
+
+def test_a_symlink_loop_in_the_folder_is_one_line_not_a_hang(flat, tmp_path, capsys):
+    "#39 item 15: a link back up the tree kept get_image_files walking for minutes, with no output"
+    d = tmp_path/'loop'; shutil.copytree(flat, d); (d/'train'/'3'/'again').symlink_to(d/'train')
+    assert main(['bench', '--data', str(d), '--epochs', '1', '--out', str(tmp_path/'o')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'again links back to' in err[0] and 'remove that link' in err[0], err

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #276fbc1e
 from __future__ import annotations
-import re, tarfile
+import os, re, tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 import numpy as np
@@ -152,12 +152,26 @@ def folder_split(
         f"folders next to {held}/, or give a folder of class folders alone (a stratified split is then drawn)")
     return held if (root/'train').is_dir() else None
 
+def _link_loop(
+    folder:Path, # the tree's folder
+    up:frozenset=frozenset(), # the real folders above it
+)->Path|None:
+    "A folder link under `folder` back to a folder above it: `get_image_files` would walk round it for ever"
+    up = up | {folder.resolve()}
+    for e in sorted(os.scandir(folder), key=lambda e: e.name):
+        if not e.is_dir(): continue
+        if Path(e.path).resolve() in up: return Path(e.path)
+        if hit := _link_loop(Path(e.path), up): return hit
+
 def load_folder(
     path, # an image folder or archive: `train/` and `test/` (or `valid/`) of class folders, or class folders alone
     valid_pct:float=0.2, # without a held-out folder: the share of each class held out
     seed:int=0, # seed of that split (one split for every run of a comparison)
 )->'ImageSet':
     "Any image tree as an `ImageSet` (nested `<coarse>/<fine>/` folders give coarse labels); no `test/`: a split"
+    if loop := _link_loop(folder_root(path)): raise ValueError(
+        f"--data {path}: {loop} links back to {loop.resolve()}, a folder above it, so reading the tree never ends; "
+        "remove that link (or replace it by the folder it stands for)")
     if folder_split(path) is not None: return load_image_folder(folder_root(path))
     root = folder_root(path)
     base = root/'train' if (root/'train').is_dir() else root
