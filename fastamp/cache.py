@@ -68,8 +68,8 @@ def _refused(archive, e): return ValueError(
     "inside the extraction folder. Check where the archive comes from, or extract it yourself and pass the folder.")
 
 def _archive_error(archive, e): return ValueError(
-    f"{archive}: cannot be read as a .tar.gz archive ({type(e).__name__}: {e}); it is truncated or corrupt: "
-    "download it again (or check that it is the right file).")
+    f"{archive}: cannot be read as a .tar.gz archive ({type(e).__name__}: {' '.join(str(e).split())}); it is "
+    "truncated or corrupt: download it again (or check that it is the right file).")
 
 def extract_archive(
     archive, # a .tar.gz / .tgz file
@@ -86,8 +86,9 @@ def extract_archive(
         out.mkdir(parents=True, exist_ok=True)
         try:
             with tarfile.open(archive) as t: t.extractall(out, filter='data')
-        except tarfile.FilterError as e: raise _refused(archive, e) from None
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as e: raise _archive_error(archive, e) from None
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            shutil.rmtree(out, ignore_errors=True)  # a refused or broken archive leaves nothing half-extracted
+            raise (_refused if isinstance(e, tarfile.FilterError) else _archive_error)(archive, e) from None
         (out/'.extracted').touch()
         for old in out.parent.glob(f"{stem}-" + '?' * 16):              # extractions of earlier versions of it
             if old != out and (old/'.extracted').exists(): shutil.rmtree(old, ignore_errors=True)

@@ -259,6 +259,14 @@ def test_more_jobs_than_cores_is_said_in_one_line(monkeypatch):
         assert jobs_cost_line(cpu_cores()) is None
 
 
+def test_the_jobs_note_counts_the_runs_that_start(tmp_path, monkeypatch):
+    "#39 item 17: `--jobs 100` on a sweep of one run said '100 runs' memory held'; at most one run starts"
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    lines, s = [], dict(tasks=['lt'], methods=['erm'], seeds=[0], rhos=[10], epochs=1, lr=1e-2)
+    assert bench.run_benchmark(s, tmp_path, jobs=100, log=lines.append)['done'] == 1
+    assert not [l for l in lines if 'memory' in l], lines
+
+
 def test_an_lt_run_with_probe_every_records_margin_curves_and_the_report_draws_them(tmp_path):
     from fastamp.report import write_report, LT_CURVES
     s = dict(tasks=['lt'], methods=['erm', 'midpoint'], seeds=[0], rhos=[10], epochs=2, lr=1e-2, probe_every=1)

@@ -126,6 +126,10 @@ BAD = [
     (['--heads', 'three'], "--heads: unknown head 'three'"),
     (['--methods', 'erm,mixup,erm'], "'erm,mixup,erm': erm is given twice"),  # every row twice (#39 item 17)
     (['--seeds', '0,1,0'], "0 is given twice"),
+    (['--lock-timeout', '5'], '--lock-timeout 5.0: give at least 300 seconds'),       # #39 item 8: below the heartbeat
+    (['--device', 'mps'], 'not on a mps device'), (['--device', 'meta'], 'not on a meta device'),
+    (['--devices', 'cpu,mps'], '--devices mps'),
+    (['--freeze-epochs', '2'], '--freeze-epochs 2: only --schedule fine_tune'),          # #39 item 17: keys only
     pytest.param(['--device', 'cuda'], 'no CUDA GPU', marks=pytest.mark.skipif(not NO_GPU, reason='a GPU is here')),
 ]
 

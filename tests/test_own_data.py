@@ -168,3 +168,82 @@ def test_device_loader_gets_imagenet_stats_once(tmp_path):
     from fastai.vision.core import imagenet_stats
     assert torch.allclose(dls.train.mean.flatten().cpu(), torch.tensor(imagenet_stats[0]))  # on the device, once
     assert learn.opt.frozen_idx == 2 and learn.dls is dls
+
+@pytest.mark.parametrize('held', ['test', 'valid'])
+def test_a_folder_of_held_out_images_alone_is_refused(flat, held, tmp_path, capsys):
+    "#39 item 1: `test/<class>/` with no `train/` is not an unsplit tree: fastamp would train on the held-out images"
+    d = tmp_path/'only'; shutil.copytree(flat/'test', d/held)
+    with pytest.raises(FileNotFoundError, match=f'no train/ folder beside its {held}/ folder'): load_folder(d)
+    import tarfile
+    with tarfile.open(tmp_path/'only.tar.gz', 'w:gz') as t: t.add(d/held, arcname=held)  # an archive of it alone
+    with pytest.raises(FileNotFoundError, match='no train/ folder'): load_folder(tmp_path/'only.tar.gz')
+    assert main(['bench', '--data', str(d), '--out', str(tmp_path/'o')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'add train/<class>/ folders' in err[0] and not (tmp_path/'o').exists()
+
+def test_valid_pct_with_the_folders_own_test_is_refused(flat):
+    "#39 item 17: --valid-pct is unused when the folder has test/; it only changed the run keys"
+    with pytest.raises(SettingsError, match='--valid-pct 0.3: .* holds its own held-out folder'):
+        BenchConfig(task='lt', dataset='folder', data=str(flat), valid_pct=0.3)
+    BenchConfig(task='lt', dataset='folder', data=str(flat))
+
+def test_out_inside_data_is_refused_before_any_work(flat, tmp_path, monkeypatch, capsys):
+    "#39 item 2: `cd images && fastamp bench --data .`: each run's output changed the data's checksum, so its run keys"
+    monkeypatch.chdir(flat)
+    assert main(['bench', '--data', '.', '--epochs', '1']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and '--out bench_out: inside --data .' in err[0] and not (flat/'bench_out').exists()
+
+def test_weights_of_another_architecture_are_refused_before_any_run(flat, tmp_path, capsys):
+    "#39 item 3: resnet34's file with --arch resnet18 loaded its first blocks and ignored 96 tensors, without a word"
+    from torchvision import models
+    f = tmp_path/'resnet34.pth'; torch.save(models.resnet34().state_dict(), f)
+    assert main(['bench', '--data', str(flat), '--arch', 'resnet18', '--weights', str(f), '--epochs', '1',
+                 '--out', str(tmp_path/'o')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not weights of resnet18" in err[0] and '--arch resnet34' in err[0], err
+    assert not (tmp_path/'o').exists()
+
+def test_a_bad_data_path_or_file_is_one_line_before_any_work(flat, tmp_path, capsys):
+    "#39 item 16: a one-class folder, an empty or non-image .png, random bytes, a .zip or a .png as --data"
+    one = tmp_path/'one'
+    for split in ('train', 'test'): shutil.copytree(flat/split/'0', one/split/'0')
+    bad = tmp_path/'bad'; shutil.copytree(flat, bad)
+    (bad/'train'/'3'/'empty.png').write_bytes(b''); (bad/'test'/'4'/'text.png').write_text('not an image')
+    (tmp_path/'rnd.bin').write_bytes(bytes(range(256)) * 8)
+    import zipfile
+    with zipfile.ZipFile(tmp_path/'a.zip', 'w') as z: z.write(next((flat/'train'/'0').iterdir()), 'train/0/x.png')
+    png = next((flat/'train'/'0').iterdir())
+    cases = [([one], 'one class (0); a classifier needs two or more class folders'),
+             ([bad, '--size', '8'], 'empty.png: cannot be read as an image'), ([bad], 'empty.png: cannot be read'),
+             ([tmp_path/'rnd.bin'], 'neither a folder nor a .tar.gz archive; give a folder'),
+             ([tmp_path/'a.zip'], 'unzip it and give its folder'), ([png], 'it is one image')]
+    for (data, *more), msg in cases:
+        assert main(['bench', '--data', str(data), *more, '--epochs', '1', '--out', str(tmp_path/'o')]) == 2, data
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], (data, err)
+        assert not (tmp_path/'o').exists()
+
+def test_options_that_change_only_the_run_keys_are_one_line(flat, tmp_path, capsys):
+    "#39 item 17: --valid-pct with the folder's test/ and --no-pretrained with --weights were ignored but keyed"
+    f = tmp_path/'r18.pth'; torch.save(_trained_resnet18().state_dict(), f)
+    for more, msg in ((['--valid-pct', '0.3'], '--valid-pct 0.3: --data'),
+                      (['--arch', 'resnet18', '--no-pretrained', '--weights', str(f)], '--no-pretrained with --weights')):
+        assert main(['bench', '--data', str(flat), *more, '--epochs', '1', '--out', str(tmp_path/'o')]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
+        assert not (tmp_path/'o').exists()
+
+def test_timm_weights_of_another_model_are_refused_before_timm_reads_them(tmp_path):
+    "#39 item 3: timm printed 'Unexpected keys' (3,000 characters) and went on with a half-loaded body"
+    import timm
+    f = tmp_path/'t.pth'; torch.save(timm.create_model('test_resnet').state_dict(), f)
+    with pytest.raises(ValueError, match='not weights of timm:resnet18: .* missing'):
+        make_learner('timm:resnet18', digits_dls(bs=32), [], weights=f)
+
+def test_a_symlink_loop_in_the_folder_is_one_line_not_a_hang(flat, tmp_path, capsys):
+    "#39 item 15: a link back up the tree kept get_image_files walking for minutes, with no output"
+    d = tmp_path/'loop'; shutil.copytree(flat, d); (d/'train'/'3'/'again').symlink_to(d/'train')
+    assert main(['bench', '--data', str(d), '--epochs', '1', '--out', str(tmp_path/'o')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'again links back to' in err[0] and 'remove that link' in err[0], err

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #276fbc1e
 from __future__ import annotations
-import re
+import os, re, tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 import numpy as np
@@ -18,7 +18,7 @@ from ..datasets import load_digits, load_fashion_mnist, load_cifar, find_fashion
 from ..datasets import _labelled, _valid_dir, _tree_root, stratified_valid
 from ..cache import extract_archive
 from ..devicedata import decode_images
-from fastai.data.transforms import get_image_files
+from fastai.data.transforms import get_image_files, image_extensions
 from ..data import COARSE_MAPS
 
 # %% auto #0
@@ -130,19 +130,38 @@ def folder_root(
     "The folder of the tree: `path`, or where its archive is extracted (the one holding `train/`, else its only folder)"
     path = Path(path)
     if not path.is_file(): return path
+    if not tarfile.is_tarfile(path): raise ValueError(f"--data {path}: neither a folder nor a .tar.gz archive; " + (
+        "unzip it and give its folder" if path.suffix.lower() == '.zip' else "it is one image: give the folder of "
+        "class folders holding it" if path.suffix.lower() in image_extensions else "give a folder of class folders "
+        "(train/<class>/x.png) or a .tar.gz of one"))
     d = extract_archive(path)
     try: return _tree_root(d)
     except FileNotFoundError:
         subs = [c for c in d.iterdir() if c.is_dir()]
-        return subs[0] if len(subs) == 1 and not any(c.is_file() and c.name != '.extracted' for c in d.iterdir()) else d
+        only = len(subs) == 1 and _valid_dir({subs[0].name}, 'train', None) is None  # an archive of test/ alone: d
+        return subs[0] if only and not any(c.is_file() and c.name != '.extracted' for c in d.iterdir()) else d
 
 def folder_split(
     path, # an image folder or archive
 )->str|None: # 'test' (or 'valid', 'val'): its own held-out folder; None: it has none
     "The held-out folder of an image tree, None when a split has to be drawn"
     root = folder_root(path)
-    if not (root/'train').is_dir(): return None
-    return _valid_dir({c.name for c in root.iterdir() if c.is_dir()}, 'train', None)
+    held = _valid_dir({c.name for c in root.iterdir() if c.is_dir()}, 'train', None)
+    if held and not (root/'train').is_dir(): raise FileNotFoundError(  # its images were set aside to measure on
+        f"--data {path}: no train/ folder beside its {held}/ folder, so nothing to train on; add train/<class>/ "
+        f"folders next to {held}/, or give a folder of class folders alone (a stratified split is then drawn)")
+    return held if (root/'train').is_dir() else None
+
+def _link_loop(
+    folder:Path, # the tree's folder
+    up:frozenset=frozenset(), # the real folders above it
+)->Path|None:
+    "A folder link under `folder` back to a folder above it: `get_image_files` would walk round it for ever"
+    up = up | {folder.resolve()}
+    for e in sorted(os.scandir(folder), key=lambda e: e.name):
+        if not e.is_dir(): continue
+        if Path(e.path).resolve() in up: return Path(e.path)
+        if hit := _link_loop(Path(e.path), up): return hit
 
 def load_folder(
     path, # an image folder or archive: `train/` and `test/` (or `valid/`) of class folders, or class folders alone
@@ -150,6 +169,9 @@ def load_folder(
     seed:int=0, # seed of that split (one split for every run of a comparison)
 )->'ImageSet':
     "Any image tree as an `ImageSet` (nested `<coarse>/<fine>/` folders give coarse labels); no `test/`: a split"
+    if loop := _link_loop(folder_root(path)): raise ValueError(
+        f"--data {path}: {loop} links back to {loop.resolve()}, a folder above it, so reading the tree never ends; "
+        "remove that link (or replace it by the folder it stands for)")
     if folder_split(path) is not None: return load_image_folder(folder_root(path))
     root = folder_root(path)
     base = root/'train' if (root/'train').is_dir() else root
@@ -205,8 +227,12 @@ def needs_data_message(
     return f"--dataset {name} needs --data: a folder or archive of its files"
 
 def _image_size(f)->tuple:
+    "The `(W, H)` of image file `f` from its header; a file PIL cannot open is named in one line"
     from PIL import Image
-    with Image.open(f) as im: return im.size
+    try:
+        with Image.open(f) as im: return im.size
+    except Exception as e: raise ValueError(f"{f}: cannot be read as an image ({type(e).__name__}); it is empty, "
+                                            "truncated or not an image: replace it or delete it") from None
 
 def one_size(
     images:'ImageSet', # a dataset
@@ -234,6 +260,7 @@ def load_dataset(
     if d.needs_path and path is None: raise FileNotFoundError(needs_data_message(d.name))
     images = d.load(path, valid_pct) if d.folder else d.load(path)
     if size is None and d.folder: one_size(images, f"--data {path}")  # mixed sizes: stop here
+    elif d.folder and loader == 'item': [_image_size(f) for f in images.items]  # a file that is no image: here
     if loader == 'device': images = decode_images(images, size)  # before any run: a folder too large stops here
     return images, d.coarse, size or d.size
 

@@ -15,12 +15,13 @@ from ..losses import DRW
 from .catalog import (METHODS, DATASETS, PRESETS, dataset_names, dataset_name, get_dataset,
                                    is_folder, needs_data_message, describe_method, folder_split)
 from .training import SCHEDULES, OPTIMIZERS, LOADERS, _is_arch, _archs
-from .training import COMPILE_MODES
+from .training import COMPILE_MODES, check_weights
 from .loggers import LOGGERS
+from .store import HEARTBEAT
 from .tasks import TASKS, PROBE_VAL_PCT, train_size
 
 # %% auto #0
-__all__ = ['SettingsError', 'check_settings', 'BenchConfig', 'run_key', 'data_checksum', 'split_line', 'check_data',
+__all__ = ['LOCK_MIN', 'SettingsError', 'check_settings', 'BenchConfig', 'run_key', 'data_checksum', 'split_line', 'check_data',
            'task_config', 'task_configs', 'catalog_listing', 'parse_shard', 'shard_keys']
 
 # %% ../../nbs/05_bench/06_config.ipynb #c0b4380f
@@ -31,6 +32,7 @@ def _opt(k): return '--' + {'tasks': 'task'}.get(k, k).replace('_', '-')
 def _number(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 def _positive(v): return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
 
+LOCK_MIN = 5 * HEARTBEAT  # the shortest --lock-timeout: five missed heartbeats before a lock held elsewhere is stale
 _RULES = [  # (setting, test, what to give instead)
     ('tasks', len, 'one or more tasks'), ('methods', len, 'one or more methods'),
     ('seeds', len, 'one or more integer seeds, e.g. --seeds 0,1,2'),
@@ -45,7 +47,9 @@ _RULES = [  # (setting, test, what to give instead)
     ('subset', lambda v: v >= 1, 'a positive number of training items, or leave it out for all'),
     ('probe_every', lambda v: v >= 0, 'a number of epochs >= 0 (0: probe only at the end)'),
     ('heads', len, "one or more heads, e.g. --heads one,two"),
-    ('lock_timeout', _positive, 'a positive number of seconds'),
+    ('lock_timeout', lambda v: _positive(v) and v >= LOCK_MIN,
+     f'at least {LOCK_MIN} seconds: a run beats its lock every {HEARTBEAT} s, so a shorter silence takes the run of a '
+     'live holder (default 1800)'),
     ('devices', len, 'one or more devices, e.g. cuda:0,cuda:1'),
     ('compile', lambda v: v in COMPILE_MODES, f"a torch.compile mode: {', '.join(COMPILE_MODES)} (or no --compile)"),
     ('size', lambda v: v >= 1, 'a positive image side in pixels, or leave it out to keep the images\' own size'),
@@ -96,10 +100,21 @@ def _check_pretrained(s:dict):
         f"{asked[0]} with --arch {s.get('arch', 'cnn')}: fastamp's models ({', '.join(MODELS)}) have no pretrained "
         "body to load or to freeze; give --arch a torchvision or timm backbone (e.g. resnet18, timm:resnet18)")
 
+def _check_unused(s:dict):
+    "Settings that would change the run keys and nothing else: refused, naming what they need"
+    if s.get('freeze_epochs') not in (None, 1) and s.get('schedule') != 'fine_tune': raise SettingsError(
+        f"--freeze-epochs {s['freeze_epochs']}: only --schedule fine_tune trains epochs with the body frozen; add "
+        "--schedule fine_tune or leave --freeze-epochs out")
+    if s.get('pretrained') is False and s.get('weights'): raise SettingsError(
+        f"--no-pretrained with --weights {s['weights']}: the weights file is where training starts; leave "
+        "--no-pretrained out (or --weights, to train from scratch)")
+
 def _check_device(opt:str, d:str):
     "`d` names a device this machine has"
     try: dev = torch.device(d)
     except RuntimeError: raise SettingsError(f"{opt} {d!r}: give cpu, cuda or cuda:N") from None
+    if dev.type not in ('cpu', 'cuda'): raise SettingsError(
+        f"{opt} {d}: fastamp trains on cpu or a CUDA GPU, not on a {dev.type} device; give cpu, cuda or cuda:N")
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise SettingsError(f"{opt} {d}: no CUDA GPU is available here; use cpu")
     if dev.type == 'cuda' and (dev.index or 0) >= torch.cuda.device_count():
@@ -123,13 +138,19 @@ def _check_places(s:dict):
                             "--data out (or name the --dataset of those files)")
     if s.get('weights') and not Path(s['weights']).is_file():
         raise SettingsError(f"--weights {s['weights']}: no such file; give a checkpoint file (a saved state dict)")
-    if s.get('out'): _check_out(s['out'])
+    if s.get('weights') and s.get('arch') not in (None, *MODELS):  # another architecture's: refused, not half-loaded
+        try: check_weights(s['arch'], s['weights'])
+        except ValueError as e: raise SettingsError(str(e)) from None
+    if s.get('out'): _check_out(s['out'], s.get('data'))
     pkg = LOGGERS.get(s.get('log'))
     if pkg and importlib.util.find_spec(pkg) is None:
         raise SettingsError(f"--log {s['log']} needs the {pkg} package: pip install {pkg} (or use --log csv)")
 
-def _check_out(out):
-    "`out` is a folder this process can write in, or can be made in one"
+def _check_out(out, data=None):
+    "`out` is a folder this process can write in, or can be made in one, outside the data (its files would be read)"
+    if data and Path(data).is_dir() and Path(data).resolve() in [Path(out).resolve(), *Path(out).resolve().parents]:
+        raise SettingsError(f"--out {out}: inside --data {data}, whose checksum (the run keys) and images would "
+                            "take in each run's output; give an --out outside that folder, e.g. --out ../bench")
     up = next((a for a in [Path(out), *Path(out).parents] if a.exists()), None)  # the nearest part that exists
     if up is not None and not up.is_dir(): raise SettingsError(
         f"--out {out}: {'it' if up == Path(out) else up} is a file; give a folder (new or holding earlier runs)")
@@ -161,7 +182,7 @@ def check_settings(
     for k, ok, fix in _RULES:
         if k in s and s[k] is not None and not ok(s[k]):
             raise SettingsError(f"{_opt(k)} {s[k]!r}: give {fix}")
-    _check_choices(s); _check_shots(s); _check_switch(s); _check_model(s); _check_places(s)
+    _check_choices(s); _check_shots(s); _check_switch(s); _check_model(s); _check_unused(s); _check_places(s)
 
 # %% ../../nbs/05_bench/06_config.ipynb #f30ee5b7
 @dataclass
@@ -206,6 +227,9 @@ class BenchConfig:
         check_settings(asdict(self)); self.dataset = dataset_name(self.dataset)
         if self.data_sha is None: self.data_sha = data_checksum(self.dataset, self.data)
         if self.split is None: self.split = split_line(self.dataset, self.data, self.valid_pct)
+        if self.valid_pct != type(self).valid_pct and (self.split or '').startswith("the folder's"):
+            raise SettingsError(f"--valid-pct {self.valid_pct:g}: --data {self.data} holds its own held-out folder "
+                                f"({self.split[13:]}), which is used as it is; leave --valid-pct out")
         if self.pretrained is None: self.pretrained = self.arch not in MODELS
         if self.weights and self.weights_sha is None: self.weights_sha = source_checksum(self.weights)[:16]
     def runs(self)->list:
@@ -262,6 +286,9 @@ def check_data(
     if want and len(images.vocab) != want: raise SettingsError(
         f"--dataset {cfg.dataset} --data {cfg.data}: those files hold {len(images.vocab)} classes, {cfg.dataset} has "
         f"{want}; give the --dataset they are (see fastamp bench --list) or the files of {cfg.dataset}")
+    if len(images.vocab) < 2: raise SettingsError(
+        f"--data {cfg.data}: one class ({images.vocab[0] if images.vocab else 'none'}); a classifier needs two or "
+        "more class folders (train/<class>/x.png, one folder per class)")
     if cfg.task == 'c2f' and data[1] is None and images.coarse_labels is None: raise SettingsError(
         f"--task c2f on --data {cfg.data}: a flat folder has no coarse classes; nest it as train/<coarse>/<fine>/ "
         "(the folders are the coarse map) or leave c2f out (--task lt,overhead)")
@@ -319,8 +346,12 @@ def parse_shard(
         if 'SLURM_ARRAY_TASK_ID' not in env or 'SLURM_ARRAY_TASK_COUNT' not in env: raise SettingsError(
             "--shard auto: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT are not set (not a task of a SLURM job array); "
             "give --shard i/N")
-        spec = (f"{int(env['SLURM_ARRAY_TASK_ID']) - int(env.get('SLURM_ARRAY_TASK_MIN', 0))}/"
-                f"{env['SLURM_ARRAY_TASK_COUNT']}")
+        names = ('SLURM_ARRAY_TASK_ID', 'SLURM_ARRAY_TASK_COUNT', 'SLURM_ARRAY_TASK_MIN')
+        try: i, n, lo = (int(env.get(k, 0)) for k in names)
+        except ValueError: raise SettingsError(
+            "--shard auto: " + ', '.join(f"{k}={env[k]!r}" for k in names if k in env) + " are not whole numbers "
+            "(not SLURM's); give --shard i/N") from None
+        spec = f"{i - lo}/{n}"
     try: i, n = (int(v) for v in spec.split('/'))
     except ValueError: raise SettingsError(f"--shard {spec!r}: give i/N, e.g. 0/4 (the first of 4), or auto") from None
     if not 0 <= i < n: raise SettingsError(f"--shard {spec}: give i/N with 0 <= i < N")

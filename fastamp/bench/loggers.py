@@ -22,17 +22,21 @@ class EpochCSVLogger(CSVLogger):
     def __init__(self,
         fname, # the epoch file
         start:int=0, # the epoch the fit resumes at (`fit(start_epoch=...)`): earlier rows are kept, not rewritten
-    ): super().__init__(fname); self.start = start
+    ): super().__init__(fname); self.start, self.fits, self.epochs = start, 0, 0
     def before_fit(self):
         if hasattr(self, 'gather_preds'): return
         f = self.path/self.fname; f.parent.mkdir(parents=True, exist_ok=True)
-        kept = f.read_text().splitlines(keepends=True)[:self.start + 1] if self.start and f.exists() else []
-        self.file = f.open('w')
-        self.file.write(''.join(kept) or ','.join(self.recorder.metric_names) + '\n')
+        if self.fits: self.file = f.open('a')  # a later fit of the run (`fine_tune`'s unfrozen one): rows follow
+        else:
+            kept = f.read_text().splitlines(keepends=True)[:self.start + 1] if self.start and f.exists() else []
+            self.file = f.open('w')
+            self.file.write(''.join(kept) or ','.join(self.recorder.metric_names) + '\n')
+        self.offset, self.fits = self.epochs, self.fits + 1  # the epochs of the earlier fits come first
         self.old_logger, self.learn.logger = self.logger, self._write_line
     def _write_line(self, log):
-        if self.epoch < self.start: return self.old_logger(log)  # an epoch the checkpoint holds: its row is there
-        super()._write_line(log)
+        if self.fits == 1 and self.epoch < self.start: return self.old_logger(log)  # the checkpoint's: its row is there
+        self.epochs = self.offset + self.epoch + 1
+        super()._write_line([self.offset + self.epoch, *log[1:]])  # the run's epoch, counted across its fits
 
 class MixValuesLogger(Callback):
     "Send the mixing callbacks' values of each training batch to the run's logger"
@@ -41,10 +45,11 @@ class MixValuesLogger(Callback):
         kind:str, # 'csv', 'tensorboard' or 'wandb'
         path:Path|str|None=None, # 'csv': the per-step file, appended after every epoch
         start:int=0, # the epoch the fit resumes at: the file keeps the steps before it
-    ): store_attr(); self.rows = []
+    ): store_attr(); self.rows, self._fits, self._next = [], 0, 0
     def before_fit(self):
         self._seen, self._pending = {}, []
-        if self.kind == 'csv' and self.path: self._keep_before(self.start * len(self.dls.train))
+        if self.kind == 'csv' and self.path and not self._fits: self._keep_before(self.start * len(self.dls.train))
+        self._base, self._fits = self._next, self._fits + 1  # a later fit of the run: its steps follow the earlier ones
     def _keep_before(self, step:int):
         "Keep the steps before `step` in the csv file (none when `step` is 0)"
         p = Path(self.path)
@@ -61,8 +66,9 @@ class MixValuesLogger(Callback):
             out.append((type(cb).__name__, hist, len(hist) - 1))
         return out
     def after_batch(self):
-        rows = self._rows()
-        if rows: self._pending.append((self.epoch * self.n_iter + self.iter, rows))  # its step in the whole fit
+        rows, step = self._rows(), self._base + self.epoch * self.n_iter + self.iter  # its step in the whole run
+        self._next = step + 1
+        if rows: self._pending.append((step, rows))
     def _read(self)->list:
         "`(step, {name/key: value})` of the steps noted since the last read, from the histories brought to the host"
         for h in {id(h): h for _, rows in self._pending for _, h, _ in rows}.values(): h.gather()  # done: no copy

@@ -337,7 +337,7 @@ def run_benchmark(
     keys = _plan(cfgs, out)
     mine = shard_keys(keys, part) if part else None
     if part: log(f"shard {part[0]}/{part[1]}: {len(mine)} of the sweep's {len(keys)} runs")
-    if line := jobs_cost_line(jobs): log(line)
+    if line := jobs_cost_line(min(jobs, len(mine if part else keys))): log(line)  # no more start at once
     total, busy = dict(done=0, skipped=0, busy=0, failed=0), []
     for cfg in cfgs:
         counts = run_comparison(cfg, out, jobs=jobs, log=log, logger=logger, threads=threads, devices=devices,

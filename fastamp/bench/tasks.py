@@ -17,7 +17,7 @@ from ..accuracies import group_accuracies
 from ..metrics import DegenerateWarning
 from ..evaluate import CollapseRecorder, FineProbeRecorder  # and Learner.get_features, .fine_probe
 from .catalog import Task, load_dataset, is_folder
-from .training import StepTimer, _device, _dls, _coarse_fine_dls, _learner, _fit, _quiet
+from .training import StepTimer, _device, _dls, _coarse_fine_dls, _learner, _fit, _quiet, _norm_like
 
 # %% auto #0
 __all__ = ['PROBE_PLACES', 'PROBE_VAL_PCT', 'EAGER_ERM', 'TASKS', 'probe_val_idx', 'run_c2f', 'lt_train_idx', 'run_lt',
@@ -66,6 +66,13 @@ def _lt_recorders(cfg, seed)->list:
     return [_CurveRecorder(n=None, module='classifier', seed=seed, every=cfg.probe_every)] if cfg.probe_every else []
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #edb96703
+def _c2f_learner(cfg, method:str, data:ImageSet, coarse, size, sub=None)->tuple:
+    "`(coarse learner, fine DataLoaders)` of a c2f run, the fine ones normalised as the learner's (ImageNet's)"
+    cdls, fdls = _coarse_fine_dls(cfg, data, coarse, size, sub)
+    learn = _learner(cfg, cdls, method)
+    _norm_like(fdls, learn.dls)  # the fine-tuning stage trains and is measured on the inputs the body was trained on
+    return learn, fdls
+
 def run_c2f(
     cfg, # the comparison: a `fastamp.bench.config.BenchConfig`
     method:str, # a key of `fastamp.bench.catalog.METHODS`
@@ -78,9 +85,9 @@ def run_c2f(
     data, coarse, size = data
     set_seed(seed, reproducible=True)
     sub = None if cfg.subset is None else data.train_idx[seeded_subset(len(data.train_idx), cfg.subset, seed)]
-    cdls, fdls = _coarse_fine_dls(cfg, data, coarse, size, sub)
+    learn, fdls = _c2f_learner(cfg, method, data, coarse, size, sub)
     train_idx = data.train_idx if sub is None else sub
-    learn, val = _learner(cfg, cdls, method), probe_val_idx(data, train_idx, seed)
+    val = probe_val_idx(data, train_idx, seed)
     if cfg.probe_every: learn.add_cbs(_probe_recorders(cfg, data, train_idx, val, seed))
     (train or (lambda l: _fit(l, cfg, cfg.epochs)))(learn)
     res = {'coarse_accuracy': float(learn.validate()[1])}

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/05_bench/02_training.ipynb #195c8bb2
 from __future__ import annotations
-import time, warnings
+import functools, os, re, time, warnings
 from functools import partial
 from pathlib import Path
 import numpy as np, torch
@@ -23,8 +23,8 @@ from .catalog import get_method
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'OPTIMIZERS', 'LOADERS', 'COMPILE_MODES', 'WeightsUnavailable', 'weight_caches', 'weights_message',
-           'fetch_pretrained', 'load_weights', 'make_learner', 'warmup_step_schedule', 'torch_sgd', 'CompileModel',
-           'StepTimer']
+           'fetch_pretrained', 'check_weights', 'load_weights', 'make_learner', 'warmup_step_schedule', 'torch_sgd',
+           'CompileModel', 'StepTimer']
 
 # %% ../../nbs/05_bench/02_training.ipynb #929e2eb8
 SCHEDULES = ('one_cycle', 'warmup_step', 'fine_tune')  # fastai's `fit_one_cycle`; `warmup_step_schedule` under a
@@ -77,12 +77,67 @@ def fetch_pretrained(
 
 def _state_dict(weights)->dict:
     "The tensors of a checkpoint file: a state dict, or a dict holding one under 'state_dict' or 'model'"
-    sd = torch.load(weights, map_location='cpu', weights_only=True)
+    try: sd = torch.load(weights, map_location='cpu', weights_only=True)
+    except Exception as e: raise ValueError(  # never torch's advice to unpickle it unsafely
+        f"--weights {weights}: not a checkpoint torch reads safely ({type(e).__name__}); give a file saved by "
+        "torch.save(model.state_dict(), path)") from None
     for k in ('state_dict', 'model'):
         if isinstance(sd, dict) and isinstance(sd.get(k), dict): sd = sd[k]
     if not isinstance(sd, dict): raise ValueError(f"--weights {weights}: holds a {type(sd).__name__}, not a state "
                                                   "dict (name -> tensor): save `model.state_dict()`")
     return sd
+
+def _meta_model(arch:str)->torch.nn.Module:
+    "`arch` built on the meta device: the names and shapes of its tensors, no memory, no download"
+    with torch.device('meta'):
+        if arch.startswith('timm:'):
+            import timm; return timm.create_model(arch[5:], pretrained=False)
+        from torchvision import models
+        return models.get_model(arch)
+
+def _shapes(sd:dict, arch:str)->tuple:
+    "`(the file's {name: shape}, arch's)`, classifiers aside (made anew for the data); a fastai model's body by name"
+    m = _meta_model(arch)
+    names = [n for n, _ in m.named_children()]
+    head = (m.pretrained_cfg.get('classifier') if arch.startswith('timm:') else None) or names[-1]
+    if not arch.startswith('timm:') and sd and all(k.startswith(('0.', '1.')) for k in sd):  # `learn.model`'s
+        ix = [int(k.split('.')[1]) for k in sd if k.startswith('0.')]
+        sd = {f"{names[i] if i < len(names) else f'?{i}'}.{k.split('.', 2)[2]}": v
+              for i, (k, v) in zip(ix, [(k, v) for k, v in sd.items() if k.startswith('0.')])}
+        names = names[:max(ix, default=-1) + 1]  # the children its body holds
+    keep = lambda k: not k.startswith(head + '.') and k.split('.')[0] in names + [f'?{i}' for i in range(99)]
+    shape = lambda v: tuple(v.shape) if isinstance(v, torch.Tensor) else None
+    return tuple({k: shape(v) for k, v in d.items() if keep(k)} for d in (sd, m.state_dict()))
+
+def _family(arch:str)->list:
+    "The other architectures of `arch`'s family (its name's leading letters): those a file may be from instead"
+    fam = re.match(r'[a-z]*', arch.removeprefix('timm:')).group()
+    if arch.startswith('timm:'):
+        import timm; names = ['timm:' + n for n in timm.list_models(fam + '*')][:40]
+    else:
+        from torchvision import models; names = [n for n in models.list_models(module=models) if n.startswith(fam)]
+    return [n for n in names if n != arch] if fam else []
+
+@functools.lru_cache(maxsize=8)
+def _misfit(arch:str, weights:str, stamp:tuple)->str|None:
+    "Why the file `weights` (`stamp`: its size and time) is not `arch`'s tensors, naming the arch it fits; None: it is"
+    sd = _state_dict(weights); got, want = _shapes(sd, arch)
+    if got == want: return None
+    miss, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
+    other = [k for k in want.keys() & got.keys() if got[k] != want[k]]
+    why = (f"{len(miss)} of its tensors missing ({miss[0]}, ...)" if miss else f"{len(extra)} tensors it has not "
+           f"({extra[0]}, ...)" if extra else f"{len(other)} of other shapes ({other[0]}: {got[other[0]]})")
+    fits = next((a for a in _family(arch) if (lambda g, w: g == w)(*_shapes(sd, a))), None)
+    return (f"--weights {weights}: not weights of {arch}: {why}; " + (f"they are {fits}'s: give --arch {fits}, or "
+            f"weights saved from {arch}" if fits else f"give a state dict saved from {arch}"))
+
+def check_weights(
+    arch:str, # a torchvision model name or 'timm:<name>'
+    weights:Path|str, # a checkpoint file
+):
+    "Refuse (`ValueError`, one line) a file whose tensors are not `arch`'s, naming the architecture they fit if it can"
+    st = os.stat(weights)
+    if msg := _misfit(arch, str(weights), (st.st_size, st.st_mtime_ns)): raise ValueError(msg)
 
 def load_weights(
     learn:Learner, # a `vision_learner` of a torchvision architecture
@@ -91,6 +146,7 @@ def load_weights(
 ):
     "Load the body of `learn.model` from `weights` (the classifier, made for other classes, stays new)"
     from torchvision import models
+    check_weights(arch, weights)
     sd, body = _state_dict(weights), learn.model[0]
     if all(k.startswith(('0.', '1.')) for k in sd): src = {k[2:]: v for k, v in sd.items() if k.startswith('0.')}
     else:
@@ -111,6 +167,13 @@ def _imagenet_norm(dls):
     from fastai.vision.augment import Normalize
     if hasattr(dls, 'after_batch') and not dls.after_batch.fs.filter(lambda t: isinstance(t, Normalize)):
         dls.add_tfms([Normalize.from_stats(*imagenet_stats)], 'after_batch')
+
+def _norm_like(dls, like):
+    "Give `dls` the normalisation after the batch that `like` has (a pretrained learner's): one input for every stage"
+    from fastai.vision.augment import Normalize
+    fs = lambda d: getattr(getattr(d, 'after_batch', None), 'fs', None)  # none on `device_dls`: they normalise there
+    norm = lambda d: [] if fs(d) is None else fs(d).filter(lambda t: isinstance(t, Normalize))
+    if not norm(dls) and (ns := norm(like)): dls.add_tfms([Normalize(n.mean, n.std, n.axes) for n in ns], 'after_batch')
 
 def _quiet(learn:Learner)->Learner:
     "`learn` without progress bars or printed epoch logs"
@@ -142,6 +205,7 @@ def make_learner(
     from fastai.vision.learner import vision_learner
     from torchvision import models
     timm_name = arch[5:] if arch.startswith('timm:') else None
+    if weights: check_weights(arch, weights)  # before timm prints its 'Unexpected keys' and goes on
     if timm_name and weights: kwargs['pretrained_cfg_overlay'] = dict(file=str(weights))  # timm reads the file
     kwargs.setdefault('normalize', not isinstance(dls, DeviceDataLoaders))  # those normalise on the device (`_dls`)
     download = bool(pretrained or weights) if timm_name else bool(pretrained and not weights)  # `load_weights` after
