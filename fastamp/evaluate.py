@@ -44,8 +44,7 @@ def collect_features(
     keep = lambda h: (None, plain_tensor(h).detach().float().flatten(1).cpu())   # the feature, as the hook's state
     with torch.no_grad(), _eval_mode(model), BatchHook(model, [(target, 'input')], keep, name='get_features') as hook:
         for xb, yb in dl:
-            x = xb.to(device)
-            hook.open(x)
+            x = xb.to(device); hook.open(x)
             outs.append(_logits(model(x)).detach().float().cpu()); ys.append(plain_tensor(yb).cpu())
             feats.append(hook.close()[0])
             seen += len(yb)
