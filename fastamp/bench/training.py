@@ -4,7 +4,7 @@
 
 # %% ../../nbs/05_bench/02_training.ipynb #195c8bb2
 from __future__ import annotations
-import functools, os, re, time, warnings
+import functools, operator, os, re, time, warnings
 from functools import partial
 from pathlib import Path
 import numpy as np, torch
@@ -127,7 +127,7 @@ def _misfit(arch:str, weights:str, stamp:tuple)->str|None:
     other = [k for k in want.keys() & got.keys() if got[k] != want[k]]
     why = (f"{len(miss)} of its tensors missing ({miss[0]}, ...)" if miss else f"{len(extra)} tensors it has not "
            f"({extra[0]}, ...)" if extra else f"{len(other)} of other shapes ({other[0]}: {got[other[0]]})")
-    fits = next((a for a in _family(arch) if (lambda g, w: g == w)(*_shapes(sd, a))), None)
+    fits = next((a for a in _family(arch) if operator.eq(*_shapes(sd, a))), None)
     return (f"--weights {weights}: not weights of {arch}: {why}; " + (f"they are {fits}'s: give --arch {fits}, or "
             f"weights saved from {arch}" if fits else f"give a state dict saved from {arch}"))
 
@@ -152,10 +152,7 @@ def load_weights(
     else:
         m = getattr(models, arch)()
         parts = dict(list(m.named_children())[:len(body)])  # the children fastai keeps as the body
-        keep = {k: v for k, v in m.state_dict().items() if k.split('.')[0] in parts}
-        if miss := [k for k in keep if k not in sd]: raise ValueError(
-            f"--weights {weights}: not weights of {arch}: {len(miss)} of its body's tensors are missing ({miss[0]}, "
-            "...); give a state dict saved from that architecture")
+        keep = {k: v for k, v in m.state_dict().items() if k.split('.')[0] in parts}  # all in `sd`: `check_weights`
         m.load_state_dict({**m.state_dict(), **{k: sd[k] for k in keep}})
         src = torch.nn.Sequential(*list(m.children())[:len(body)]).state_dict()
     try: body.load_state_dict(src)
