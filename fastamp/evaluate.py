@@ -313,7 +313,7 @@ class ShotAccuracy(Metric):
         group:str|None=None, # None: balanced accuracy; 'many', 'medium' or 'few': that group's accuracy
         many:int=MANY_SHOT, # many-shot classes: more training items than this
         few:int=FEW_SHOT, # few-shot classes: fewer training items than this
-        counts:np.ndarray|list|bool|None=None, # training items per class; default: counted on `learn.dls.train_ds`
+        counts:np.ndarray|list|None=None, # training items per class; default: counted on `learn.dls.train_ds`
     ):
         if group not in (None, 'many', 'medium', 'few'):
             raise ValueError(f"group={group!r}: use None, 'many', 'medium' or 'few'.")

@@ -268,7 +268,8 @@ def _stale(planned:list)->str:
     "The sentence on the planned runs `_planned` set apart (none: none)"
     if not (n := sum(k for _, k in planned)): return ''
     return (f" Not counted: {n} run(s) of plan.json that no finished run's command asked for (not started yet, or "
-            "left by another command or sweep).")
+            "left by another command or sweep): rerun the command that planned them to finish them, or run into a "
+            "fresh --out).")
 
 def _tasks(out:Path, cfgs:list|None)->list:
     "`(task, cfg)` of each task to report: those of `cfgs`, else every task folder of `out` (`cfg` None: all runs)"

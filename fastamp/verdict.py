@@ -130,7 +130,7 @@ def left_out(
     rec, # a run record (`fastamp.bench.records.RunRecord`)
 )->str|None: # why, or None when it counts
     "Why a finished run is kept out of the means and the verdicts: it diverged, or its primary metric is no number"
-    if getattr(rec, 'diverged', None): return f"diverged: {rec.diverged} not finite"
+    if rec.diverged: return f"diverged: {rec.diverged} not finite"
     if (m := PRIMARY.get(rec.task)) is None: return None
     v = rec.metrics.get(m)
     if v is None: return f"no {m}"

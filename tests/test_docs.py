@@ -229,3 +229,8 @@ def test_no_committed_output_holds_noise(path):
     "No warning, stderr, traceback, error line, `NoneType=None` or machine path in what a reader sees"
     bad = [(i, w) for i, c in enumerate(cells(path)) for o in c.get('outputs', []) for w in _noise(o)]
     assert not bad, f"{path.relative_to(ROOT)}: cells {bad}: fix the cell, then run tools/execute_docs.py on it"
+
+
+def test_the_docs_quote_commands_for_the_command_test_to_check():
+    "The parametrised command test above has cases: a regex that stopped matching would leave it empty, a skip"
+    assert len(_quoted_commands()) >= 15, sorted(_quoted_commands())

@@ -169,11 +169,11 @@ def load_folder(
     seed:int=0, # seed of that split (one split for every run of a comparison)
 )->'ImageSet':
     "Any image tree as an `ImageSet` (nested `<coarse>/<fine>/` folders give coarse labels); no `test/`: a split"
-    if loop := _link_loop(folder_root(path)): raise ValueError(
+    root = folder_root(path)  # an archive is hashed (and extracted once) for it: found once here
+    if loop := _link_loop(root): raise ValueError(
         f"--data {path}: {loop} links back to {loop.resolve()}, a folder above it, so reading the tree never ends; "
         "remove that link (or replace it by the folder it stands for)")
-    if folder_split(path) is not None: return load_image_folder(folder_root(path))
-    root = folder_root(path)
+    if folder_split(path) is not None: return load_image_folder(root)
     base = root/'train' if (root/'train').is_dir() else root
     files = sorted(get_image_files(base))
     if not files: raise FileNotFoundError(f"--data {path}: no image files in it; give a folder of class folders "

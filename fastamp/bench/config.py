@@ -17,12 +17,12 @@ from .catalog import (METHODS, DATASETS, PRESETS, dataset_names, dataset_name, g
 from .training import SCHEDULES, OPTIMIZERS, LOADERS, _is_arch, _archs
 from .training import COMPILE_MODES, check_weights
 from .loggers import LOGGERS
-from .store import HEARTBEAT
+from .store import HEARTBEAT, LOCK_TIMEOUT
 from .tasks import TASKS, PROBE_VAL_PCT, train_size
 
 # %% auto #0
-__all__ = ['LOCK_MIN', 'SettingsError', 'check_settings', 'BenchConfig', 'run_key', 'data_checksum', 'split_line', 'check_data',
-           'task_config', 'task_configs', 'catalog_listing', 'parse_shard', 'shard_keys']
+__all__ = ['LOCK_MIN', 'SettingsError', 'check_settings', 'BenchConfig', 'key_name', 'run_key', 'data_checksum', 'split_line',
+           'check_data', 'task_config', 'task_configs', 'catalog_listing', 'parse_shard', 'shard_keys']
 
 # %% ../../nbs/05_bench/06_config.ipynb #c0b4380f
 class SettingsError(ValueError):
@@ -49,7 +49,7 @@ _RULES = [  # (setting, test, what to give instead)
     ('heads', len, "one or more heads, e.g. --heads one,two"),
     ('lock_timeout', lambda v: _positive(v) and v >= LOCK_MIN,
      f'at least {LOCK_MIN} seconds: a run beats its lock every {HEARTBEAT} s, so a shorter silence takes the run of a '
-     'live holder (default 1800)'),
+     f'live holder (default {LOCK_TIMEOUT:g})'),
     ('devices', len, 'one or more devices, e.g. cuda:0,cuda:1'),
     ('compile', lambda v: v in COMPILE_MODES, f"a torch.compile mode: {', '.join(COMPILE_MODES)} (or no --compile)"),
     ('size', lambda v: v >= 1, 'a positive image side in pixels, or leave it out to keep the images\' own size'),
@@ -242,6 +242,14 @@ _UNKEYED_DEFAULTS = {'head': None, 'subset': None, 'probe_every': 0}  # settings
 _UNKEYED_DEFAULTS['compile'] = None  # eager training: the keys of runs before `--compile`
 _UNKEYED_DEFAULTS['data_sha'] = None  # a built-in dataset (digits): the keys of runs before data checksums
 _UNKEYED_DEFAULTS.update(size=None, valid_pct=0.2, pretrained=False, weights_sha=None, freeze_epochs=1)  # own data
+def key_name(
+    task:str, dataset:str, method:str, seed:int, # the run's task, dataset, method and seed
+    rho:float|None, # its imbalance ratio (long-tailed task), else None
+    h:str, # the hash of the settings that change its numbers
+)->str:
+    "The file-safe name of a run's key, from its parts"
+    return f"{task}_{dataset}_{method}_s{seed}" + (f"_rho{rho:g}" if rho is not None else '') + f"_{h}"
+
 def run_key(
     cfg:BenchConfig, # the comparison
     method:str, # its method
@@ -254,7 +262,7 @@ def run_key(
              and not (k in _UNKEYED_DEFAULTS and v == _UNKEYED_DEFAULTS[k])}
     if cfg.task == 'c2f': fixed['probe_val_pct'] = PROBE_VAL_PCT  # probes fitted outside a validation split (#25)
     h = hashlib.sha1(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{cfg.task}_{cfg.dataset}_{method}_s{seed}" + (f"_rho{rho:g}" if rho is not None else '') + f"_{h}"
+    return key_name(cfg.task, cfg.dataset, method, seed, rho, h)
 
 # %% ../../nbs/05_bench/06_config.ipynb #bc360419
 def data_checksum(

@@ -18,7 +18,7 @@ from ..accuracies import per_class_accuracy
 from ..evaluate import CollapseRecorder  # and Learner.get_features, .collapse_report
 from .catalog import DATASETS, describe_method
 from .store import atomic_write, write_json, RunLock, set_aside
-from .config import BenchConfig, run_key
+from .config import BenchConfig, run_key, key_name
 
 # %% auto #0
 __all__ = ['SCHEMA', 'DATA_ENVS', 'RunRecord', 'page_problem', 'code_version', 'data_source', 'data_label', 'versions',
@@ -338,7 +338,7 @@ def read_plan(
         return plan
     except FileNotFoundError: return {}
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-        try: warnings.warn(set_aside(p, e).replace('its run trains again', 'the plan is made again'), stacklevel=2)
+        try: warnings.warn(set_aside(p, e, then='the plan is made again'), stacklevel=2)
         except FileNotFoundError: pass
         return {}
 
@@ -378,7 +378,7 @@ def _own_keys(rec)->set:
     "The run keys the command that made `rec` planned: its configuration's methods, seeds and rhos, in its setting"
     c, h = rec.config, rec.key.rsplit('_', 1)[-1]
     rhos = (c.get('rhos') or [None]) if rec.task == 'lt' else [None]
-    return {f"{rec.task}_{rec.dataset}_{m}_s{s}" + ('' if r is None else f"_rho{r:g}") + f"_{h}"
+    return {key_name(rec.task, rec.dataset, m, s, r, h)
             for m in c.get('methods', []) for s in c.get('seeds', []) for r in rhos}
 
 def stale_keys(

@@ -54,7 +54,7 @@ _CKPT_KEYS = ('epoch', 'model', 'opt', 'rng')
 
 def _set_aside(path:Path, e:Exception, log=None, what:str='cannot be read'):
     "Set the checkpoint aside (`set_aside`) and say so, through `log` or a warning"
-    line = set_aside(path, e, what).replace('its run trains again', 'the run starts again from epoch 0')
+    line = set_aside(path, e, what, 'the run starts again from epoch 0')
     if log is None: warnings.warn(line, stacklevel=4)
     else: log(line)
 

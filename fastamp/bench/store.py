@@ -39,12 +39,13 @@ def set_aside(
     path, # a file that cannot be read
     e:Exception, # what reading it raised
     what:str='cannot be read', # what is wrong with it, for the line
+    then:str='its run trains again', # what happens next, for the line
 )->str: # the line that says so
     "Move `path` to `<name>.corrupt` (replacing an older one)"
     path = Path(path); aside = path.with_name(path.name + '.corrupt')
     os.replace(path, aside)
     why = ' '.join(str(e).split())[:200] or type(e).__name__
-    return f"{path}: {what} ({type(e).__name__}: {why}); set aside as {aside.name}, its run trains again"
+    return f"{path}: {what} ({type(e).__name__}: {why}); set aside as {aside.name}, {then}"
 
 _CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
