@@ -138,7 +138,7 @@ def _parser():
                    'interrupted ones resume)')
     b.set_defaults(func=_bench)
     _sweep_options(b); _report_parser(sub)
-    _plan_parser(sub, b)
+    _plan_parser(sub, b); _clean_parser(sub)
     return p
 
 # %% ../nbs/06_cli.ipynb #be6ec5dc
@@ -185,6 +185,7 @@ def _bench(args)->int:
     print('\n' + report.write_report(args.out, cfgs=cfgs, margin=args.margin), flush=True)
     print(f"runs, reports and tables in {args.out}/ (all runs: {args.out}/runs.csv; any time: fastamp report --out "
           f"{args.out})")
+    _note_abandoned(args.out)
     if counts['failed'] and not counts['done']:
         return _fail(f"every run tried failed ({counts['failed']}); see the FAILED lines above", code=1)
     if counts['busy']: return _fail(
@@ -206,6 +207,7 @@ def _report(args)->int:
                             "and why); rerun fastamp bench --out on it to train those runs again", code=1)
     print(page, flush=True)
     print(f"tables in {args.out}/results.md, all runs in {args.out}/runs.csv")
+    _note_abandoned(args.out)
     return 0
 
 def _interrupt(*args): raise KeyboardInterrupt
@@ -286,3 +288,28 @@ def _planned(args)->tuple:
     bench.check_out_plan(args.out, plan)  # a folder holds the runs of one plan (or of none)
     if plan: args.margin = s['margin']  # the plan's margin reads the verdicts of the page
     return plan, s
+
+# %% ../nbs/06_cli.ipynb #5bbd8e75
+def _clean_parser(sub):
+    "`fastamp clean`: the files of abandoned runs"
+    c = sub.add_parser('clean', help='remove the checkpoints, locks and temporary files of runs killed and then '
+                       'abandoned (the folder\'s commands asked for other options since); a live run keeps its files')
+    c.add_argument('--out', default='bench_out', help='the benchmark folder (fastamp bench --out)')
+    c.set_defaults(func=_clean)
+
+def _clean(args)->int:
+    from pathlib import Path
+    from fastamp.bench import clean_out
+    if not Path(args.out).is_dir(): return _fail(f"--out {args.out}: no such folder; give a fastamp bench --out")
+    gone = clean_out(args.out)
+    for p in gone: print(f"removed {p}")
+    print(f"{len(gone)} file(s) of abandoned runs removed from {args.out}/" if gone else
+          f"{args.out}/: no files of abandoned runs")
+    return 0
+
+def _note_abandoned(out):
+    "One line when `out` holds files of abandoned runs, naming `fastamp clean`"
+    from fastamp.bench import abandoned_files
+    if n := len(abandoned_files(out)): print(
+        f"note: {n} file(s) of abandoned runs in {out}/ (checkpoints, locks: runs killed, then not asked for again); "
+        f"fastamp clean --out {out} removes them")

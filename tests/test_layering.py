@@ -6,7 +6,7 @@ import ast, re
 from pathlib import Path
 
 PKG = Path(__file__).parents[1]/'fastamp'
-BENCH = ['catalog', 'store', 'training', 'resume', 'loggers', 'tasks', 'config', 'records', 'runner', 'plan']
+BENCH = ['catalog', 'store', 'training', 'resume', 'loggers', 'tasks', 'config', 'records', 'sweep', 'runner', 'plan']
 LAYERS = {  # layer of each module; `all` re-exports everything and sits above the rest
     'core': 1, 'metrics': 1, 'accuracies': 1, 'models': 1, 'datasets': 1, 'hooks': 1, 'cache': 1,
     'losses': 2, 'mixing': 2, 'mixup': 2, 'data': 2, 'devicedata': 2,

@@ -12,6 +12,7 @@ their import order (each imports only those before it):
 - `tasks`: coarse-to-fine, long-tailed, overhead, and the task table `TASKS`
 - `config`: `BenchConfig`, `check_settings` (reading the tables above), run keys, the `--list` text
 - `records`: run records, `runs.csv`, the plan of a sweep (what `fastamp.report` reads)
+- `sweep`: the shards of one sweep on a folder agree; the files of abandoned runs, listed and removed
 - `runner`: one run, a comparison, a set of settings or one shard of it, worker processes over devices and cores
 - `plan`: pre-registration plans: written, read back and enforced, registered in a folder, the page's line on them
 """
@@ -26,6 +27,7 @@ with warnings.catch_warnings():  # fastai's layers call `torch.jit.script` as th
     from .tasks import *
     from .config import *
     from .records import *
+    from .sweep import *
     from .runner import *
     from .plan import *
 

@@ -29,6 +29,11 @@ class SettingsError(ValueError):
     "A benchmark setting that cannot run; the message names the option and the fix"
 
 def _opt(k): return '--' + {'tasks': 'task'}.get(k, k).replace('_', '-')
+def _show(v)->str:
+    "A setting as an option gives it: lists comma-joined, 1.0 as 1, None as 'none'"
+    if isinstance(v, (list, tuple)): return ','.join(map(_show, v))
+    if isinstance(v, bool): return 'on' if v else 'off'
+    return 'none' if v is None else f'{v:g}' if isinstance(v, float) else str(v)
 def _number(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 def _positive(v): return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
 

@@ -13,7 +13,7 @@ import fastamp
 from .catalog import PRESETS, dataset_name
 from .tasks import TASKS
 from .store import atomic_write, write_json
-from .config import SettingsError, BenchConfig, check_settings, task_config, _opt
+from .config import SettingsError, BenchConfig, check_settings, task_config, _opt, _show
 from .records import out_records
 
 # %% auto #0
@@ -47,12 +47,6 @@ RULE = ("paired per-seed differences (method minus reference) of the task's prim
         "their mean at 95 % with the page's comparisons Holm-adjusted; better/worse when the interval excludes 0, "
         "equivalent when it lies within ±{margin:g} and holds 0, inconclusive otherwise")
 _VALIDATED = ('c2f',)  # tasks whose runs score a validation split the baselines are chosen on (`PROBE_VAL_PCT`)
-
-def _show(v)->str:
-    "A setting as an option gives it: lists comma-joined, 1.0 as 1, None as 'none'"
-    if isinstance(v, (list, tuple)): return ','.join(map(_show, v))
-    if isinstance(v, bool): return 'on' if v else 'off'
-    return 'none' if v is None else f'{v:g}' if isinstance(v, float) else str(v)
 
 def _shows(s:dict, primary:dict, am)->list:
     "The lines of 'what the comparison must show'"

@@ -20,6 +20,7 @@ from .tasks import TASKS
 from .config import (BenchConfig, SettingsError, check_settings, check_data, run_key, task_configs, parse_shard,
                                   shard_keys)
 from .records import _record, read_record, write_runs_table, write_plan
+from .sweep import check_shard, sweep_keys
 
 # %% auto #0
 __all__ = ['check_sweep', 'run_one', 'set_threads', 'cpu_cores', 'worker_threads', 'jobs_cost_line', 'worker_pool',
@@ -291,9 +292,7 @@ def run_comparison(
 # %% ../../nbs/05_bench/08_runner.ipynb #1139367a
 def _plan(cfgs:list, out)->list:
     "Record the runs of `cfgs` in `out/plan.json`; return their keys, and each task without runs of its own by name"
-    plan = {}
-    for c in cfgs:
-        if TASKS[c.task].per_run: plan.setdefault(c.task, []).extend(run_key(c, *r) for r in c.runs())
+    plan = sweep_keys(cfgs)
     write_plan(out, plan)
     return [k for ks in plan.values() for k in ks] + [c.task for c in cfgs if not TASKS[c.task].per_run]
 
@@ -334,6 +333,7 @@ def run_benchmark(
                     'shard': shard, 'lock_timeout': lock_timeout})
     cfgs, part = task_configs(s), parse_shard(shard)
     check_sweep(cfgs)  # every comparison's data, before any plan or run
+    if part: check_shard(out, cfgs, part)  # a shard of another sweep than the one on `out`: refused
     keys = _plan(cfgs, out)
     mine = shard_keys(keys, part) if part else None
     if part: log(f"shard {part[0]}/{part[1]}: {len(mine)} of the sweep's {len(keys)} runs")
