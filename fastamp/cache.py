@@ -4,13 +4,13 @@
 
 # %% ../nbs/00d_cache.ipynb #96eb56ba
 from __future__ import annotations
-import hashlib, os, shutil, tarfile, tempfile, warnings, zlib
+import errno, hashlib, os, shutil, tarfile, tempfile, time, warnings, zlib
 from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['owned', 'user_temp_dir', 'cache_dir', 'source_checksum', 'files_checksum', 'extract_archive', 'save_arrays',
-           'load_arrays', 'available_memory', 'check_fits']
+__all__ = ['owned', 'user_temp_dir', 'cache_dir', 'cache_unwritable', 'place_key', 'source_checksum', 'files_checksum',
+           'extract_archive', 'save_arrays', 'load_arrays', 'available_memory', 'check_fits']
 
 # %% ../nbs/00d_cache.ipynb #a049fab5
 def owned(
@@ -37,6 +37,20 @@ def cache_dir(
     parent = Path(source).resolve().parent
     writable = os.access(parent, os.W_OK) and parent.stat().st_mode & 0o222    # read-only stays so, even for root
     return parent if writable else user_temp_dir()
+
+def cache_unwritable(
+    d, # a cache folder (`cache_dir`), made when first written
+)->str|None: # None when it can be written
+    "Why `d` cannot be written here (read-only, a file), found before any work; None when it can"
+    up = next(a for a in [Path(d), *Path(d).parents] if a.exists())  # the nearest part that exists
+    if not up.is_dir(): return f"{up} is a file"
+    return None if os.access(up, os.W_OK | os.X_OK) else f"{up} is read-only here"
+
+def place_key(
+    source, # a file or folder
+)->str: # 8 hex digits
+    "A key of where `source` is (its resolved path): two sources of one name in one cache folder keep an entry each"
+    return hashlib.sha256(str(Path(source).resolve()).encode()).hexdigest()[:8]
 
 # %% ../nbs/00d_cache.ipynb #eb6dc1ea
 def _hash_file(h, path:Path):
@@ -67,6 +81,11 @@ def _refused(archive, e): return ValueError(
     f"{archive}: member {e.tarinfo.name!r} was refused ({e}): fastamp extracts only files and folders that stay "
     "inside the extraction folder. Check where the archive comes from, or extract it yourself and pass the folder.")
 
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}  # the cache, not the data
+def _full(d, e): return ValueError(
+    f"{d}: cannot write the cache there ({e.strerror or e}): free space there, or set FASTAMP_CACHE to a folder with "
+    "room that you can write")
+
 def _archive_error(archive, e): return ValueError(
     f"{archive}: cannot be read as a .tar.gz archive ({type(e).__name__}: {' '.join(str(e).split())}); it is "
     "truncated or corrupt: download it again (or check that it is the right file).")
@@ -78,7 +97,7 @@ def extract_archive(
     "Extract an archive once per content (a changed archive is extracted again) and return the folder"
     archive = Path(archive)
     stem = archive.name.removesuffix('.tar.gz').removesuffix('.tgz')
-    out = Path(dest or cache_dir(archive))/f"{stem}-{source_checksum(archive)[:16]}"
+    out = Path(dest or cache_dir(archive))/f"{stem}-{place_key(archive)}-{source_checksum(archive)[:16]}"
     if (out/'.extracted').exists() and not (owned(out) and owned(out/'.extracted')): raise PermissionError(
         f"{out}: an extraction owned by another user (uid {out.lstat().st_uid}): fastamp does not read it as your "
         "data. Pass `dest=` or set FASTAMP_CACHE to a folder of yours.")
@@ -88,25 +107,46 @@ def extract_archive(
             with tarfile.open(archive) as t: t.extractall(out, filter='data')
         except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
             shutil.rmtree(out, ignore_errors=True)  # a refused or broken archive leaves nothing half-extracted
+            if getattr(e, 'errno', None) in _FULL: raise _full(out.parent, e) from None  # not the archive's fault
             raise (_refused if isinstance(e, tarfile.FilterError) else _archive_error)(archive, e) from None
         (out/'.extracted').touch()
-        for old in out.parent.glob(f"{stem}-" + '?' * 16):              # extractions of earlier versions of it
+        for old in out.parent.glob(f"{stem}-{place_key(archive)}-" + '?' * 16):  # extractions of earlier versions
             if old != out and (old/'.extracted').exists(): shutil.rmtree(old, ignore_errors=True)
     return out
 
 # %% ../nbs/00d_cache.ipynb #7bce594b
+def _debris(tmp:Path, age:float=3600.)->bool:
+    "A temporary file whose writer (the pid in its name) is gone from this host and that is older than `age` s"
+    try: pid = int(tmp.name.rsplit('.', 2)[-2]); os.kill(pid, 0); return False
+    except (ValueError, PermissionError): return False              # not a pid; a live process of another user
+    except ProcessLookupError: pass
+    try: return time.time() - tmp.stat().st_mtime > age
+    except FileNotFoundError: return False
+
 def save_arrays(
     f, # the .npz file, named `<what>-<key>.npz` (the key last)
     **arrays, # the arrays to keep, by name
-)->Path:
+)->Path|None: # None when the cache folder cannot be written (full, read-only): a warning says so
     "Write `arrays` to `f` atomically (never seen half-written) and remove its versions with another key"
-    f = Path(f); f.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_name(f"{f.name}.{os.getpid()}.tmp")
-    with open(tmp, 'wb') as fh: np.savez(fh, **arrays)
-    os.replace(tmp, f)
+    f = Path(f)
+    try: _write_arrays(f, arrays)
+    except OSError as e:
+        if e.errno not in _FULL: raise
+        warnings.warn(f"{f.name} is not kept, so it is derived again next time: {_full(f.parent, e)}", stacklevel=2)
+        return None
     for old in f.parent.glob(f.name.rsplit('-', 1)[0] + '-*.npz'):
         if old != f: old.unlink(missing_ok=True)                      # a derivation of an earlier version of the source
     return f
+
+def _write_arrays(f:Path, arrays:dict):
+    f.parent.mkdir(parents=True, exist_ok=True)
+    for old in f.parent.glob(f.name.rsplit('-', 1)[0] + '-*.npz.*.tmp'):
+        if _debris(old): old.unlink(missing_ok=True)                  # a write killed outright (kill -9)
+    tmp = f.with_name(f"{f.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, 'wb') as fh: np.savez(fh, **arrays)
+        os.replace(tmp, f)
+    finally: tmp.unlink(missing_ok=True)                              # a full disk, Ctrl-C: no temporary file stays
 
 def load_arrays(
     f, # a .npz file written by `save_arrays`
@@ -118,7 +158,9 @@ def load_arrays(
         warnings.warn(f"{f}: a cached decoding owned by another user (uid {f.lstat().st_uid}) is not read as your "
                       "data: the source is decoded again.")
         return None
-    with np.load(f) as z: return {k: z[k] for k in z.files}
+    try:
+        with np.load(f) as z: return {k: z[k] for k in z.files}
+    except FileNotFoundError: return None                             # replaced by a newer version meanwhile
 
 # %% ../nbs/00d_cache.ipynb #d29991c1
 def available_memory()->int:

@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from fastai.data.transforms import get_image_files, image_extensions
 from .cache import owned, user_temp_dir, cache_dir, source_checksum, extract_archive, _archive_error
-from .cache import save_arrays, load_arrays
+from .cache import save_arrays, load_arrays, place_key
 
 # %% auto #0
 __all__ = ['FASHION_MNIST_CLASSES', 'DEBIAN_FASHION_MNIST', 'CIFAR10_CLASSES', 'ImageSet', 'seeded_subset', 'stratified_valid',
@@ -322,7 +322,7 @@ def load_cifar(
     "CIFAR-10 or CIFAR-100 as an in-memory `ImageSet` of uint8 arrays, from pickles, a folder tree, or an archive"
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file or folder; pass the CIFAR folder or archive.")
-    f = cache_dir(path)/f"{path.name}.fastamp-{source_checksum(path)[:16]}.npz"
+    f = cache_dir(path)/f"{path.name}.fastamp-{place_key(path)}-{source_checksum(path)[:16]}.npz"
     if cache and (z := load_arrays(f)) is not None: return _from_cache(z)
     files = _archive_files(path) if path.is_file() else _folder_files(path)
     layout, root = _cifar_root(files, path)

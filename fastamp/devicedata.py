@@ -4,7 +4,7 @@
 
 # %% ../nbs/02a_devicedata.ipynb #54c5902f
 from __future__ import annotations
-import dataclasses, os, sys, time
+import dataclasses, os, sys, time, warnings
 from contextlib import nullcontext
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -20,12 +20,12 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.torch_core import TensorImage, default_device, show_images
 from fasttransform import Transform
 from .datasets import ImageSet, _decode
-from .cache import cache_dir, files_checksum, save_arrays, load_arrays, check_fits
+from .cache import cache_dir, files_checksum, save_arrays, load_arrays, check_fits, cache_unwritable, place_key
 from .data import train_weights, labelled_split, pixel_scale, check_channels, checked_weights
 
 # %% auto #0
 __all__ = ['images_to_tensor', 'channel_stats', 'pad_crop_flip', 'PadCropFlip', 'DeviceImages', 'DeviceDL', 'DeviceDataLoaders',
-           'decode_images', 'device_dls']
+           'exit_with_parent', 'decode_images', 'device_dls']
 
 # %% ../nbs/02a_devicedata.ipynb #43c42a0e
 def _resize_uint8(x:torch.Tensor, size:int, chunk:int=4096)->torch.Tensor:
@@ -274,10 +274,26 @@ class DeviceDataLoaders(DataLoaders):
 # %% ../nbs/02a_devicedata.ipynb #27b3b181
 def _cores()->int: return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
+def exit_with_parent(
+    ppid:int, # the parent's pid
+    every:float=1., # seconds between two looks
+):
+    "End this worker process when its parent `ppid` is gone (killed without a chance to stop its workers)"
+    while os.getppid() == ppid: time.sleep(every)
+    os._exit(1)
+
+def _decoder_init(ppid:int):
+    "A decoding worker ends with its parent (kill -9 included) and leaves Ctrl-C and SIGTERM to it"
+    import signal, threading
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # on Ctrl-C the parent shuts the pool down
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, forked with it: SIGTERM ends it
+    threading.Thread(target=exit_with_parent, args=(ppid,), daemon=True).start()
+
 def _pool(workers:int):
     "A process pool of `workers` (forked where the system can: nothing re-imported), or none for one worker"
     if workers <= 1: return nullcontext()
-    return ProcessPoolExecutor(workers, mp_context=get_context('fork' if 'fork' in get_all_start_methods() else None))
+    return ProcessPoolExecutor(workers, mp_context=get_context('fork' if 'fork' in get_all_start_methods() else None),
+                               initializer=_decoder_init, initargs=(os.getpid(),))
 
 def _decode_files(files:list, size, shape:tuple, workers:int, where)->np.ndarray:
     "`files` decoded into one uint8 array of `shape`d images by `workers` processes, a progress line every 10 s"
@@ -317,11 +333,15 @@ def decode_images(
     if not len(data.items): raise ValueError(f"{data.name or 'this ImageSet'}: no image files to decode.")
     files = [Path(f).absolute() for f in data.items]
     root, t0 = Path(os.path.commonpath([f.parent for f in files])), time.time()
-    f = cache_dir(root)/f"{root.name}.fastamp{size or ''}px-{files_checksum(files, root, str(size))[:16]}.npz"
+    key = f"{place_key(root)}-{files_checksum(files, root, str(size))[:16]}"  # where and what: no other folder's
+    f = cache_dir(root)/f"{root.name}.fastamp{size or ''}px-{key}.npz"
     if cache and (z := load_arrays(f)) is not None:
         print(f"{root}: {len(files):,} images read decoded from {f} in {time.time() - t0:.1f} s (nothing decoded)",
               file=sys.stderr)
         return dataclasses.replace(data, items=z['items'])
+    if cache and (why := cache_unwritable(f.parent)):  # said before decoding, not after
+        warnings.warn(f"{f.parent}: {why}, so the decoded images are not kept (decoded again next time): set "
+                      "FASTAMP_CACHE to a folder you can write", stacklevel=2); cache = False
     shape = _shape(files[0], size)
     check_fits(len(files), shape, root)
     workers = workers or (_cores() if len(files) >= 1000 else 1)

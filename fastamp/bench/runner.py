@@ -12,6 +12,7 @@ import multiprocessing as mp
 import pandas as pd, torch
 from .catalog import load_dataset
 from ..metrics import DegenerateWarning
+from ..devicedata import exit_with_parent
 from .store import atomic_write, RunLock, LOCK_TIMEOUT, holder_line, output_error
 from .training import _fit, fetch_pretrained, WeightsUnavailable
 from .resume import EpochCheckpoint, LockHeartbeat, resume_training
@@ -162,11 +163,6 @@ def jobs_cost_line(
     return (f"note: --jobs {jobs} on {cores} CPU cores: the runs take turns on the cores, so each is about "
             f"{jobs / cores:.1f}x slower and {jobs} runs' memory is held at once; --jobs {cores} finishes as soon")
 
-def _exit_with(ppid:int, every:float=1.):
-    "End this worker process when its parent is gone (killed without a chance to stop its workers)"
-    while os.getppid() == ppid: time.sleep(every)
-    os._exit(1)  # its lock names a dead process: the next run takes it over; its last checkpoint is whole
-
 def _worker_init(slots):
     "Take this worker's slot: its GPU's visibility (before CUDA starts in this process), its cores, its threads"
     import signal, threading
@@ -176,7 +172,8 @@ def _worker_init(slots):
         try: os.sched_setaffinity(0, _SLOT['cores'])
         except OSError: pass  # cores outside what this container may use: the threads still share them
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # on Ctrl-C the parent ends the workers with SIGTERM
-    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
+    # its parent killed (kill -9), it ends: its lock names a dead process, taken over next; its checkpoint is whole
+    threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
     warnings.filterwarnings('ignore', category=FutureWarning)
     set_threads(_SLOT['threads'])
     # until here SIGTERM ends the worker at once, silently (nothing to clean up yet); from here it is a quiet exit that
