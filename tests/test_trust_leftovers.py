@@ -138,3 +138,28 @@ def test_decode_workers_end_when_their_parent_is_killed(tmp_path):
     left = [q for q in pids if _alive(q)]
     for q in left: os.kill(q, signal.SIGKILL)
     assert not left, f'decode workers {left} outlived their killed parent'
+
+
+def test_an_unreasonable_size_is_refused_before_any_work(tmp_path, capsys):
+    "Item 16: --size 100000 with the item loader failed each run with MemoryError"
+    assert _bench(tmp_path / 'out', '--size', '100000') == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'fastamp: error: --size 100000: one batch of 64 images at 100000x100000' in err
+    assert 'give --size' in err and not (tmp_path / 'out').exists()
+
+
+def test_timm_weights_not_cached_offline_fail_at_once_without_the_hubs_retries(tmp_path, monkeypatch, capsys):
+    "Item 17: the Hub's cache is looked in with the network off; an unreachable Hub is one line, not a minute's retries"
+    pytest.importorskip('timm')
+    import timm, huggingface_hub.constants as hub
+    from fastamp.bench import training
+    looks, create = [], timm.create_model
+    monkeypatch.setattr(timm, 'create_model', lambda *a, **k: looks.append(hub.HF_HUB_OFFLINE) or create(*a, **k))
+    monkeypatch.setattr(hub, 'HF_HUB_CACHE', str(tmp_path / 'hub'))                    # nothing cached
+    monkeypatch.setattr(training, '_reachable', lambda url: False)
+    monkeypatch.setattr(hub, 'HF_HUB_OFFLINE', False)                                   # as without the variable
+    assert main(['bench', '--arch', 'timm:resnet18', '--task', 'lt', '--methods', 'erm', '--seeds', '0',
+                 '--out', str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and "--arch timm:resnet18: its pretrained weights are neither in timm's cache" in err
+    assert 'cannot be reached from here' in err and looks == [True] and hub.HF_HUB_OFFLINE is False

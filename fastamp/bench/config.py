@@ -11,6 +11,7 @@ import torch
 from ..models import MODELS, _HEADS
 from ..accuracies import MANY_SHOT, FEW_SHOT
 from ..datasets import ImageSet, source_checksum
+from ..cache import available_memory, _bytes
 from ..losses import DRW
 from .catalog import (METHODS, DATASETS, PRESETS, dataset_names, dataset_name, get_dataset,
                                    is_folder, needs_data_message, describe_method, folder_split)
@@ -168,6 +169,16 @@ def _check_shots(s:dict):
         f"--many {s['many']} --few {s['few']}: many-shot classes have more than --many training items and few-shot "
         f"ones fewer than --few; give --many above --few (defaults {MANY_SHOT} and {FEW_SHOT})")
 
+def _check_size(s:dict):
+    "One batch of `--size` images fits in memory as float32 inputs (else every run fails, each with MemoryError)"
+    if not (s.get('size') and s.get('bs')): return
+    need, have = s['bs'] * 3 * 4 * s['size'] ** 2, available_memory()
+    if need <= have: return
+    raise SettingsError(
+        f"--size {s['size']}: one batch of {s['bs']} images at {s['size']}x{s['size']} is {_bytes(need)} of float32 "
+        f"inputs alone, more than the {_bytes(have)} of memory available here; give --size "
+        f"{math.isqrt(have // (s['bs'] * 12))} or less (with --bs {s['bs']}), or a smaller --bs")
+
 def _check_switch(s:dict):
     "The DRW of every method switches to class-balanced weights inside the fit"
     e = s.get('epochs')
@@ -187,7 +198,8 @@ def check_settings(
     for k, ok, fix in _RULES:
         if k in s and s[k] is not None and not ok(s[k]):
             raise SettingsError(f"{_opt(k)} {s[k]!r}: give {fix}")
-    _check_choices(s); _check_shots(s); _check_switch(s); _check_model(s); _check_unused(s); _check_places(s)
+    _check_choices(s); _check_shots(s); _check_switch(s); _check_model(s); _check_unused(s); _check_size(s)
+    _check_places(s)
 
 # %% ../../nbs/05_bench/06_config.ipynb #f30ee5b7
 @dataclass

@@ -63,13 +63,33 @@ def weights_message(
             f"downloadable here ({why}); give --weights <file> (a local checkpoint), prefetch them into that cache on "
             "a machine with internet (see the README, 'Your own data'), or train from scratch with --no-pretrained")
 
+def _reachable(url:str, timeout:float=5.)->bool:
+    "Whether a connection to `url`'s host opens within `timeout` s (behind a proxy: yes, the proxy decides)"
+    import socket
+    from urllib.parse import urlparse
+    if any(os.environ.get(k) for k in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy')): return True
+    u = urlparse(url)
+    try: socket.create_connection((u.hostname, u.port or 443), timeout=timeout).close(); return True
+    except OSError: return False
+
+def _timm_pretrained(name:str):
+    "timm's pretrained `name`: from the Hub's cache first, the network off; else downloaded, when the Hub answers"
+    import timm, huggingface_hub.constants as hub
+    offline, hub.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE, True  # read at each call: no request, no retries
+    try: return timm.create_model(name, pretrained=True)
+    except OSError:
+        if offline: raise
+    finally: hub.HF_HUB_OFFLINE = offline
+    if not _reachable(hub.ENDPOINT):  # else the Hub's client retries for about a minute before it gives up
+        raise OSError(f"{hub.ENDPOINT} cannot be reached from here, and the weights are not in the cache")
+    return timm.create_model(name, pretrained=True)
+
 def fetch_pretrained(
     arch:str, # a torchvision model name or 'timm:<name>'
 ):
     "Find the pretrained weights of `arch` in its library's cache, downloading them when absent: `WeightsUnavailable`"
     try:
-        if arch.startswith('timm:'):
-            import timm; timm.create_model(arch[5:], pretrained=True)
+        if arch.startswith('timm:'): _timm_pretrained(arch[5:])
         else:
             from torchvision import models
             models.get_model_weights(arch).DEFAULT.get_state_dict(progress=False)
