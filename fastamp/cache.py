@@ -102,8 +102,8 @@ def extract_archive(
         f"{out}: an extraction owned by another user (uid {out.lstat().st_uid}): fastamp does not read it as your "
         "data. Pass `dest=` or set FASTAMP_CACHE to a folder of yours.")
     if not (out/'.extracted').exists():
-        out.mkdir(parents=True, exist_ok=True)
         try:
+            out.mkdir(parents=True, exist_ok=True)
             with tarfile.open(archive) as t: t.extractall(out, filter='data')
         except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
             shutil.rmtree(out, ignore_errors=True)  # a refused or broken archive leaves nothing half-extracted

@@ -163,3 +163,16 @@ def test_timm_weights_not_cached_offline_fail_at_once_without_the_hubs_retries(t
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and "--arch timm:resnet18: its pretrained weights are neither in timm's cache" in err
     assert 'cannot be reached from here' in err and looks == [True] and hub.HF_HUB_OFFLINE is False
+
+
+def test_an_archive_with_a_read_only_cache_names_the_cache(tmp_path, monkeypatch):
+    "Item 16: FASTAMP_CACHE read-only: one line naming it and the fix, not a traceback nor a corrupt archive"
+    import os, tarfile
+    from fastamp.cache import extract_archive
+    (tmp_path / 'd').mkdir(); (tmp_path / 'd' / 'a.txt').write_text('a')
+    with tarfile.open(tmp_path / 'd.tgz', 'w:gz') as t: t.add(tmp_path / 'd', 'd')
+    (tmp_path / 'ro').mkdir(mode=0o555)
+    if os.geteuid() == 0: monkeypatch.setattr(Path, 'mkdir', lambda *a, **k: (_ for _ in ()).throw(
+        PermissionError(13, 'Permission denied')))                                       # root writes anywhere
+    with pytest.raises(ValueError, match=r"ro/cache: cannot write the cache there \(Permission denied\): free space"):
+        extract_archive(tmp_path / 'd.tgz', tmp_path / 'ro' / 'cache')
