@@ -126,6 +126,8 @@ def selection_lines(
     c2f = recs[0].task == 'c2f'
     what = "a seeded share of each fine class" if c2f else "a seeded split"
     probes, model = (" that the probes are never fitted on", "probes") if c2f else ('', "model")
+    n = sorted({int(r.metrics['val_items']) for r in recs if 'val_items' in r.metrics})  # older records: unsaid
+    probes = (f", {n[0]}" if len(n) == 1 else f", {n[0]} to {n[-1]}" if n else '') + " items" * bool(n) + probes
     return [f"### {title}: selected on validation",
             f"Every number above is a default, chosen in advance: each method's {model} after its last epoch, on the "
             f"test set. Choices are made here on the validation split ({what} of each run's training items{probes}; "

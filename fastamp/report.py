@@ -25,7 +25,7 @@ __all__ = ['summarize', 'to_markdown', 'overhead_table', 'save_plots', 'task_sec
            'verdict_section', 'results_page', 'write_results', 'write_report']
 
 # %% ../nbs/05a_report.ipynb #0aba5b61
-_NOT_METRICS = ('method', 'seed', 'rho', 'wall_s')
+_NOT_METRICS = ('method', 'seed', 'rho', 'wall_s', 'val_items')  # the split's size: in its section
 
 def summarize(
     df:pd.DataFrame, # one row per run (`fastamp.bench.records.load_records`)
