@@ -317,10 +317,11 @@ def train_class_counts(
 )->torch.Tensor: # one count per class, `dls.c` long when `dls` knows its number of classes
     "Number of training items of each class in `dls.train_ds` (labels read without loading the inputs)"
     ds, n = dls.train_ds, getattr(dls, 'c', 0) or 0
+    k = getattr(getattr(dls, 'train', None), 'n', None)  # a loader may deal out only its dataset's first `n` items
     tls = getattr(ds, 'tls', None)
-    if tls is not None and len(tls) > 1: ys = list(tls[-1])
-    elif isinstance(getattr(ds, 'y', None), torch.Tensor): return torch.bincount(ds.y.cpu().long(), minlength=n)
-    else: ys = [ds[k][-1] for k in range(len(ds))]
+    if tls is not None and len(tls) > 1: ys = list(tls[-1])[:k]
+    elif isinstance(getattr(ds, 'y', None), torch.Tensor): return torch.bincount(ds.y[:k].cpu().long(), minlength=n)
+    else: ys = [ds[j][-1] for j in range(len(ds) if k is None else k)]
     return torch.bincount(torch.as_tensor([int(v) for v in ys], dtype=torch.long), minlength=n)
 
 # %% ../nbs/00_core.ipynb #c0a1e7b2

@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np, pandas as pd
 from .bench.tasks import PROBE_PLACES
 from .bench.records import records_frame
-from .verdict import is_am, select_on_validation, _method_order
+from .verdict import PRIMARY, is_am, select_on_validation, runs_to_compare, _method_order
 
 # %% auto #0
-__all__ = ['LT_CURVES', 'probe_curves', 'curve_table', 'plot_probe_curves', 'selection_table', 'plot_lt_curve']
+__all__ = ['LT_CURVES', 'probe_curves', 'curve_table', 'plot_probe_curves', 'selection_table', 'lt_selection_table',
+           'selection_lines', 'plot_lt_curve']
 
 # %% ../nbs/05c_curves.ipynb #efc61e8e
 def _curve_frame(recs:list, place:str)->pd.DataFrame:
@@ -25,7 +26,7 @@ def probe_curves(
 )->pd.DataFrame:
     "One row per run and probed epoch: `method`, `seed`, `epoch` (counted from 1), `value` of `metric` at `place`"
     f = _curve_frame(recs, place)
-    if f.empty: return pd.DataFrame(columns=['method', 'seed', 'epoch', 'value'])
+    if f.empty or metric not in f: return pd.DataFrame(columns=['method', 'seed', 'epoch', 'value'])  # none, or older
     return f[['method', 'seed', 'epoch', metric]].rename(columns={metric: 'value'})
 
 def curve_table(
@@ -94,11 +95,52 @@ def selection_table(
                              'seeds': s['seeds']})
     return pd.DataFrame(rows).set_index(['place', 'probe', 'chosen among']) if rows else pd.DataFrame()
 
+_AMONG = {'all methods': lambda m: True, 'AM-mixup variants (to recommend)': is_am,
+          'baselines (the best baseline)': lambda m: not is_am(m)}
+
+def lt_selection_table(
+    recs:list, # run records of one long-tailed setting
+)->pd.DataFrame: # indexed by rho and what was chosen among; empty without validation scores
+    "Per rho: the method with the best mean validation balanced accuracy among all, AM-mixup's, the baselines; its test"
+    df, metric, rows = runs_to_compare(recs, PRIMARY['lt']), PRIMARY['lt'], []  # runs left out: in no choice
+    for rho, g in df.groupby('rho', sort=False):
+        for among, keep in _AMONG.items():
+            if (pick := g[g['method'].map(keep)]).empty or not (s := select_on_validation(pick, metric)): continue
+            rows.append({'rho': rho, 'chosen among': among, 'method': s['method'], 'val': round(s['val'], 4),
+                         'test': round(s['test'], 4), 'seeds': s['seeds']})
+    return pd.DataFrame(rows).set_index(['rho', 'chosen among']) if rows else pd.DataFrame()
+
+_HELD_OUT = {  # how a task's validation split was kept from training, by whether its records say its size
+    ('c2f', False): "the coarse training saw those images, with coarse labels only",
+    ('c2f', True): "held out of the coarse training too: no run trained on them",
+    ('lt', True): "as many items of every class as the rarest allows, carved out before training: no run trained on "
+                  "them"}
+
+def selection_lines(
+    title:str, # the task's title
+    recs:list, # run records of one setting
+)->list: # `[heading, words, table]`; empty without validation scores
+    "The report's section of the choices made on the validation split: heading, words, the table (a DataFrame)"
+    table = selection_table if recs[0].task == 'c2f' else lt_selection_table if recs[0].task == 'lt' else None
+    if table is None or (t := table(recs)).empty: return []
+    c2f = recs[0].task == 'c2f'
+    what = "a seeded share of each fine class" if c2f else "a seeded split"
+    probes, model = (" that the probes are never fitted on", "probes") if c2f else ('', "model")
+    n = sorted({int(r.metrics['val_items']) for r in recs if 'val_items' in r.metrics})  # older records: unsaid
+    probes = (f", {n[0]}" if len(n) == 1 else f", {n[0]} to {n[-1]}" if n else '') + " items" * bool(n) + probes
+    return [f"### {title}: selected on validation",
+            f"Every number above is a default, chosen in advance: each method's {model} after its last epoch, on the "
+            f"test set. Choices are made here on the validation split ({what} of each run's training items{probes}; "
+            f"{_HELD_OUT[recs[0].task, 'val_items' in recs[0].metrics]}), and only the chosen one's test score is "
+            "reported (`val` and `test`: means over seeds):", t]
+
 # %% ../nbs/05c_curves.ipynb #b7d1a0e2
 LT_CURVES = {  # measure of `CollapseRecorder.history` -> what the long-tailed curves call it
     'geometric_margin': 'geometric margin, mean over held-out items',
-    'margin_cv': 'margin CV: std / mean of the per-class mean margins (lower: more balanced)',
-    'margin_min_max': 'margin min / max: smallest over largest per-class mean margin (higher: more balanced)',
+    'margin_spread': 'margin spread: std / mean |margin| of the per-class mean margins (lower: more balanced)',
+    'margin_cv': 'margin CV: std / mean of the per-class mean margins (lower: more balanced while the mean is > 0)',
+    'margin_min_max': 'margin min / max: smallest over largest per-class mean margin (higher: more balanced only while '
+                      'every class margin is > 0)',
     'nc1': 'NC1: within- over between-class variability (lower: more collapsed)'}
 
 def plot_lt_curve(

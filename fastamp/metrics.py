@@ -272,24 +272,22 @@ def per_class_mean(
 def margin_balance(
     class_margins:torch.Tensor, # mean margin of each class (C,), NaN for a class without items
     skipna:bool=False, # measure the classes that have a margin and ignore the others (else NaN with a warning)
-)->dict: # `{'margin_cv': std / mean, 'margin_min_max': min / max}`
-    "Coefficient of variation and min / max ratio of per-class margins (see above for NaN classes and negative means)"
+)->dict: # `margin_cv` (std / mean), `margin_min_max`, `margin_spread` (std / mean |margin|), `margin_std`
+    "Balance of per-class margins: the paper's CV and min / max, the spread that holds for negative margins (see above)"
     m = torch.as_tensor(class_margins).double(); absent = torch.isnan(m).nonzero().squeeze(1).tolist()
+    keys = ('margin_cv', 'margin_min_max', 'margin_spread', 'margin_std')
     if absent and not skipna:
         why = f"classes {absent} have no margin (no items)"
-        fix = "Measure on a set with every class, or pass skipna=True."
-        return {'margin_cv': _nan('margin_cv', why, fix), 'margin_min_max': _nan('margin_min_max', why, fix)}
+        return {k: _nan(k, why, "Measure on a set with every class, or pass skipna=True.") for k in keys}
     m = m[~torch.isnan(m)]
-    if len(m) < 2:
-        why = f"{len(m)} class(es) with a margin"
-        return {'margin_cv': _nan('margin_cv', why, 'Pass two classes or more.'),
-                'margin_min_max': _nan('margin_min_max', why)}
-    mean, lo, hi = m.mean().item(), m.min().item(), m.max().item()
-    cv = ((m.std(unbiased=False) / mean).item() if mean > 0 else
+    if len(m) < 2: return {k: _nan(k, f"{len(m)} class(es) with a margin", 'Pass two classes or more.') for k in keys}
+    mean, lo, hi, std, size = (v.item() for v in (m.mean(), m.min(), m.max(), m.std(unbiased=False), m.abs().mean()))
+    cv = (std / mean if mean > 0 else
           _nan('margin_cv', f"the mean class margin is {mean:.4g} <= 0, where the coefficient of variation "
                "(std / mean) is not meaningful", "Compare the per-class margins themselves."))
     ratio = lo / hi if hi > 0 else _nan('margin_min_max', f"the largest class margin is {hi:.4g} <= 0")
-    return {'margin_cv': cv, 'margin_min_max': ratio}
+    spread = std / size if size > 0 else _nan('margin_spread', "every class margin is 0", 'Measure a trained model.')
+    return {'margin_cv': cv, 'margin_min_max': ratio, 'margin_spread': spread, 'margin_std': std}
 
 # %% ../nbs/03_metrics.ipynb #5568f8c6
 def _class_stats(h, y, chunk=65_536):

@@ -14,10 +14,10 @@ from .bench.records import (RunRecord, out_records, select_records, records_fram
                                    write_runs_table, stale_keys)
 from .bench.plan import preregistration_line
 from .evaluate import plot_align_uniform
-from .verdict import (PRIMARY, MARGIN, LEVEL, is_am, comparisons, label_family, verdict_line,
+from .verdict import (PRIMARY, REFERENCE, MARGIN, LEVEL, is_am, comparisons, label_family, verdict_line,
                              per_class_table, worst_classes, shot_groups_line, plot_per_class, _method_order,
                              describe_setting, setting_labels, left_out, left_out_lines, runs_to_compare, left_out_of)
-from .curves import (probe_curves, curve_table, plot_probe_curves, selection_table,
+from .curves import (probe_curves, curve_table, plot_probe_curves, selection_lines,
                              LT_CURVES, plot_lt_curve)
 
 # %% auto #0
@@ -25,7 +25,7 @@ __all__ = ['summarize', 'to_markdown', 'overhead_table', 'save_plots', 'task_sec
            'verdict_section', 'results_page', 'write_results', 'write_report']
 
 # %% ../nbs/05a_report.ipynb #0aba5b61
-_NOT_METRICS = ('method', 'seed', 'rho', 'wall_s')
+_NOT_METRICS = ('method', 'seed', 'rho', 'wall_s', 'val_items')  # the split's size: in its section
 
 def summarize(
     df:pd.DataFrame, # one row per run (`fastamp.bench.records.load_records`)
@@ -198,14 +198,8 @@ def _curves_section(d:Path, recs:list, order:list, plots:bool)->list:
     return out
 
 def _selection_section(title:str, recs:list)->list:
-    "Coarse-to-fine: what is chosen on the validation split, with the chosen one's test score"
-    if recs[0].task != 'c2f' or (t := selection_table(recs)).empty: return []
-    return [f"### {title}: selected on validation",
-            "Every number above is a default, chosen in advance: each method's probes after its last epoch, on the "
-            "test set. Choices are made here on the validation split (a seeded share of each fine class of each run's "
-            "training items that the probes are never fitted on; the coarse training saw those images, with coarse "
-            "labels only), and only the chosen one's test score is reported (`val` and `test`: means over seeds):",
-            to_markdown(t)]
+    "What is chosen on the validation split, with the chosen one's test score (`selection_lines`)"
+    return [*s[:2], to_markdown(s[2])] if (s := selection_lines(title, recs)) else []
 
 def _lt_curves_section(d:Path, title:str, recs:list, order:list, plots:bool)->list:
     "Long-tailed runs with curves, per rho: a plot (`plots`) and a table at a few epochs per measure of `LT_CURVES`"
@@ -303,9 +297,16 @@ def verdict_table(
     table = label_family(pd.concat(rows, ignore_index=True), margin) if rows else pd.DataFrame()
     return table.assign(plan_margin=planned) if rows else table
 
+def _on_test(table:pd.DataFrame)->pd.Series|None:
+    "Where the page's long-tailed runs have a validation split: the rows whose best baseline was chosen on the test set"
+    val = (table['chosen_on'] == 'validation') & (table['metric'] == PRIMARY['lt'])
+    return (table['chosen_on'] == 'test') & (table['against'] != REFERENCE) if val.any() else None
+
 def _lines(table:pd.DataFrame)->list:
+    test = _on_test(table)  # None: the rule's words say it (every long-tailed baseline chosen on test, older runs)
     return [r['where'] + ('' if pd.isna(r['rho']) else f", rho {r['rho']:g}") + ': ' + verdict_line(r, r['metric'])
-            + (f"; left out: {r['left_out']}" if r['left_out'] else '') for _, r in table.iterrows()]
+            + ' (chosen on test)' * bool(test is not None and test[i])
+            + (f"; left out: {r['left_out']}" if r['left_out'] else '') for i, r in table.iterrows()]
 
 def verdict_lines(
     out, # the benchmark's output folder
@@ -316,14 +317,17 @@ def verdict_lines(
     "Per task, setting and rho: each method against ERM and the best baseline on the task's primary metric"
     return _lines(verdict_table(out, cfgs, margin, recs))
 
-def _rule(n:int, margin:float, planned:float|None=None)->str:
+def _rule(n:int, margin:float, planned:float|None=None, test:pd.Series|None=None)->str:
     "The rule of the verdict lines, in one paragraph (and the plan's margin, where another was asked for)"
     other = '' if planned is None or np.isclose(planned, margin) else f" (the plan fixed ±{planned:g})"
+    how = ("where the runs have one (coarse-to-fine), else by mean test score on these runs (long-tailed; this can "
+           "only favour it)" if test is None else "on the split each run holds out of its training items and never "
+           "trains on" + (" (lines marked 'chosen on test': older runs without one, their best baseline by mean test "
+                          "score, which can only favour it)" if test.any() else ''))
     return ("Paired per-seed differences, method minus reference, of each task's primary metric ("
             + ', '.join(f"{TASKS[t].title}: `{m}`" for t, m in PRIMARY.items()) + "), runs paired by seed within "
-            "one setting and rho; the best baseline is the best method that is not AM-mixup by mean validation score "
-            "where the runs have one (coarse-to-fine), else by mean test score on these runs (long-tailed; this can "
-            "only favour it). Each line gives the mean difference and its Student t interval [low, high]: better "
+            f"one setting and rho; the best baseline is the best method that is not AM-mixup by mean validation score "
+            f"{how}. Each line gives the mean difference and its Student t interval [low, high]: better "
             f"(worse) when the interval lies above (below) 0, equivalent when it lies within ±{margin:g}{other} and "
             "holds 0, inconclusive otherwise. " + _family(n))
 
@@ -343,7 +347,7 @@ def verdict_section(
     "The verdict lines as the Markdown that opens the results page (empty without a comparison)"
     table = verdict_table(out, cfgs, margin, recs)
     if table.empty: return ''
-    rule = _rule(len(table), table['margin'].iloc[0], table['plan_margin'].iloc[0])
+    rule = _rule(len(table), table['margin'].iloc[0], table['plan_margin'].iloc[0], _on_test(table))
     return '\n\n'.join(['## Verdict', rule, '\n'.join(f'- {l}' for l in _lines(table))])
 
 def results_page(

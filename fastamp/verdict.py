@@ -16,9 +16,9 @@ from .bench.records import data_label, records_frame
 # %% auto #0
 __all__ = ['PRIMARY', 'REFERENCE', 'MARGIN', 'LEVEL', 'POWER', 'MAX_SEEDS', 'LABELS', 'is_am', 'Comparison', 'seeds_needed',
            'compare', 'holm_levels', 'compare_family', 'left_out', 'left_out_lines', 'runs_to_compare', 'left_out_of',
-           'paired_differences', 'best_baseline', 'label_family', 'comparisons', 'verdict_line', 'select_on_validation',
-           'describe_setting', 'setting_labels', 'per_class_table', 'worst_classes', 'shot_groups_line',
-           'plot_per_class']
+           'paired_differences', 'ranked_on', 'best_baseline', 'label_family', 'comparisons', 'verdict_line',
+           'select_on_validation', 'describe_setting', 'setting_labels', 'per_class_table', 'worst_classes',
+           'shot_groups_line', 'plot_per_class']
 
 # %% ../nbs/05b_verdict.ipynb #28200731
 PRIMARY = {'lt': 'balanced_accuracy', 'c2f': 'fine_linear_probe_pooled'}  # task -> the metric its verdict reads
@@ -177,16 +177,22 @@ def paired_differences(
     pick = lambda m: df[df['method'] == m].groupby('seed')[metric].mean()  # one run per seed in a setting
     return (pick(method) - pick(against)).dropna()
 
+def ranked_on(
+    df:pd.DataFrame, # one row per run of one setting (and one rho)
+    metric:str, # the compared column
+)->str: # `metric + '_val'`, or `metric` itself where no run has a validation score (older records)
+    "The column a choice among the runs of `df` is made on: their validation score where they have one, else the test's"
+    return f'{metric}_val' if f'{metric}_val' in df and df[f'{metric}_val'].notna().any() else metric
+
 def best_baseline(
     df:pd.DataFrame, # one row per run of one setting (and one rho)
     metric:str, # the column that ranks
 )->str|None: # None without a baseline
     "The best method that is not AM-mixup (ERM included) by mean validation score, else by mean `metric`"
-    col = f'{metric}_val' if f'{metric}_val' in df and df[f'{metric}_val'].notna().any() else metric
-    means = df[~df['method'].map(is_am)].groupby('method', sort=False)[col].mean().dropna()
+    means = df[~df['method'].map(is_am)].groupby('method', sort=False)[ranked_on(df, metric)].mean().dropna()
     return None if means.empty else means.idxmax()
 
-_COLUMNS = ['rho', 'method', 'against', 'seeds', 'mean', 'std', 'min', 'max', 'diffs', 'best_baseline']
+_COLUMNS = ['rho', 'method', 'against', 'seeds', 'mean', 'std', 'min', 'max', 'diffs', 'best_baseline', 'chosen_on']
 
 def _pair(df, method, against, metric)->dict:
     d = paired_differences(df, method, against, metric)
@@ -220,7 +226,8 @@ def comparisons(
         best = best_baseline(g, metric)
         refs = [r for r in dict.fromkeys([REFERENCE, best]) if r in seen]
         for ref in refs:
-            rows += [{'rho': rho, **_pair(g, m, ref, metric), 'best_baseline': best}
+            rows += [{'rho': rho, **_pair(g, m, ref, metric), 'best_baseline': best,
+                      'chosen_on': 'test' if ranked_on(g, metric) == metric else 'validation'}
                      for m in order if m != ref and not (ref != REFERENCE and m == REFERENCE)]
     return label_family(pd.DataFrame(rows, columns=_COLUMNS), margin, level)
 

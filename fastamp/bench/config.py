@@ -19,7 +19,7 @@ from .training import SCHEDULES, OPTIMIZERS, LOADERS, _is_arch, _archs
 from .training import COMPILE_MODES, check_weights
 from .loggers import LOGGERS
 from .store import HEARTBEAT, LOCK_TIMEOUT
-from .tasks import TASKS, PROBE_VAL_PCT, train_size
+from .tasks import TASKS, PROBE_VAL_PCT, LT_VAL_PCT, LT_VAL_MIN, train_size
 
 # %% auto #0
 __all__ = ['LOCK_MIN', 'SettingsError', 'check_settings', 'BenchConfig', 'key_name', 'run_key', 'data_checksum', 'split_line',
@@ -278,6 +278,8 @@ def run_key(
                                                                  'weights')
              and not (k in _UNKEYED_DEFAULTS and v == _UNKEYED_DEFAULTS[k])}
     if cfg.task == 'c2f': fixed['probe_val_pct'] = PROBE_VAL_PCT  # probes fitted outside a validation split (#25)
+    if cfg.task == 'c2f': fixed['probe_val_trained'] = False  # and the coarse model never trained on it (#36)
+    if cfg.task == 'lt': fixed['lt_val'] = [LT_VAL_PCT, LT_VAL_MIN]  # a validation split held out of training (#36)
     h = hashlib.sha1(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:8]
     return key_name(cfg.task, cfg.dataset, method, seed, rho, h)
 

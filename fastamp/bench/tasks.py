@@ -5,7 +5,7 @@
 # %% ../../nbs/05_bench/05_tasks.ipynb #d5d05c42
 from __future__ import annotations
 from collections.abc import Callable
-import dataclasses, statistics, warnings
+import contextlib, dataclasses, statistics, warnings
 import numpy as np, pandas as pd, torch
 from fastai.metrics import accuracy
 from fastai.torch_core import set_seed
@@ -20,8 +20,8 @@ from .catalog import Task, load_dataset, is_folder
 from .training import StepTimer, _device, _dls, _coarse_fine_dls, _learner, _fit, _quiet, _norm_like
 
 # %% auto #0
-__all__ = ['PROBE_PLACES', 'PROBE_VAL_PCT', 'EAGER_ERM', 'TASKS', 'probe_val_idx', 'run_c2f', 'lt_train_idx', 'run_lt',
-           'train_size', 'measure_overhead']
+__all__ = ['PROBE_PLACES', 'PROBE_VAL_PCT', 'LT_VAL_PCT', 'LT_VAL_MIN', 'EAGER_ERM', 'TASKS', 'probe_val_idx', 'split_items',
+           'c2f_items', 'run_c2f', 'lt_val_idx', 'lt_train_idx', 'lt_items', 'run_lt', 'train_size', 'measure_overhead']
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #8fd095c6
 PROBE_PLACES = ('pooled', 'classifier')  # where the c2f task probes: the pooled body features, the classifier's input
@@ -35,6 +35,20 @@ def probe_val_idx(
 )->np.ndarray: # positions in `train_idx`, i.e. in the training loader's dataset
     "A coarse-to-fine run's validation split: a seeded share `PROBE_VAL_PCT` of each fine class of its training items"
     return stratified_valid(data.labels[train_idx], PROBE_VAL_PCT, seed)
+
+def split_items(
+    train_idx, # a run's training items (indices into its data)
+    val, # positions in `train_idx` of its validation items
+)->tuple: # `(items, val)`: the items in the training dataset's order, and the validation items' positions there
+    "A run's training items with its validation items moved last, in their order, the others kept in theirs"
+    fit = np.setdiff1d(np.arange(len(train_idx)), val)
+    items = np.asarray(train_idx)[np.concatenate([fit, np.sort(np.asarray(val, dtype=np.int64))])]
+    return items, np.arange(len(fit), len(items))
+
+def _hold_out(dls, n_val:int):
+    "`dls` whose training loader deals out all but the last `n_val` items of its dataset (the validation split)"
+    dls.train.n = len(dls.train_ds) - n_val
+    return dls
 
 class _Quiet:
     "A recorder whose undefined measures stay NaN in its rows without a warning (see above)"
@@ -66,12 +80,21 @@ def _lt_recorders(cfg, seed)->list:
     return [_CurveRecorder(n=None, module='classifier', seed=seed, every=cfg.probe_every)] if cfg.probe_every else []
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #edb96703
-def _c2f_learner(cfg, method:str, data:ImageSet, coarse, size, sub=None)->tuple:
-    "`(coarse learner, fine DataLoaders)` of a c2f run, the fine ones normalised as the learner's (ImageNet's)"
-    cdls, fdls = _coarse_fine_dls(cfg, data, coarse, size, sub)
+def _c2f_learner(cfg, method:str, data:ImageSet, coarse, size, items, n_val:int=0)->tuple:
+    "`(coarse learner, fine DataLoaders)` of a c2f run over `items`, the last `n_val` of them held out of training"
+    cdls, fdls = (_hold_out(d, n_val) for d in _coarse_fine_dls(cfg, data, coarse, size, items))
     learn = _learner(cfg, cdls, method)
     _norm_like(fdls, learn.dls)  # the fine-tuning stage trains and is measured on the inputs the body was trained on
     return learn, fdls
+
+def c2f_items(
+    cfg, # the comparison: a `fastamp.bench.config.BenchConfig`
+    data:ImageSet, # its data
+    seed:int, # the run's seed (draws the `cfg.subset` and the validation split)
+)->tuple: # `split_items`' `(items, val)`
+    "A coarse-to-fine run's items, its probes' validation split (`probe_val_idx`) last, never trained on"
+    tr = data.train_idx if cfg.subset is None else data.train_idx[seeded_subset(len(data.train_idx), cfg.subset, seed)]
+    return split_items(tr, probe_val_idx(data, tr, seed))
 
 def run_c2f(
     cfg, # the comparison: a `fastamp.bench.config.BenchConfig`
@@ -84,14 +107,12 @@ def run_c2f(
     "Coarse training, fine probes (during training when `cfg.probe_every`; and fine-tuning): `(metrics, learner)`"
     data, coarse, size = data
     set_seed(seed, reproducible=True)
-    sub = None if cfg.subset is None else data.train_idx[seeded_subset(len(data.train_idx), cfg.subset, seed)]
-    learn, fdls = _c2f_learner(cfg, method, data, coarse, size, sub)
-    train_idx = data.train_idx if sub is None else sub
-    val = probe_val_idx(data, train_idx, seed)
-    if cfg.probe_every: learn.add_cbs(_probe_recorders(cfg, data, train_idx, val, seed))
+    items, val = c2f_items(cfg, data, seed)
+    learn, fdls = _c2f_learner(cfg, method, data, coarse, size, items, len(val))
+    if cfg.probe_every: learn.add_cbs(_probe_recorders(cfg, data, items, val, seed))
     (train or (lambda l: _fit(l, cfg, cfg.epochs)))(learn)
-    res = {'coarse_accuracy': float(learn.validate()[1])}
-    for place in PROBE_PLACES: res.update(_probe(learn, place, data, train_idx, val, cfg, seed))
+    res = {'coarse_accuracy': float(learn.validate()[1]), 'val_items': len(val)}
+    for place in PROBE_PLACES: res.update(_probe(learn, place, data, items, val, cfg, seed))
     if cfg.finetune_epochs:
         set_seed(seed, reproducible=True)
         fl = _quiet(fine_learner(learn, fdls, mode='finetune', metrics=accuracy))
@@ -99,35 +120,71 @@ def run_c2f(
         res['fine_finetune_accuracy'] = float(fl.validate()[1])
     return res, learn
 
+# %% ../../nbs/05_bench/05_tasks.ipynb #a8eb37ef
+LT_VAL_PCT = 0.2  # lt: each class gives the validation split this share of the rarest class's training items,
+LT_VAL_MIN = 5  # and at least this many (a class with fewer to spare gives all but one)
+
+def lt_val_idx(
+    labels, # the label of each of a run's training items, in the training loader's order
+    seed:int, # the run's seed (one split per seed)
+    pct:float=LT_VAL_PCT, # each class gives this share of the rarest class's count,
+    least:int=LT_VAL_MIN, # and at least this many
+)->np.ndarray: # sorted positions in `labels`
+    "A long-tailed run's validation split: as many items of each class as the rarest class allows (see above)"
+    labels = np.asarray(labels); counts = np.bincount(labels)
+    k = max(least, int(round(pct * counts[counts > 0].min())))
+    rng = np.random.default_rng(seed)
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:max(min(k, n - 1), 0)]
+                                   for c, n in enumerate(counts)])).astype(np.int64)
+
 def lt_train_idx(
     cfg, # the comparison: a `fastamp.bench.config.BenchConfig`
     data:ImageSet, # its data
     rho:float, # the run's imbalance ratio
     seed:int, # the run's seed
 )->np.ndarray:
-    "Training items of a long-tailed run: a folder's own counts (`rho` 1) or made steeper; others' exponential profile"
+    "Items of a long-tailed run: a folder's own counts (`rho` 1) or made steeper; others' exponential profile"
     if not is_folder(cfg.dataset): return long_tailed(data, rho, seed=seed)
     if rho == 1: return data.train_idx  # the folder's natural imbalance, no resampling
     return long_tailed(data, rho, seed=seed, own=True)  # head = its largest class; each keeps at most what it has
 
+def lt_items(
+    cfg, # the comparison: a `fastamp.bench.config.BenchConfig`
+    data:ImageSet, # its data
+    rho:float, # the run's imbalance ratio
+    seed:int, # the run's seed
+)->tuple: # `split_items`' `(items, val)`
+    "A long-tailed run's items (`lt_train_idx`), its validation split (`lt_val_idx`) last, never trained on"
+    tr = lt_train_idx(cfg, data, rho, seed)
+    return split_items(tr, lt_val_idx(data.labels[tr], seed))
+
+def _held_out_logits(learn, val)->tuple:
+    "`(logits, targets)` of the training dataset's items `val` (the validation split), never augmented"
+    ds = learn.dls.train_ds
+    with ds.set_split_idx(1) if hasattr(ds, 'set_split_idx') else contextlib.nullcontext():
+        return learn.get_features(ds_idx=0, idxs=val)[1:]
+
 def run_lt(
     cfg, # the comparison: a `fastamp.bench.config.BenchConfig`
     method:str, # a key of `fastamp.bench.catalog.METHODS`
-    seed:int, # the run's seed (also draws the long-tailed subset)
+    seed:int, # the run's seed (also draws the long-tailed subset and its validation split)
     rho:float, # imbalance ratio n_max / n_min of the training subset
     data:tuple, # `(ImageSet, coarse map, image size)`, from `load_dataset`
     train:Callable|None=None, # `train(learn)` fits the learner; default: `cfg.epochs` of the configured schedule
 )->tuple:
-    "Long-tailed training (exponential profile, ratio `rho`), balanced evaluation (curves with `cfg.probe_every`)"
+    "Long-tailed training (exponential profile, ratio `rho`), balanced evaluation (test, and `*_val`; curves)"
     data, _, size = data
     set_seed(seed, reproducible=True)
-    train_idx = lt_train_idx(cfg, data, rho, seed)
-    dls = _dls(cfg, data, size, train_idx=train_idx)
-    learn = _learner(cfg, dls, method)
+    items, val = lt_items(cfg, data, rho, seed)
+    learn = _learner(cfg, _hold_out(_dls(cfg, data, size, train_idx=items), len(val)), method)
     learn.add_cbs(_lt_recorders(cfg, seed))
     (train or (lambda l: _fit(l, cfg, cfg.epochs)))(learn)
     _, logits, y = learn.get_features()
-    return group_accuracies(logits.argmax(1), y, train_class_counts(learn.dls), cfg.many, cfg.few), learn
+    counts = train_class_counts(learn.dls)
+    res = group_accuracies(logits.argmax(1), y, counts, cfg.many, cfg.few)
+    logits_val, y_val = _held_out_logits(learn, val)
+    res_val = group_accuracies(logits_val.argmax(1), y_val, counts, cfg.many, cfg.few)
+    return {**res, **{f'{k}_val': v for k, v in res_val.items()}, 'val_items': len(val)}, learn
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #a563b045
 def train_size(
@@ -136,10 +193,10 @@ def train_size(
     seed:int, # the run's seed
     rho:float|None=None, # the run's imbalance ratio (long-tailed task)
 )->int:
-    "Training items of one run of `cfg`: what its training loader deals out in batches"
-    if cfg.task == 'lt': return len(lt_train_idx(cfg, data, rho, seed))
-    n = len(data.train_idx)
-    return min(cfg.subset, n) if cfg.task == 'c2f' and cfg.subset is not None else n
+    "Training items of one run of `cfg`: what its training loader deals out in batches (not its validation split)"
+    if cfg.task not in ('lt', 'c2f'): return len(data.train_idx)
+    items, val = lt_items(cfg, data, rho, seed) if cfg.task == 'lt' else c2f_items(cfg, data, seed)
+    return len(items) - len(val)
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #b5b9d934
 EAGER_ERM = 'erm (eager)'  # the row of eager plain training when the methods train compiled
