@@ -16,6 +16,7 @@ from ..transfer import fine_learner
 from ..accuracies import group_accuracies
 from ..metrics import DegenerateWarning
 from ..evaluate import CollapseRecorder, FineProbeRecorder  # and Learner.get_features, .fine_probe
+from .timing import phase, fetch_timers
 from .catalog import Task, load_dataset, is_folder
 from .training import StepTimer, _device, _dls, _coarse_fine_dls, _learner, _fit, _quiet, _norm_like
 
@@ -39,7 +40,7 @@ def probe_val_idx(
 class _Quiet:
     "A recorder whose undefined measures stay NaN in its rows without a warning (see above)"
     def measure(self)->dict:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), phase('curves'):
             warnings.simplefilter('ignore', DegenerateWarning); return super().measure()
 
 class _ProbeCurves(_Quiet, FineProbeRecorder): "c2f: the fine probes during training, quiet"
@@ -90,13 +91,14 @@ def run_c2f(
     val = probe_val_idx(data, train_idx, seed)
     if cfg.probe_every: learn.add_cbs(_probe_recorders(cfg, data, train_idx, val, seed))
     (train or (lambda l: _fit(l, cfg, cfg.epochs)))(learn)
-    res = {'coarse_accuracy': float(learn.validate()[1])}
-    for place in PROBE_PLACES: res.update(_probe(learn, place, data, train_idx, val, cfg, seed))
+    with phase('metrics'): res = {'coarse_accuracy': float(learn.validate()[1])}
+    with phase('probes'):
+        for place in PROBE_PLACES: res.update(_probe(learn, place, data, train_idx, val, cfg, seed))
     if cfg.finetune_epochs:
         set_seed(seed, reproducible=True)
         fl = _quiet(fine_learner(learn, fdls, mode='finetune', metrics=accuracy))
-        _fit(fl, cfg, cfg.finetune_epochs)
-        res['fine_finetune_accuracy'] = float(fl.validate()[1])
+        with phase('train'): _fit(fl, cfg, cfg.finetune_epochs, fetch_timers())
+        with phase('metrics'): res['fine_finetune_accuracy'] = float(fl.validate()[1])
     return res, learn
 
 def lt_train_idx(
@@ -126,8 +128,9 @@ def run_lt(
     learn = _learner(cfg, dls, method)
     learn.add_cbs(_lt_recorders(cfg, seed))
     (train or (lambda l: _fit(l, cfg, cfg.epochs)))(learn)
-    _, logits, y = learn.get_features()
-    return group_accuracies(logits.argmax(1), y, train_class_counts(learn.dls), cfg.many, cfg.few), learn
+    with phase('metrics'):
+        _, logits, y = learn.get_features()
+        return group_accuracies(logits.argmax(1), y, train_class_counts(learn.dls), cfg.many, cfg.few), learn
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #a563b045
 def train_size(
