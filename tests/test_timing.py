@@ -10,18 +10,19 @@ from fastamp.report import write_report
 
 @pytest.fixture(scope='module')
 def own(tmp_path_factory):
-    "The default own-data command (`fastamp bench --data FOLDER`) on digits as a nested folder: two methods, two seeds"
+    "The default own-data command (`fastamp bench --data FOLDER`) on digits as a nested folder: 2 methods, 3 seeds"
     flat = write_image_folder(load_digits(), tmp_path_factory.mktemp('own')/'digits')
     nested, out = tmp_path_factory.mktemp('own')/'nested', tmp_path_factory.mktemp('out')
     for c in (flat/'train').iterdir(): shutil.copytree(c, nested/('small' if int(c.name) < 5 else 'big')/c.name)
-    assert main(['bench', '--data', str(nested), '--methods', 'erm,midpoint', '--seeds', '0,1', '--quiet', '--out', str(out)]) == 0
+    assert main(['bench', '--data', str(nested), '--methods', 'erm,midpoint', '--seeds', '0,1,2', '--quiet',
+                 '--out', str(out)]) == 0
     return out
 
 
 def test_every_record_has_its_phases(own):
     "Each run's record holds seconds per phase, training among them, covering its wall time"
     recs = out_records(own)
-    assert {r.task for r in recs} == {'c2f', 'lt'} and len(recs) == 8
+    assert {r.task for r in recs} == {'c2f', 'lt'} and len(recs) == 12
     for r in recs:
         assert set(r.phases) <= set(PHASES) and r.phases[TRAIN] > 0 and {'probes', 'collapse'} & set(r.phases)
         assert sum(r.phases.values()) >= 0.9 * r.wall_s
