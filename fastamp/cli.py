@@ -136,6 +136,8 @@ def _parser():
     b.add_argument('--log', help=f"attach fastai's logger: {', '.join(LOGGERS)}")
     b.add_argument('--out', default='bench_out', help='output folder (finished runs there are skipped, '
                    'interrupted ones resume)')
+    b.add_argument('--quiet', action='store_true', help="no progress (a bar in a terminal, else a line per run: "
+                   "runs finished of planned, time left); each run's own line stays")
     b.set_defaults(func=_bench)
     _sweep_options(b); _report_parser(sub)
     _plan_parser(sub, b); _clean_parser(sub)
@@ -157,10 +159,12 @@ def bench_settings(
     return s
 
 def _folder_tasks(s:dict, args)->dict:
-    "A folder's tasks when `--task` is not given: long-tailed and overhead, and coarse-to-fine for a nested tree"
-    from fastamp.bench import folder_tasks, load_folder, is_folder
-    if not is_folder(s.get('dataset')) or args.tasks is not None: return s
-    return {**s, 'tasks': folder_tasks(load_folder(s['data'], s.get('valid_pct', 0.2)))}
+    "A folder's tasks without `--task` (`folder_tasks`), its loader without `--loader` (in memory when it fits there)"
+    from fastamp.bench import folder_tasks, folder_loader, load_folder, is_folder
+    if not is_folder(s.get('dataset')) or (args.tasks is not None and 'loader' in s): return s
+    images = load_folder(s['data'], s.get('valid_pct', 0.2))
+    return {**s, **({} if args.tasks is not None else {'tasks': folder_tasks(images)}),
+            **({} if 'loader' in s else {'loader': folder_loader(images, s.get('size'))})}
 
 def _bench(args)->int:
     import warnings; warnings.filterwarnings('ignore', category=FutureWarning)
@@ -181,7 +185,8 @@ def _bench(args)->int:
     except bench.SettingsError as e: return _fail(e)
     print('methods: ' + '; '.join(f"{m} = {bench.describe_method(m)}" for m in s['methods']), flush=True)
     log = lambda line: print(line, flush=True)
-    counts = bench.run_benchmark(s, args.out, jobs=args.jobs, log=log, logger=args.log, **opts)
+    progress = False if args.quiet else None  # None: a bar in a terminal, else a line as each run starts
+    counts = bench.run_benchmark(s, args.out, jobs=args.jobs, log=log, logger=args.log, progress=progress, **opts)
     print('\n' + report.write_report(args.out, cfgs=cfgs, margin=args.margin), flush=True)
     print(f"runs, reports and tables in {args.out}/ (all runs: {args.out}/runs.csv; any time: fastamp report --out "
           f"{args.out})")

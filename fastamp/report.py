@@ -13,6 +13,7 @@ from .bench.config import BenchConfig
 from .bench.records import (RunRecord, out_records, select_records, records_frame, planned_keys,
                                    write_runs_table, stale_keys)
 from .bench.plan import preregistration_line
+from .bench.timing import phase_lines
 from .evaluate import plot_align_uniform
 from .verdict import (PRIMARY, REFERENCE, MARGIN, LEVEL, is_am, comparisons, label_family, verdict_line,
                              per_class_table, worst_classes, shot_groups_line, plot_per_class, _method_order,
@@ -256,7 +257,7 @@ def _setting_section(d:Path, title:str, recs:list, cfg, plots:bool, label:str, p
         to_markdown(summarize(df, coll, methods=order, mark_best=False)), *_degenerate(kept),
         *_curves_section(d, kept, order, plots), *_lt_curves_section(d, title, kept, order, plots),
         *_selection_section(title, kept),
-        *_per_class_section(d, title, kept, order, plots)])
+        *_per_class_section(d, title, kept, order, plots), *phase_lines(title, recs)])
 
 def _stale(planned:list)->str:
     "The sentence on the planned runs `_planned` set apart (none: none)"

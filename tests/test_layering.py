@@ -6,7 +6,8 @@ import ast, re
 from pathlib import Path
 
 PKG = Path(__file__).parents[1]/'fastamp'
-BENCH = ['catalog', 'store', 'training', 'resume', 'loggers', 'tasks', 'config', 'records', 'sweep', 'runner', 'plan']
+BENCH = ['timing', 'catalog', 'store', 'training', 'resume', 'loggers', 'tasks', 'config', 'records', 'sweep', 'runner',
+         'plan']
 LAYERS = {  # layer of each module; `all` re-exports everything and sits above the rest
     'core': 1, 'metrics': 1, 'accuracies': 1, 'models': 1, 'datasets': 1, 'hooks': 1, 'cache': 1,
     'losses': 2, 'mixing': 2, 'mixup': 2, 'data': 2, 'devicedata': 2,
@@ -113,9 +114,9 @@ def test_same_layer_imports_are_the_listed_one_way_ones():
 
 
 def test_report_reads_the_benchmark_through_its_records_and_the_names_it_uses():
-    "The records and the plan's line (read off them); the names it uses from their homes: tasks, config, store"
+    "The records and the plan's line (read off them); the names it uses from their homes: tasks, config, store, timing"
     assert {d for d in graph()['report'] if d.startswith('bench')} == {'bench.records', 'bench.plan', 'bench.tasks',
-                                                                       'bench.config', 'bench.store'}
+                                                                       'bench.config', 'bench.store', 'bench.timing'}
 
 
 def _design_table()->dict:

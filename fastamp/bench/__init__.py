@@ -4,6 +4,7 @@ Written by hand, as `fastamp/all.py` is: it re-exports the public names of the m
 from its notebook in `nbs/05_bench/`), so that `from fastamp.bench import X` works for every public X. The modules, in
 their import order (each imports only those before it):
 
+- `timing`: the phase clock of a run, the breakdown a page prints, a sweep's progress
 - `catalog`: methods, datasets, the task record and presets: the one place to add a method, a dataset or a preset
 - `store`: atomic writes and run locks that hold across hosts and restarts
 - `training`: the learner recipe, optimizers, schedules, loaders, `CompileModel`, fit, step timing
@@ -19,6 +20,7 @@ their import order (each imports only those before it):
 import warnings
 with warnings.catch_warnings():  # fastai's layers call `torch.jit.script` as they load: a FutureWarning on every
     warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)  # command
+    from .timing import *
     from .catalog import *
     from .store import *
     from .training import *

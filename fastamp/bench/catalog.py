@@ -16,8 +16,8 @@ from ..mixup import MidpointMixup, FeatureMixup, ManifoldMixup, InputMixup, Remi
 from ..losses import LogitAdjustedLoss, LDAMLoss, DRW
 from ..datasets import load_digits, load_fashion_mnist, load_cifar, find_fashion_mnist, load_image_folder
 from ..datasets import _labelled, _valid_dir, _tree_root, stratified_valid
-from ..cache import extract_archive
-from ..devicedata import decode_images
+from ..cache import extract_archive, check_fits
+from ..devicedata import decode_images, _shape
 from fastai.data.transforms import get_image_files, image_extensions
 from ..data import COARSE_MAPS
 
@@ -25,7 +25,7 @@ from ..data import COARSE_MAPS
 __all__ = ['METHODS', 'DATASETS', 'FOLDER_DATASET', 'CLAIM_SEEDS', 'PRESETS', 'Method', 'get_method', 'method_loss',
            'method_callbacks', 'describe_method', 'Dataset', 'folder_root', 'folder_split', 'load_folder',
            'dataset_names', 'dataset_name', 'get_dataset', 'is_folder', 'needs_data_message', 'one_size',
-           'load_dataset', 'folder_tasks', 'Task']
+           'folder_loader', 'load_dataset', 'folder_tasks', 'Task']
 
 # %% ../../nbs/05_bench/00_catalog.ipynb #708d0787
 @dataclass(frozen=True)
@@ -247,6 +247,18 @@ def one_size(
         list(sizes.items())[:3]) + "): give --size N to resize them all to NxN once")
     (w, h), = sizes or {(None, None): None}
     return None if w is None else w if w == h else (h, w)
+
+def folder_loader(
+    images:'ImageSet', # a folder's dataset (`load_folder`)
+    size:int|None=None, # `--size`; None: the images' own one size
+)->str: # 'device' or 'item'
+    "A folder's loader when none is asked for: decoded once into memory ('device') when it fits there, else per item"
+    if len(np.unique(images.labels)) < 2: return 'item'  # refused next (one class), with nothing decoded
+    try:
+        if size is None and one_size(images) is None: return 'item'  # empty: the data's own check says so
+        check_fits(len(images), _shape(images.items[0], size))
+    except ValueError: return 'item'  # several sizes without --size (asked for next), or too large for memory
+    return 'device'
 
 def load_dataset(
     name:str, # a key of `DATASETS` or one of its aliases

@@ -16,6 +16,7 @@ import fastamp
 from ..core import train_class_counts
 from ..accuracies import per_class_accuracy
 from ..evaluate import CollapseRecorder  # and Learner.get_features, .collapse_report
+from .timing import phase
 from .catalog import DATASETS, describe_method
 from .store import atomic_write, write_json, RunLock, set_aside
 from .config import BenchConfig, run_key, key_name
@@ -48,6 +49,7 @@ class RunRecord:
     curves:dict|None=None # a `CollapseRecorder`'s rows by the place it measures (runs with `probe_every`)
     wall_s:float # wall seconds of training and measuring, earlier attempts included
     resumed_at_epoch:int|None=None # the epoch its last attempt started at (0: from the start)
+    phases:dict|None=None # seconds in each phase of its last attempt (`fastamp.bench.timing.PHASES`)
     config:dict # its comparison, `BenchConfig` as a dict
     method_detail:str|None=None # the method's callbacks and their hyper-parameters (`describe_method`)
     versions:dict # code, packages, machine, threads and device (`versions`)
@@ -216,10 +218,11 @@ def diverged(
     return 'loss' if isinstance(loss, torch.Tensor) and not bool(loss.isfinite().all()) else None
 
 def _record(cfg, key, method, seed, rho, res, learn, wall, start, notes=None)->RunRecord:
-    features = learn.get_features()  # one pass over the held-out set for the measures and the per-class accuracy
-    collapse, margins = _collapse(learn, features)
+    with phase('collapse'):
+        features = learn.get_features()  # one pass over the held-out set for the measures and the per-class accuracy
+        collapse, margins = _collapse(learn, features)
     _, logits, y = features
-    per_class = per_class_accuracy(logits.argmax(1), y, learn.dls.c).tolist()
+    with phase('per_class'): per_class = per_class_accuracy(logits.argmax(1), y, learn.dls.c).tolist()
     names = getattr(learn.dls, 'vocab', None)
     return RunRecord(key=key, task=cfg.task, dataset=cfg.dataset, method=method, seed=seed, rho=rho, metrics=res,
         collapse=collapse, class_margins=margins, per_class_accuracy=per_class,

@@ -13,6 +13,7 @@ from fastai.learner import Learner
 from fastai.torch_core import get_random_states, set_random_states
 from fastai.callback.core import Callback
 from ..evaluate import CollapseRecorder
+from .timing import phase
 from .store import atomic_write, set_aside, HEARTBEAT
 
 # %% auto #0
@@ -45,6 +46,8 @@ class EpochCheckpoint(Callback):
     ): store_attr(); self.t0 = time.perf_counter() if t0 is None else t0
     def after_epoch(self):
         if self.epoch + 1 <= self.start: return
+        with phase('records'): self._save()
+    def _save(self):
         st = {'epoch': self.epoch + 1, 'model': self.learn.model.state_dict(), 'opt': self.learn.opt.state_dict(),
               'rng': _rng_state(self.learn), 'wall_s': time.perf_counter() - self.t0,
               'recorders': [cb.records for cb in _recorders(self.learn)]}

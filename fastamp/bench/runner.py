@@ -10,6 +10,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 import multiprocessing as mp
 import pandas as pd, torch
+from .timing import run_clock, phase, fetch_timers, SweepProgress
 from .catalog import load_dataset
 from ..metrics import DegenerateWarning
 from ..devicedata import exit_with_parent
@@ -29,21 +30,25 @@ __all__ = ['check_sweep', 'run_one', 'set_threads', 'cpu_cores', 'worker_threads
 
 # %% ../../nbs/05_bench/08_runner.ipynb #9eb68dd7
 _DATASET_CACHE = {}  # (dataset, path, checksum, size, held-out share, loader) -> what `load_dataset` gives, here
+_LOAD_S = {}  # the same keys -> seconds their reading took, until the first run of this process is charged with them
+def _data_key(cfg:BenchConfig)->tuple: return (cfg.dataset, cfg.data, cfg.data_sha, cfg.size, cfg.valid_pct, cfg.loader)
+
 def _data(cfg:BenchConfig):
-    "The dataset of `cfg`, read once per process"
-    k = (cfg.dataset, cfg.data, cfg.data_sha, cfg.size, cfg.valid_pct, cfg.loader)
-    if k not in _DATASET_CACHE:
+    "The dataset of `cfg`, read once per process (the seconds it took are charged to the first run that uses it)"
+    if (k := _data_key(cfg)) not in _DATASET_CACHE:
+        t = time.perf_counter()
         _DATASET_CACHE[k] = load_dataset(cfg.dataset, cfg.data, cfg.size, cfg.valid_pct, cfg.loader)
+        _LOAD_S[k] = time.perf_counter() - t
     return _DATASET_CACHE[k]
 
 def check_sweep(
     cfgs:list, # the comparisons of a sweep (`task_configs`)
 ):
-    "Read the data of every comparison (once per process) and `check_data` it, find the pretrained weights they need"
-    for c in cfgs: check_data(c, _data(c))
+    "The pretrained weights the comparisons need (found, else fetched), then the data of each, read once and checked"
     for arch in dict.fromkeys(c.arch for c in cfgs if c.pretrained and not c.weights):
-        try: fetch_pretrained(arch)  # from the cache, else downloaded once: an offline machine stops here
-        except WeightsUnavailable as e: raise SettingsError(str(e)) from None
+        try: fetch_pretrained(arch)  # from the cache, else downloaded once: an offline machine stops here, before
+        except WeightsUnavailable as e: raise SettingsError(str(e)) from None  # a folder is decoded
+    for c in cfgs: check_data(c, _data(c))
 
 def _one_line(e, n:int=300)->str:
     "An exception's message on one line (fastai's callback errors span several)"
@@ -77,16 +82,19 @@ def run_one(
     plan:dict|None=None, # the sweep's pre-registration plan (`Plan.register`), stored in the record
 )->tuple: # `(status, line)`: status 'done', 'skipped', 'busy' or 'failed'
     "Train, measure and record one run of `cfg` into `out/<task>/runs/`, resuming it from its checkpoint"
-    try: return _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout, plan)
+    try:
+        with run_clock() as clock: return _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout, plan, clock)
     except OSError as e:  # `out` cannot be written: no other run can be recorded either
         if not _cannot_write(e, out): raise
         raise output_error(e, out) from None
 
-def _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout, plan)->tuple:
+def _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout, plan, clock)->tuple:
     runs = Path(out)/cfg.task/'runs'; runs.mkdir(parents=True, exist_ok=True)
     key = run_key(cfg, method, seed, rho); rec_path, ckpt = runs/f'{key}.json', runs/f'{key}.ckpt'
     if read_record(rec_path) is not None: return 'skipped', f"skip {key}: finished earlier"
+    clock.enter('lock')
     with RunLock(runs/f'{key}.lock', lock_timeout) as lock:
+        clock.leave('lock')
         if not lock.acquired: return 'busy', f"busy {key}: held by {holder_line(lock.holder)}"
         if read_record(rec_path) is not None: return 'skipped', f"skip {key}: finished earlier"
         start, t0, notes, aside = 0, time.perf_counter(), {}, []
@@ -95,18 +103,21 @@ def _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout, plan)->tuple:
             nonlocal start, t0
             tune = cfg.schedule == 'fine_tune'  # two fits: it restarts from epoch 0 rather than resume inside one
             if tune: ckpt.unlink(missing_ok=True)
-            else: start, before = resume_training(learn, ckpt, aside.append); t0 -= before
-            extra = [*([] if tune else [EpochCheckpoint(ckpt, start, t0)]), LockHeartbeat(lock),
+            else:
+                with phase('records'): start, before = resume_training(learn, ckpt, aside.append); t0 -= before
+            extra = [*([] if tune else [EpochCheckpoint(ckpt, start, t0)]), LockHeartbeat(lock), *fetch_timers(),
                      *logger_callbacks(log, Path(out)/cfg.task/'logs', key, start), *cbs]
-            _fit(learn, cfg, cfg.epochs, extra, start_epoch=start)
+            with phase('train'): _fit(learn, cfg, cfg.epochs, extra, start_epoch=start)
         try:
             with _degenerate_noted(notes):
-                res, learn = TASKS[cfg.task].runner(cfg, method, seed, rho, _data(cfg), train)
+                data = _data(cfg); clock.add('load', _LOAD_S.pop(_data_key(cfg), 0.))  # read by this run
+                res, learn = TASKS[cfg.task].runner(cfg, method, seed, rho, data, train)
                 lock.beat()
                 rec = _record(cfg, key, method, seed, rho, res, learn, time.perf_counter() - t0, start, notes)
                 rec.started, rec.plan = started, plan or None
-            atomic_write(Path(out)/cfg.task/'reports'/f'{key}.csv',
-                         lambda p: pd.Series(rec.collapse).to_csv(p, header=['value']))
+            with phase('records'): atomic_write(Path(out)/cfg.task/'reports'/f'{key}.csv',
+                                                lambda p: pd.Series(rec.collapse).to_csv(p, header=['value']))
+            rec.phases = clock.seconds()  # all but the record's own writing, next
             rec.save(rec_path)
         except Exception as e:
             if _cannot_write(e, out): raise
@@ -249,7 +260,7 @@ def run_comparison(
     jobs:int=1, # runs at once, one process each
     log=print, # called with one line per run
     logger:str|None=None, # None, 'csv', 'tensorboard' or 'wandb' (see `logger_callbacks`)
-    progress:bool|None=None, # a progress bar over the runs; None: when stdout is a terminal and `jobs` is 1
+    progress:SweepProgress|bool|None=None, # the sweep's (`run_benchmark`); None: a bar over these runs in a terminal
     threads:int|None=None, # CPU threads of each worker process (`jobs > 1`); None: an equal share of the cores
     devices:list|None=None, # devices dealt to the workers in turn; None: see `worker_devices`
     keys:set|None=None, # run only these run keys (a shard; a task without runs of its own by its name); None: all
@@ -260,10 +271,14 @@ def run_comparison(
     "Run every missing run of `cfg` into `out/<task>/`, `jobs` at a time; rewrite `out/runs.csv` as runs finish"
     out = Path(out); counts = dict(done=0, skipped=0, busy=0, failed=0)
     task = TASKS[cfg.task]
+    if progress is None: progress = sys.stdout.isatty()  # alone, not in a sweep: a bar over its runs in a terminal
+    if progress is True: progress = SweepProgress(len(cfg.runs()) if task.per_run else 1, log, bar=True)
     if not task.per_run:
         if keys is not None and cfg.task not in keys: return counts  # another shard measures it
+        if progress: progress.start(cfg.task)
         df = task.runner(cfg, data=_data(cfg))
         atomic_write(out/cfg.task/'overhead.csv', lambda p: df.to_csv(p, index=False))
+        if progress: progress.finished()
         counts['done'] = len(df); return counts
     check_data(cfg, _data(cfg))  # a dataset that cannot be read or cannot give a batch fails here, before any run
     devices = worker_devices(jobs, cfg.device, devices)
@@ -272,19 +287,25 @@ def run_comparison(
     todo = [((cfg, m, s, r, out), dict(log=logger, lock_timeout=lock_timeout, plan=plan)) for m, s, r in mine]
     todo = [t for t in todo if read_record(out/cfg.task/'runs'/f'{run_key(*t[0][:4])}.json', log) is None]
     counts['skipped'] = len(mine) - len(todo)
-    if progress is None: progress = jobs == 1 and sys.stdout.isatty()
+    if progress: progress.skipped(counts['skipped'])
     if jobs > 1 and len(todo) > 1:
         slots = assign_workers(min(jobs, len(todo)), devices, _cores(), threads, os.environ.get('CUDA_VISIBLE_DEVICES'))
         results = _parallel(todo, slots)
-    else:
-        from fastprogress.fastprogress import progress_bar
-        results = ((t, run_one(*t[0], **t[1])) for t in (progress_bar(todo, leave=False) if progress else todo))
+        if progress: progress.start(None)
+    else: results = _in_turn(todo, progress)
     for t, (status, line) in results:
         counts[status] += 1
         if status == 'busy' and busy is not None: busy.append(t); line += '; tried again at the end'
         if status != 'skipped': log(line)
         if status == 'done': write_runs_table(out)
+        if progress and status != 'busy': progress.finished() if status != 'skipped' else progress.skipped()
     return counts
+
+def _in_turn(todo:list, progress):
+    "Yield each `(args, kwargs)` of `todo` with `run_one`'s result, one after the other, naming each to `progress`"
+    for t in todo:
+        if progress: progress.start(run_key(*t[0][:4]))
+        yield t, run_one(*t[0], **t[1])
 
 # %% ../../nbs/05_bench/08_runner.ipynb #1139367a
 def _plan(cfgs:list, out)->list:
@@ -324,6 +345,7 @@ def run_benchmark(
     lock_timeout:float=LOCK_TIMEOUT, # seconds without a heartbeat after which a lock held elsewhere is taken over
     busy_wait:float|None=None, # seconds to wait at the end for runs held by other processes; None: `lock_timeout`
     plan:dict|None=None, # the sweep's pre-registration plan (`Plan.register`): each record stores it
+    progress:bool|None=None, # None: a bar in a terminal, else a line to `log` per run; True: the bar; False: none
 )->dict: # counts of runs 'done', 'skipped', 'busy', 'failed' over all tasks
     "Run every missing run of every task of `s` (of one shard of them) into `out`, then those other processes held"
     check_settings({**s, 'out': out, 'jobs': jobs, 'log': logger, 'threads': threads, 'devices': devices,
@@ -336,9 +358,10 @@ def run_benchmark(
     if part: log(f"shard {part[0]}/{part[1]}: {len(mine)} of the sweep's {len(keys)} runs")
     if line := jobs_cost_line(min(jobs, len(mine if part else keys))): log(line)  # no more start at once
     total, busy = dict(done=0, skipped=0, busy=0, failed=0), []
+    prog = progress is not False and SweepProgress(len(mine if part else keys), log, progress)
     for cfg in cfgs:
         counts = run_comparison(cfg, out, jobs=jobs, log=log, logger=logger, threads=threads, devices=devices,
-                                keys=mine, busy=busy, lock_timeout=lock_timeout, plan=plan)
+                                keys=mine, busy=busy, lock_timeout=lock_timeout, plan=plan, progress=prog)
         for k, v in counts.items(): total[k] += v
     if busy:
         total['busy'] -= len(busy)

@@ -16,6 +16,7 @@ from ..transfer import fine_learner
 from ..accuracies import group_accuracies
 from ..metrics import DegenerateWarning
 from ..evaluate import CollapseRecorder, FineProbeRecorder  # and Learner.get_features, .fine_probe
+from .timing import phase, fetch_timers
 from .catalog import Task, load_dataset, is_folder
 from .training import StepTimer, _device, _dls, _coarse_fine_dls, _learner, _fit, _quiet, _norm_like
 
@@ -53,7 +54,7 @@ def _hold_out(dls, n_val:int):
 class _Quiet:
     "A recorder whose undefined measures stay NaN in its rows without a warning (see above)"
     def measure(self)->dict:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), phase('curves'):
             warnings.simplefilter('ignore', DegenerateWarning); return super().measure()
 
 class _ProbeCurves(_Quiet, FineProbeRecorder): "c2f: the fine probes during training, quiet"
@@ -111,13 +112,14 @@ def run_c2f(
     learn, fdls = _c2f_learner(cfg, method, data, coarse, size, items, len(val))
     if cfg.probe_every: learn.add_cbs(_probe_recorders(cfg, data, items, val, seed))
     (train or (lambda l: _fit(l, cfg, cfg.epochs)))(learn)
-    res = {'coarse_accuracy': float(learn.validate()[1]), 'val_items': len(val)}
-    for place in PROBE_PLACES: res.update(_probe(learn, place, data, items, val, cfg, seed))
+    with phase('metrics'): res = {'coarse_accuracy': float(learn.validate()[1]), 'val_items': len(val)}
+    with phase('probes'):
+        for place in PROBE_PLACES: res.update(_probe(learn, place, data, items, val, cfg, seed))
     if cfg.finetune_epochs:
         set_seed(seed, reproducible=True)
         fl = _quiet(fine_learner(learn, fdls, mode='finetune', metrics=accuracy))
-        _fit(fl, cfg, cfg.finetune_epochs)
-        res['fine_finetune_accuracy'] = float(fl.validate()[1])
+        with phase('train'): _fit(fl, cfg, cfg.finetune_epochs, fetch_timers())
+        with phase('metrics'): res['fine_finetune_accuracy'] = float(fl.validate()[1])
     return res, learn
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #a8eb37ef
@@ -179,11 +181,12 @@ def run_lt(
     learn = _learner(cfg, _hold_out(_dls(cfg, data, size, train_idx=items), len(val)), method)
     learn.add_cbs(_lt_recorders(cfg, seed))
     (train or (lambda l: _fit(l, cfg, cfg.epochs)))(learn)
-    _, logits, y = learn.get_features()
-    counts = train_class_counts(learn.dls)
-    res = group_accuracies(logits.argmax(1), y, counts, cfg.many, cfg.few)
-    logits_val, y_val = _held_out_logits(learn, val)
-    res_val = group_accuracies(logits_val.argmax(1), y_val, counts, cfg.many, cfg.few)
+    with phase('metrics'):
+        _, logits, y = learn.get_features()
+        counts = train_class_counts(learn.dls)
+        res = group_accuracies(logits.argmax(1), y, counts, cfg.many, cfg.few)
+        logits_val, y_val = _held_out_logits(learn, val)
+        res_val = group_accuracies(logits_val.argmax(1), y_val, counts, cfg.many, cfg.few)
     return {**res, **{f'{k}_val': v for k, v in res_val.items()}, 'val_items': len(val)}, learn
 
 # %% ../../nbs/05_bench/05_tasks.ipynb #a563b045
