@@ -151,8 +151,10 @@ def _claims_rows() -> list:
 def _recommendations() -> list:
     "`(where, sentence)` for each sentence of the docs' advice that tells a reader what to use or recommends it"
     texts = {**_recommendation_texts(), 'method page': _claims_table()[_claims_table().index('**Recommendations'):]}
-    return [(where, s) for where, t in texts.items()
-            for s in re.split(r'(?<=[.;:])\s+(?=[A-Z*`(])', ' '.join(t.split()))
+    prose = {where: '\n'.join(l for l in t.splitlines() if not l.startswith('|')) for where, t in texts.items()}
+    chunks = [(where, ' '.join(c.split())) for where, t in prose.items()  # paragraphs, bullets and headings apart
+              for c in re.split(r'\n\s*\n|\n\s*- |\n(?=#)', t)]
+    return [(where, s) for where, c in chunks for s in re.split(r'(?<=[.;:])\s+(?=[A-Z*`(])', c)
             if re.search(r'\b(?:[Uu]se|[Rr]ecommend\w*)\b', s)]
 
 
