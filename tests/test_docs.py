@@ -136,6 +136,64 @@ def test_every_method_a_recommendation_runs_is_compared_in_the_claims_table():
     assert not missing, f"methods recommended but not compared in the claims table: {missing}"
 
 
+# The names a reader meets for a catalog method in prose or code, where the catalog's key is not written out
+NAMED = {'midpoint': r'MidpointMixup\(\)|\bAM-mixup\b', 'midpoint-pooled': r"module='pooled'",
+         'midpoint-classmean': r"partner='class_mean'", 'midpoint-perpair': r'per_pair=True',
+         'manifold': r'Manifold Mixup|ManifoldMixup', 'remix-drw': r'Remix-DRW', 'ldam-drw': r'LDAM-DRW',
+         'la': r'logit-adjusted loss|LogitAdjustedLoss', 'mixup': r'[Ii]nput mixup'}
+
+
+def _claims_rows() -> list:
+    "The rows of the method page's claims tables (the paper's AM-mixup, then fastamp's variants)"
+    return [r for r in _claims_table().splitlines() if r.startswith('| **')]
+
+
+def _recommendations() -> list:
+    "`(where, sentence)` for each sentence of the docs' advice that tells a reader what to use or recommends it"
+    texts = {**_recommendation_texts(), 'method page': _claims_table()[_claims_table().index('**Recommendations'):]}
+    prose = {where: '\n'.join(l for l in t.splitlines() if not l.startswith('|')) for where, t in texts.items()}
+    chunks = [(where, ' '.join(c.split())) for where, t in prose.items()  # paragraphs, bullets and headings apart
+              for c in re.split(r'\n\s*\n|\n\s*- |\n(?=#)', t)]
+    return [(where, s) for where, c in chunks for s in re.split(r'(?<=[.;:])\s+(?=[A-Z*`(])', c)
+            if re.search(r'\b(?:[Uu]se|[Rr]ecommend\w*)\b', s)]
+
+
+def test_every_method_a_recommendation_names_has_a_row_in_the_claims_table():
+    """Each method a recommending sentence names (a catalog key in backticks, or its class or prose name) is compared
+    in a row of the claims tables, so that no advice rests on a comparison the tables do not hold (#36 item 5)"""
+    from fastamp.bench import METHODS
+    rows, sentences = _claims_rows(), _recommendations()
+    assert len(sentences) >= 8, sentences
+    named = {(where, m, s) for where, s in sentences for m in METHODS
+             if f'`{m}`' in s or (m in NAMED and re.search(NAMED[m], s))}
+    assert {'midpoint', 'remix-drw', 'manifold', 'midpoint-pooled'} <= {m for _, m, _ in named}, named
+    missing = sorted((w, m, s[:100]) for w, m, s in named if not any(f'`{m}`' in r for r in rows))
+    assert not missing, f"methods recommended with no row of the claims table comparing them: {missing}"
+
+
+def test_the_claims_tables_separate_the_papers_method_from_fastamps_variants():
+    "The paper's AM-mixup (the default) has its own table; each variant a row of its own, in the variants' table"
+    claims = _claims_table()
+    paper, variants = claims.index("**The paper's AM-mixup**"), claims.index("**fastamp's variants**")
+    assert paper < variants < claims.index('**Recommendations')
+    for v in ("module='pooled'", "partner='class_mean'"):
+        assert any(f'**`{v}`**' in r for r in claims[variants:].splitlines() if r.startswith('| **')), v
+    broadening = next(r for r in claims[paper:variants].splitlines() if r.startswith('| **Moderate broadening**'))
+    assert 'midpoint-pooled' not in broadening, "the paper's row reads the default, not fastamp's variant"
+    assert all(d in broadening for d in ('digits', 'Fashion-MNIST head one', 'Fashion-MNIST head two',
+                                         'CIFAR-10 head one', 'CIFAR-10 head two')), 'a dataset or head is missing'
+
+
+def test_no_gpu_figure_and_no_stale_line_where_the_docs_advise():
+    """GPU figures wait for committed records (the method page says so); lines a results page corrected, or claims
+    made without a paired comparison, are gone (#36 item 5)"""
+    method = '\n'.join(c.source for c in cells(NBS/'method.ipynb') if c['cell_type'] == 'markdown')
+    assert 'not yet measured on a GPU' in method
+    texts = {**_recommendation_texts(), 'method page': method}
+    stale = re.compile(r'H100|H200|0\.9412 is the best few-shot|ahead of Remix-DRW')
+    assert not [(w, m.group()) for w, t in texts.items() for m in stale.finditer(t)]
+
+
 def test_the_docs_use_the_verdicts_labels_not_the_old_rule():
     "The old labels ('ahead on every seed', 'within noise') appear nowhere the docs advise from"
     old = re.compile(r'ahead on every seed|behind on every seed|within noise|one seed: no verdict')
@@ -170,8 +228,15 @@ def _a_mention(cmd: str) -> bool:
 
 
 def _as_run(cmd: str, folder: Path) -> list:
-    "The argv of a quoted command, its placeholders made real: `<a folder>`, DIR and path/to/... name `folder`"
+    """The argv of a quoted command, its placeholders made real: `<a folder>`, DIR and path/to/... name `folder`, and
+    `--weights <file>` a state dict of the `--arch` it names (the settings' checks read the file's tensors)"""
     cmd = re.sub(r'--methods <[^>]*>', '--methods erm', cmd)
+    if m := re.search(r'--weights (\S+)', cmd):
+        import torch
+        from torchvision import models
+        weights = folder.with_name(folder.name + '-weights.pth')
+        torch.save(models.get_model(re.search(r'--arch (\S+)', cmd)[1]).state_dict(), weights)
+        cmd = cmd.replace(m.group(), f'--weights {weights}')
     cmd = re.sub(r'<[^>]*>|\bDIR\b|\bpath/to/\S+|\S+\.tar\.gz', str(folder), cmd)
     return cmd.split()[1:]
 

@@ -10,7 +10,9 @@ with `nbdev_clean` so that CI's "notebooks are clean" check still passes. The fi
 notebook as it was. Two warnings that are fastai's and not the reader's concern are filtered (torch's deprecation of
 `torch.jit.script`, which fastai uses, and `load_learner`'s blanket note on pickle), and progress bars are hidden
 (the epoch tables stay). Run it as a fresh clone would, without `FASTAMP_CIFAR10`: the pages then show the data the
-package builds offline where Fashion-MNIST or CIFAR are absent, and name no local path.
+package builds offline where Fashion-MNIST or CIFAR are absent, and name no local path. The one exception is the folder
+tutorial, whose point is real images: run it with `FASTAMP_CIFAR10` naming CIFAR-10's archive and `--flags slow` (it
+prints no path either).
 """
 from __future__ import annotations
 import argparse, os, re, subprocess, sys, time
