@@ -29,8 +29,10 @@ def test_quick_bench_end_to_end_rerun_and_piped_output(tmp_path):
     rec = json.loads(runs[0].read_text())
     assert {'config', 'seed', 'metrics', 'wall_s', 'versions', 'method_detail', 'per_class_accuracy'} <= set(rec)
     page = (out / 'results.md').read_text()
-    rows = [l for l in page.splitlines() if '| midpoint |' in l and '| fine_' not in l]  # not the c2f choices
+    rows = [l for l in page.splitlines()  # its own rows, not the choices' tables (c2f's, lt's)
+            if '| midpoint |' in l and '| fine_' not in l and '(to recommend)' not in l]
     assert len(rows) == 4 and '### coarse-to-fine: selected on validation' in page  # metrics, collapse of each task
+    assert '### long-tailed: selected on validation' in page
     assert len(list((out / 'c2f' / 'reports').glob('*.csv'))) == 4
     table = (out / 'runs.csv').read_text().splitlines()
     assert len(table) == 9 and 'class_accuracy_9' in table[0] and 'version_torch' in table[0]
