@@ -10,12 +10,13 @@ from fastamp.report import write_report
 
 @pytest.fixture(scope='module')
 def own(tmp_path_factory):
-    "The default own-data command (`fastamp bench --data FOLDER`) on digits as a nested folder: 2 methods, 3 seeds"
+    """The default own-data command (`fastamp bench --data FOLDER`) on digits as a nested folder, 2 methods, 3 seeds, at
+    `--size 28` as #40's own folder: at their 8 px, fastai's per-batch work is all of training and the share measures it"""
     flat = write_image_folder(load_digits(), tmp_path_factory.mktemp('own')/'digits')
     nested, out = tmp_path_factory.mktemp('own')/'nested', tmp_path_factory.mktemp('out')
     for c in (flat/'train').iterdir(): shutil.copytree(c, nested/('small' if int(c.name) < 5 else 'big')/c.name)
-    assert main(['bench', '--data', str(nested), '--methods', 'erm,midpoint', '--seeds', '0,1,2', '--quiet',
-                 '--out', str(out)]) == 0
+    assert main(['bench', '--data', str(nested), '--methods', 'erm,midpoint', '--seeds', '0,1,2', '--size', '28',
+                 '--quiet', '--out', str(out)]) == 0
     return out
 
 
