@@ -221,11 +221,12 @@ def measure_overhead(
     learners = {m: _learner(cfg, dls, m) for m in methods}
     if cfg.compile: learners[EAGER_ERM] = _learner(dataclasses.replace(cfg, compile=None), dls, 'erm')
     times, first, mem = {m: [] for m in learners}, {}, {m: float('nan') for m in learners}
+    epochs = -(-(warmup + steps) // len(dls.train))  # a small folder's epoch has fewer batches than the steps
     for r in range(repeats):
         for m, learn in learners.items():
             timer = StepTimer(steps, warmup, cuda=_device(cfg).type == 'cuda')
             if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
-            learn.fit(1, cfg.lr, cbs=timer)
+            learn.fit(epochs, cfg.lr, cbs=timer)  # the timer ends the fit after `warmup + steps` steps
             times[m].append(statistics.median(timer.times[warmup:]))
             first.setdefault(m, round(sum(timer.times[:warmup]), 3))
             if torch.cuda.is_available(): mem[m] = torch.cuda.max_memory_allocated() / 2**20
