@@ -9,7 +9,8 @@ folders). It is built once into `--folder` and reused.
 Run: python benchmarks/profile_own_data.py [--n 5000] [--fine 25] [--out OUT] [-- more fastamp bench options]
 (the issue's size is `--n 5000 --fine 25`: minutes on 2 cores; `--n 600 --fine 4` checks the script in seconds).
 Prints the command, the wall time, and per task the seconds and share of each phase summed over its runs, and the
-share of everything that is not training per second of training (the issue's target: at most 0.25).
+share of everything that is not training per second of training (the issue's target: at most 0.25); writes the wall
+time, the options and the machine to `<out>/command.json` for `benchmarks/own_data_page.py`.
 """
 import argparse, os, platform, sys, tempfile, time
 from pathlib import Path
@@ -65,13 +66,25 @@ def main(argv=None):
     from fastamp.cli import main as fastamp
     with tempfile.TemporaryDirectory() as tmp:
         folder = nested_digits(a.folder or Path(tmp)/'folder', a.n, a.fine)
-        out = a.out or str(Path(tmp)/'out')
-        cmd = ['bench', '--data', str(folder), '--out', out, *a.more]
+        out = str(Path(a.out).resolve()) if a.out else str(Path(tmp)/'out')
+        os.chdir(folder.parent)  # the records name the folder relatively (by its name), as a page's records must
+        cmd = ['bench', '--data', folder.name, '--out', out, *a.more]
         print(f"fastamp {' '.join(cmd)}  ({a.n} images, {10 * a.fine} fine classes; {platform.machine()}, "
               f"{len(os.sched_getaffinity(0))} cores)", flush=True)
-        t = time.perf_counter(); code = fastamp(cmd)
-        print(f"\nwall time of the command: {time.perf_counter() - t:.0f} s (exit {code})\n\n{breakdown(out)}")
+        load, t = os.getloadavg()[0], time.perf_counter(); code = fastamp(cmd)
+        wall = time.perf_counter() - t
+        print(f"\nwall time of the command: {wall:.0f} s (exit {code})\n\n{breakdown(out)}")
+        write_command(out, a, wall, code, load)
     return code
+
+
+def write_command(out, a, wall:float, code:int, load:float):
+    """`out/command.json`: the folder's size, the options, the machine, its 1-minute load average at the start and the
+    command's wall time (no paths)"""
+    import json
+    Path(out, 'command.json').write_text(json.dumps(dict(
+        n=a.n, fine=a.fine, options=a.more, wall_s=round(wall, 1), exit=code, machine=platform.machine(),
+        cores=len(os.sched_getaffinity(0)), load_at_start=load), indent=1))
 
 
 if __name__ == '__main__': sys.exit(main())
