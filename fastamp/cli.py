@@ -69,6 +69,7 @@ def _data_options(b):
     "The options that choose the data of `fastamp bench`"
     from fastamp.bench import DATASETS, LOADERS
     from fastamp.accuracies import MANY_SHOT, FEW_SHOT
+    from fastamp.data import LT_PROFILES
     b.add_argument('--dataset', help=f"{', '.join(DATASETS)} (fastamp bench --list says which need --data); folder: "
                    "any image tree given by --data")
     b.add_argument('--data', help='folder or archive of the dataset (CIFAR; Fashion-MNIST default: $FASTAMP_DATA or '
@@ -80,6 +81,11 @@ def _data_options(b):
     b.add_argument('--rhos', type=_csv(float), help='imbalance ratios of the long-tailed task (>= 1)')
     b.add_argument('--many', type=int, help=f'many-shot classes have more training images than this ({MANY_SHOT})')
     b.add_argument('--few', type=int, help=f'few-shot classes have fewer training images than this ({FEW_SHOT})')
+    b.add_argument('--profile', choices=LT_PROFILES, help="lt: the imbalance profile of the training images, exp "
+                   "(exponential, the default) or step (two levels: a share --mu of the classes keeps 1/rho of the "
+                   "others' count)")
+    b.add_argument('--mu', type=float, help='lt with --profile step: the share of the classes that are minority '
+                   'classes, in (0, 1) (default 0.5)')
     b.add_argument('--loader', choices=LOADERS, help="'item': fastai's per-item loaders; 'device': arrays resident on "
                    'the training device, augmented there (array datasets; a folder is decoded once at --size into a '
                    'uint8 array, cached by its files, and refused with the arithmetic when it does not fit in memory)')

@@ -24,9 +24,9 @@ from .datasets import ImageSet, load_digits, open_image, as_8bit, FASHION_MNIST_
 
 # %% auto #0
 __all__ = ['CIFAR100_SUPERCLASSES', 'CIFAR100_COARSE', 'FASHION_MNIST_COARSE', 'CIFAR10_COARSE', 'DIGITS_COARSE', 'COARSE_MAPS',
-           'pixel_scale', 'check_channels', 'ArrayImages', 'labelled_split', 'imageset_dls', 'digits_dls', 'CoarseMap',
-           'coarse_fine_dls', 'long_tailed_counts', 'long_tailed_indices', 'long_tailed', 'sampler_weights',
-           'train_weights', 'checked_weights', 'ProgressiveSampling']
+           'LT_PROFILES', 'pixel_scale', 'check_channels', 'ArrayImages', 'labelled_split', 'imageset_dls',
+           'digits_dls', 'CoarseMap', 'coarse_fine_dls', 'long_tailed_counts', 'long_tailed_indices', 'long_tailed',
+           'sampler_weights', 'train_weights', 'checked_weights', 'ProgressiveSampling']
 
 # %% ../nbs/02_data.ipynb #5b08eba5
 def pixel_scale(
@@ -275,11 +275,13 @@ def coarse_fine_dls(
     return dls_func(data, labels=cl, vocab=cv, **kwargs), dls_func(data, **kwargs)
 
 # %% ../nbs/02_data.ipynb #fb8067f0
+LT_PROFILES = ('exp', 'step')  # the profiles `long_tailed_counts` draws
+
 def long_tailed_counts(
     n_max:int, # items of the most frequent class
     n_classes:int, # number of classes
     rho:float, # imbalance ratio n_max / n_min (>= 1)
-    profile:str='exp', # 'exp' or 'step'
+    profile:str='exp', # one of `LT_PROFILES`: 'exp' or 'step'
     mu:float=0.5, # step profile: fraction of classes that are minority classes
 )->np.ndarray:
     "Items per class, head class first"
@@ -288,7 +290,7 @@ def long_tailed_counts(
     if profile == 'exp': n = np.floor(n_max * rho ** (-c / max(n_classes - 1, 1)) + 1e-9)
     elif profile == 'step':
         n = np.where(c < n_classes - int(round(mu * n_classes)), n_max, np.floor(n_max / rho + 1e-9))
-    else: raise ValueError(f"profile={profile!r}: use 'exp' or 'step'.")
+    else: raise ValueError(f"profile={profile!r}: use one of {', '.join(map(repr, LT_PROFILES))}.")
     if (n < 1).any(): raise ValueError(f"rho={rho} with n_max={n_max} leaves class {int(np.argmax(n < 1))} of the "
                                        "profile with zero items: lower rho or raise n_max.")
     return n.astype(np.int64)

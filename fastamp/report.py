@@ -108,8 +108,10 @@ def _by_rho(recs:list)->dict:
     return dict(sorted(out.items(), key=lambda kv: -(kv[0] if kv[0] is not None else 0)))
 
 def _setting_name(cfg:dict)->str:
+    "A setting's data (and its files), its model head, and its imbalance profile where it is not the exponential one"
     return (cfg['dataset'] + (f" (files {cfg['data_sha']})" if cfg.get('data_sha') else '')
-            + (f", {cfg['arch']} with head {cfg['head']}" if cfg.get('head') else ''))
+            + (f", {cfg['arch']} with head {cfg['head']}" if cfg.get('head') else '')
+            + (f", step imbalance (mu {cfg['mu']:g})" if cfg['task'] == 'lt' and cfg.get('profile') == 'step' else ''))
 
 def _degenerate(recs:list)->list:
     "One line for the measures some runs could not compute (NaN in the tables), with why: once, not once per run"

@@ -84,6 +84,24 @@ def test_two_processes_on_one_out_train_each_run_once(tmp_path):
     assert not list(out.rglob('*.tmp')) and not list(out.rglob('*.lock'))
 
 
+@pytest.mark.slow
+def test_step_profile_from_the_command_line(tmp_path):
+    "`--profile step`: the runs train on two levels of class counts, keyed apart from the exponential's, and say so"
+    out = tmp_path / 'out'
+    r = run('bench', '--dataset', 'digits', '--task', 'lt', '--profile', 'step', '--rhos', '5', '--epochs', '1',
+            '--methods', 'erm', '--seeds', '0', '--out', str(out), '--threads', '1')
+    assert r.returncode == 0, r.stderr[-2000:]
+    [path] = (out / 'lt' / 'runs').glob('*.json')
+    rec = json.loads(path.read_text())
+    assert (rec['config']['profile'], rec['config']['mu']) == ('step', 0.5)
+    counts = rec['class_counts']  # trained on: each class gives its validation split the same number of items
+    assert len(set(counts)) == 2 and counts == [max(counts)] * 5 + [min(counts)] * 5  # round(0.5 * 10) in the tail
+    assert max(counts) >= 4 * min(counts)  # rho 5 (a little steeper once the validation split is out)
+    from fastamp.bench import BenchConfig, run_key
+    assert path.stem != run_key(BenchConfig(**{**rec['config'], 'profile': 'exp'}), 'erm', 0, 5.)
+    assert '## long-tailed: digits, step imbalance (mu 0.5)' in r.stdout
+
+
 def test_a_broken_run_is_reported_and_the_others_go_on(tmp_path, monkeypatch):
     from fastamp import bench
     logs = []

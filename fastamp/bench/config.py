@@ -15,8 +15,8 @@ from ..cache import available_memory, _bytes
 from ..losses import DRW
 from .catalog import (METHODS, DATASETS, PRESETS, dataset_names, dataset_name, get_dataset,
                                    is_folder, needs_data_message, describe_method, folder_split)
-from .training import SCHEDULES, OPTIMIZERS, LOADERS, _is_arch, _archs
-from .training import COMPILE_MODES, check_weights
+from ..data import LT_PROFILES
+from .training import SCHEDULES, OPTIMIZERS, LOADERS, COMPILE_MODES, check_weights, _is_arch, _archs
 from .loggers import LOGGERS
 from .store import HEARTBEAT, LOCK_TIMEOUT
 from .tasks import TASKS, PROBE_VAL_PCT, LT_VAL_PCT, LT_VAL_MIN, train_size
@@ -62,6 +62,7 @@ _RULES = [  # (setting, test, what to give instead)
     ('valid_pct', lambda v: 0 < v < 1, 'a share of each class to hold out, between 0 and 1 (e.g. 0.2)'),
     ('freeze_epochs', lambda v: v >= 0, 'a number of epochs >= 0 trained with the body frozen'),
     ('margin', lambda v: _number(v) and v >= 0, 'an equivalence margin >= 0 of the primary metric, e.g. 0.005'),
+    ('mu', lambda v: _number(v) and 0 < v < 1, 'the share of the classes made minority classes, in (0, 1), e.g. 0.5'),
 ]
 
 def _known(k, values, known):
@@ -78,6 +79,7 @@ def _check_choices(s:dict):
     if s.get('opt'): _known('opt', [s['opt']], OPTIMIZERS)
     if s.get('loader'): _known('loader', [s['loader']], LOADERS)
     if s.get('log'): _known('log', [s['log']], LOGGERS)
+    if 'profile' in s: _known('profile', [s['profile']], LT_PROFILES)
 
 def _check_model(s:dict):
     "The architecture exists and has what the heads and the methods need"
@@ -114,6 +116,8 @@ def _check_unused(s:dict):
     if s.get('pretrained') is False and s.get('weights'): raise SettingsError(
         f"--no-pretrained with --weights {s['weights']}: the weights file is where training starts; leave "
         "--no-pretrained out (or --weights, to train from scratch)")
+    if s.get('mu') not in (None, 0.5) and s.get('profile') != 'step': raise SettingsError(
+        f"--mu {_show(s['mu'])}: only --profile step has minority classes; add --profile step or leave --mu out")
 
 def _check_device(opt:str, d:str):
     "`d` names a device this machine has"
@@ -240,6 +244,8 @@ class BenchConfig:
     weights:str|None=None # a local checkpoint file to start from (torchvision / timm; see `load_weights`)
     weights_sha:str|None=None # checksum of `weights`; None: taken from the file
     freeze_epochs:int=1 # `schedule='fine_tune'`: epochs trained with the body frozen, before `epochs` unfrozen
+    profile:str='exp' # lt: the imbalance profile of the training items, one of `LT_PROFILES` (`long_tailed_counts`)
+    mu:float=0.5 # lt, `profile='step'`: the share of the classes that are minority classes (`n_max / rho` items)
     def __post_init__(self):
         check_settings(asdict(self)); self.dataset = dataset_name(self.dataset)
         if self.data_sha is None: self.data_sha = data_checksum(self.dataset, self.data)
@@ -256,7 +262,7 @@ class BenchConfig:
 
 _UNKEYED_DEFAULTS = {'head': None, 'subset': None, 'probe_every': 0}  # settings added later: at these defaults they
                                                                       # stay out of the hash (earlier records keep keys)
-_UNKEYED_DEFAULTS['compile'] = None  # eager training: the keys of runs before `--compile`
+_UNKEYED_DEFAULTS.update(compile=None, profile='exp', mu=0.5)  # eager, exponential lt: before --compile, --profile
 _UNKEYED_DEFAULTS['data_sha'] = None  # a built-in dataset (digits): the keys of runs before data checksums
 _UNKEYED_DEFAULTS.update(size=None, valid_pct=0.2, pretrained=False, weights_sha=None, freeze_epochs=1)  # own data
 def key_name(
@@ -274,8 +280,8 @@ def run_key(
     rho:float|None=None, # its imbalance ratio (long-tailed task)
 )->str:
     "A file-safe name for one run, with a hash of the settings that change its numbers"
-    fixed = {k: v for k, v in asdict(cfg).items() if k not in ('methods', 'seeds', 'rhos', 'device', 'data', 'split',
-                                                                 'weights')
+    skip = ('methods', 'seeds', 'rhos', 'device', 'data', 'split', 'weights') + ('profile', 'mu') * (cfg.task != 'lt')
+    fixed = {k: v for k, v in asdict(cfg).items() if k not in skip
              and not (k in _UNKEYED_DEFAULTS and v == _UNKEYED_DEFAULTS[k])}
     if cfg.task == 'c2f': fixed['probe_val_pct'] = PROBE_VAL_PCT  # probes fitted outside a validation split (#25)
     if cfg.task == 'c2f': fixed['probe_val_trained'] = False  # and the coarse model never trained on it (#36)

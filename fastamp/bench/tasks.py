@@ -145,10 +145,11 @@ def lt_train_idx(
     rho:float, # the run's imbalance ratio
     seed:int, # the run's seed
 )->np.ndarray:
-    "Items of a long-tailed run: a folder's own counts (`rho` 1) or made steeper; others' exponential profile"
-    if not is_folder(cfg.dataset): return long_tailed(data, rho, seed=seed)
+    "Items of a long-tailed run in `cfg`'s profile: a folder's own counts (`rho` 1) or made steeper; others' drawn"
+    kw = dict(seed=seed, profile=cfg.profile, mu=cfg.mu)
+    if not is_folder(cfg.dataset): return long_tailed(data, rho, **kw)
     if rho == 1: return data.train_idx  # the folder's natural imbalance, no resampling
-    return long_tailed(data, rho, seed=seed, own=True)  # head = its largest class; each keeps at most what it has
+    return long_tailed(data, rho, own=True, **kw)  # head = its largest class; each keeps at most what it has
 
 def lt_items(
     cfg, # the comparison: a `fastamp.bench.config.BenchConfig`
@@ -174,7 +175,7 @@ def run_lt(
     data:tuple, # `(ImageSet, coarse map, image size)`, from `load_dataset`
     train:Callable|None=None, # `train(learn)` fits the learner; default: `cfg.epochs` of the configured schedule
 )->tuple:
-    "Long-tailed training (exponential profile, ratio `rho`), balanced evaluation (test, and `*_val`; curves)"
+    "Long-tailed training (`cfg.profile`, ratio `rho`), balanced evaluation (test, and `*_val`; curves)"
     data, _, size = data
     set_seed(seed, reproducible=True)
     items, val = lt_items(cfg, data, rho, seed)
