@@ -46,7 +46,6 @@ def resolve_settings(
 RULE = ("paired per-seed differences (method minus reference) of the task's primary metric, a Student t interval of "
         "their mean at 95 % with the page's comparisons Holm-adjusted; better/worse when the interval excludes 0, "
         "equivalent when it lies within ±{margin:g} and holds 0, inconclusive otherwise")
-_VALIDATED = ('c2f',)  # tasks whose runs score a validation split the baselines are chosen on (`PROBE_VAL_PCT`)
 
 def _shows(s:dict, primary:dict, am)->list:
     "The lines of 'what the comparison must show'"
@@ -54,8 +53,7 @@ def _shows(s:dict, primary:dict, am)->list:
     out = []
     for t in s['tasks']:
         if t not in primary: out.append(f"- {TASKS[t].title}: measured and tabled, no verdict."); continue
-        how = ('chosen on the validation split (best mean validation score)' if t in _VALIDATED else
-               'by mean test score on these runs (the task has no validation split: this can only favour it)')
+        how = 'chosen on the validation split (best mean validation score)'  # every task's runs hold one out (#36)
         per = ', per rho (' + _show(s['rhos']) + ')' if t == 'lt' else ''
         out.append(f"- {TASKS[t].title}: primary metric `{primary[t]}`{per}; each method against ERM (`erm`)"
                    + ('' if 'erm' in ms else ' (not among the methods: no such comparison)')
