@@ -46,7 +46,7 @@ def final_runs(recs):
     "One row per run (method, rho, seed): `margin_balance` of its final per-class margins, and the smallest of them"
     return pd.DataFrame([{'method': r.method, 'rho': r.rho, 'seed': r.seed, **margin_balance(r.class_margins),
                           'smallest class margin': min(r.class_margins)} for r in recs if r.class_margins]
-                        ).set_index(['method', 'rho', 'seed'])
+                        ).set_index(['method', 'rho', 'seed']).sort_index()
 
 
 def final(recs, pairs):
