@@ -285,6 +285,16 @@ def test_every_results_page_has_its_records_or_says_they_are_gone():
     assert not gone, f"pages with neither records beside them nor the 'Records not kept' note: {gone}"
 
 
+
+def test_the_margin_balance_page_prints_what_the_script_reads_from_the_records(capsys):
+    "results/fmnist_lt/balance.md (#36 item 3): its tables are `margin_curves.py --final` of the committed records"
+    from conftest import load_script
+    script = load_script(RESULTS.parent/'benchmarks'/'margin_curves.py')
+    script.main([str(RESULTS/'fmnist_lt'), '--final', '--pairs', 'midpoint:erm'])
+    tables = capsys.readouterr().out.strip()
+    page = (RESULTS/'fmnist_lt'/'balance.md').read_text()
+    assert tables and page.rstrip().endswith(tables) and page.count('| inconclusive (') == 12
+
 # --- #39: runs a page cannot count, stale plans, several settings, bad files (items 5, 6, 9, 10, 16, 17)
 
 def _edit(path:Path, **kw):
