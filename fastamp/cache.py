@@ -115,11 +115,18 @@ def extract_archive(
     return out
 
 # %% ../nbs/00d_cache.ipynb #7bce594b
+def _pid_alive(pid:int)->bool:
+    "Whether process `pid` of this host is alive (one of another user too: it cannot be signalled, yet it lives)"
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
 def _debris(tmp:Path, age:float=3600.)->bool:
     "A temporary file whose writer (the pid in its name) is gone from this host and that is older than `age` s"
-    try: pid = int(tmp.name.rsplit('.', 2)[-2]); os.kill(pid, 0); return False
-    except (ValueError, PermissionError): return False              # not a pid; a live process of another user
-    except ProcessLookupError: pass
+    try: pid = int(tmp.name.rsplit('.', 2)[-2])
+    except ValueError: return False                                   # not a pid
+    if _pid_alive(pid): return False
     try: return time.time() - tmp.stat().st_mtime > age
     except FileNotFoundError: return False
 
