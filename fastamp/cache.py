@@ -29,14 +29,17 @@ def user_temp_dir()->Path:
     d.chmod(0o700)
     return d
 
+def _writable(d:Path)->bool:
+    "Whether files can be made in folder `d`: this user may, and it is not marked read-only (that stays so for root)"
+    return os.access(d, os.W_OK | os.X_OK) and bool(d.stat().st_mode & 0o222)
+
 def cache_dir(
     source, # the dataset's file or folder
 )->Path:
     "Where fastamp caches what it derives from `source`: `$FASTAMP_CACHE`, else beside `source`, else the temp folder"
     if env := os.environ.get('FASTAMP_CACHE'): return Path(env)
     parent = Path(source).resolve().parent
-    writable = os.access(parent, os.W_OK) and parent.stat().st_mode & 0o222    # read-only stays so, even for root
-    return parent if writable else user_temp_dir()
+    return parent if _writable(parent) else user_temp_dir()
 
 def cache_unwritable(
     d, # a cache folder (`cache_dir`), made when first written
@@ -44,7 +47,7 @@ def cache_unwritable(
     "Why `d` cannot be written here (read-only, a file), found before any work; None when it can"
     up = next(a for a in [Path(d), *Path(d).parents] if a.exists())  # the nearest part that exists
     if not up.is_dir(): return f"{up} is a file"
-    return None if os.access(up, os.W_OK | os.X_OK) else f"{up} is read-only here"
+    return None if _writable(up) else f"{up} is read-only here"
 
 def place_key(
     source, # a file or folder
