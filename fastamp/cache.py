@@ -4,7 +4,7 @@
 
 # %% ../nbs/00d_cache.ipynb #96eb56ba
 from __future__ import annotations
-import errno, hashlib, os, shutil, tarfile, tempfile, time, warnings, zlib
+import errno, hashlib, math, os, shutil, tarfile, tempfile, time, warnings, zlib
 from pathlib import Path
 import numpy as np
 
@@ -185,6 +185,17 @@ def _bytes(n:float)->str:
     while n >= 1024 and len(units) > 1: n, units = n / 1024, units[1:]
     return f"{n:.0f} bytes" if units[0] == 'bytes' else f"{n:.{1 if n >= 10 else 2}f} {units[0]}"
 
+def _memory(
+    n:int, # number of images
+    shape:tuple, # (H, W, C) of one image
+    itemsize:int=1, # bytes of one value (1: decoded uint8; 4: float32 inputs)
+    copies:int=1, # arrays of that size held at once
+)->tuple: # `(need, have, fit, side)`
+    "Bytes of `n` images of `shape` (one copy), bytes available, how many such images fit, the largest side `n` fit at"
+    (h, w, c), have = shape, available_memory()
+    one = h * w * c * itemsize
+    return n * one, have, have // max(copies * one, 1), math.isqrt(have // max(copies * n * c * itemsize, 1))
+
 def check_fits(
     n:int, # number of images
     shape:tuple, # (H, W, C) of one decoded image
@@ -192,11 +203,10 @@ def check_fits(
     copies:int=2, # arrays of that size held at once (the decoded array and the device's copy of it)
 ):
     "Refuse, before decoding, `n` images of `shape` that do not fit in memory: a `ValueError` with the arithmetic"
-    (h, w, c), have = shape, available_memory()
-    one = h * w * c; need = n * one
-    if copies * need <= have: return
+    (h, w, c), (need, have, fit, _) = shape, _memory(n, shape, copies=copies)
+    if n <= fit: return
     raise ValueError(
         f"{where}: {n:,} images x {h}x{w} x {c} bytes = {_bytes(need)}, held {copies} times on the device path: more "
-        f"than the {_bytes(have)} of memory available here (at {h}x{w}, {have // (copies * one):,} images fit); give "
+        f"than the {_bytes(have)} of memory available here (at {h}x{w}, {fit:,} images fit); give "
         f"a smaller --size (--size {max(h // 2, 1)}: {_bytes(need / 4)}) or --loader item (it reads the files per "
         "batch)")
