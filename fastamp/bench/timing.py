@@ -22,6 +22,12 @@ PHASES = {'load': 'reading and decoding data', 'train': 'the fit, without what i
           'lock': "waiting for the run's lock", 'setup': 'everything else (building the learner)'}
 TRAIN = 'train'  # the phase that is training; every other one is not
 
+def _by_phase(
+    s:dict, # phase -> seconds
+)->dict:
+    "`s` in the order of `PHASES` (a phase it does not know last)"
+    return {k: s[k] for k in sorted(s, key=lambda k: list(PHASES).index(k) if k in PHASES else len(PHASES))}
+
 # %% ../../nbs/05_bench/01a_timing.ipynb #b188cd5a
 class PhaseClock:
     "Wall seconds per phase (`PHASES`); time goes to the innermost open phase, `base` when none is open"
@@ -50,8 +56,7 @@ class PhaseClock:
     def seconds(self)->dict:
         "Seconds per phase so far (rounded to ms), in the order of `PHASES`"
         self._charge(False)
-        return {k: round(self.s[k], 3) for k in sorted(self.s, key=lambda k: list(PHASES).index(k)
-                                                       if k in PHASES else len(PHASES))}
+        return {k: round(v, 3) for k, v in _by_phase(self.s).items()}
 
 # %% ../../nbs/05_bench/01a_timing.ipynb #2016b4e5
 _CLOCK = []  # the clock of the run in progress in this process (at most one)
@@ -114,7 +119,7 @@ def phase_seconds(
     tot = {}
     for r in recs:
         for k, v in (r.phases or {}).items(): tot[k] = tot.get(k, 0.) + v
-    return {k: tot[k] for k in sorted(tot, key=lambda k: list(PHASES).index(k) if k in PHASES else len(PHASES))}
+    return _by_phase(tot)
 
 def non_training_share(
     recs:list, # run records (`RunRecord`) with phases
