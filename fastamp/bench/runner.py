@@ -76,7 +76,8 @@ def _degenerate_noted(notes:dict):
             warnings.simplefilter('always', DegenerateWarning); yield
     finally:
         for w in caught:
-            if isinstance(w.message, DegenerateWarning): notes.setdefault(w.message.measure, str(w.message))
+            if isinstance(w.message, DegenerateWarning):
+                for m in w.message.measures: notes.setdefault(m, str(w.message))
             else: warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 def _cannot_write(e:Exception, out)->bool: return isinstance(e, OSError) and output_error(e, out) is not None
