@@ -4,7 +4,7 @@
 
 # %% ../nbs/00d_cache.ipynb #96eb56ba
 from __future__ import annotations
-import errno, hashlib, os, shutil, tarfile, tempfile, time, warnings, zlib
+import errno, hashlib, math, os, shutil, tarfile, tempfile, time, warnings, zlib
 from pathlib import Path
 import numpy as np
 
@@ -29,14 +29,17 @@ def user_temp_dir()->Path:
     d.chmod(0o700)
     return d
 
+def _writable(d:Path)->bool:
+    "Whether files can be made in folder `d`: this user may, and it is not marked read-only (that stays so for root)"
+    return os.access(d, os.W_OK | os.X_OK) and bool(d.stat().st_mode & 0o222)
+
 def cache_dir(
     source, # the dataset's file or folder
 )->Path:
     "Where fastamp caches what it derives from `source`: `$FASTAMP_CACHE`, else beside `source`, else the temp folder"
     if env := os.environ.get('FASTAMP_CACHE'): return Path(env)
     parent = Path(source).resolve().parent
-    writable = os.access(parent, os.W_OK) and parent.stat().st_mode & 0o222    # read-only stays so, even for root
-    return parent if writable else user_temp_dir()
+    return parent if _writable(parent) else user_temp_dir()
 
 def cache_unwritable(
     d, # a cache folder (`cache_dir`), made when first written
@@ -44,7 +47,7 @@ def cache_unwritable(
     "Why `d` cannot be written here (read-only, a file), found before any work; None when it can"
     up = next(a for a in [Path(d), *Path(d).parents] if a.exists())  # the nearest part that exists
     if not up.is_dir(): return f"{up} is a file"
-    return None if os.access(up, os.W_OK | os.X_OK) else f"{up} is read-only here"
+    return None if _writable(up) else f"{up} is read-only here"
 
 def place_key(
     source, # a file or folder
@@ -115,11 +118,18 @@ def extract_archive(
     return out
 
 # %% ../nbs/00d_cache.ipynb #7bce594b
+def _pid_alive(pid:int)->bool:
+    "Whether process `pid` of this host is alive (one of another user too: it cannot be signalled, yet it lives)"
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
 def _debris(tmp:Path, age:float=3600.)->bool:
     "A temporary file whose writer (the pid in its name) is gone from this host and that is older than `age` s"
-    try: pid = int(tmp.name.rsplit('.', 2)[-2]); os.kill(pid, 0); return False
-    except (ValueError, PermissionError): return False              # not a pid; a live process of another user
-    except ProcessLookupError: pass
+    try: pid = int(tmp.name.rsplit('.', 2)[-2])
+    except ValueError: return False                                   # not a pid
+    if _pid_alive(pid): return False
     try: return time.time() - tmp.stat().st_mtime > age
     except FileNotFoundError: return False
 
@@ -175,6 +185,17 @@ def _bytes(n:float)->str:
     while n >= 1024 and len(units) > 1: n, units = n / 1024, units[1:]
     return f"{n:.0f} bytes" if units[0] == 'bytes' else f"{n:.{1 if n >= 10 else 2}f} {units[0]}"
 
+def _memory(
+    n:int, # number of images
+    shape:tuple, # (H, W, C) of one image
+    itemsize:int=1, # bytes of one value (1: decoded uint8; 4: float32 inputs)
+    copies:int=1, # arrays of that size held at once
+)->tuple: # `(need, have, fit, side)`
+    "Bytes of `n` images of `shape` (one copy), bytes available, how many such images fit, the largest side `n` fit at"
+    (h, w, c), have = shape, available_memory()
+    one = h * w * c * itemsize
+    return n * one, have, have // max(copies * one, 1), math.isqrt(have // max(copies * n * c * itemsize, 1))
+
 def check_fits(
     n:int, # number of images
     shape:tuple, # (H, W, C) of one decoded image
@@ -182,11 +203,10 @@ def check_fits(
     copies:int=2, # arrays of that size held at once (the decoded array and the device's copy of it)
 ):
     "Refuse, before decoding, `n` images of `shape` that do not fit in memory: a `ValueError` with the arithmetic"
-    (h, w, c), have = shape, available_memory()
-    one = h * w * c; need = n * one
-    if copies * need <= have: return
+    (h, w, c), (need, have, fit, _) = shape, _memory(n, shape, copies=copies)
+    if n <= fit: return
     raise ValueError(
         f"{where}: {n:,} images x {h}x{w} x {c} bytes = {_bytes(need)}, held {copies} times on the device path: more "
-        f"than the {_bytes(have)} of memory available here (at {h}x{w}, {have // (copies * one):,} images fit); give "
+        f"than the {_bytes(have)} of memory available here (at {h}x{w}, {fit:,} images fit); give "
         f"a smaller --size (--size {max(h // 2, 1)}: {_bytes(need / 4)}) or --loader item (it reads the files per "
         "batch)")

@@ -208,14 +208,16 @@ def _bench(args)->int:
 def _report(args)->int:
     import warnings; warnings.filterwarnings('ignore', category=FutureWarning)
     from fastamp import report
+    from fastamp.bench import out_records
     from pathlib import Path
     if not Path(args.out).is_dir(): return _fail(f"--out {args.out}: no such folder; give a fastamp bench --out")
     none = lambda: not any(Path(args.out).glob('*/runs/*.json')) and not any(Path(args.out).glob('*/overhead.csv'))
     if none(): return _fail(f"--out {args.out}: no runs recorded there (no <task>/runs/*.json); give the --out of a "
                             "fastamp bench that finished runs", code=1)
-    page = report.write_report(args.out, plots=args.plots, margin=args.margin)
+    recs = out_records(args.out, page=True)  # one the page cannot read: set aside (a warning names it)
     if none(): return _fail(f"--out {args.out}: every record there was set aside (the warnings above name each one "
-                            "and why); rerun fastamp bench --out on it to train those runs again", code=1)
+                            "and why); rerun fastamp bench --out on it to train those runs again", code=1)  # no page
+    page = report.write_report(args.out, recs=recs, plots=args.plots, margin=args.margin)
     print(page, flush=True)
     print(f"tables in {args.out}/results.md, all runs in {args.out}/runs.csv")
     _note_abandoned(args.out)

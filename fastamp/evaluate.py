@@ -145,10 +145,10 @@ def _train_subset(learn, train_fine, n_train, seed, val_idx=None, n_val=None)->t
 def _noted(notes:dict, f, *args, key=None, **kwargs):
     "`f(*args, **kwargs)`; its `DegenerateWarning`s noted under their measure (or `key`), every warning re-raised"
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        res = f(*args, **kwargs)
+        warnings.simplefilter('always'); res = f(*args, **kwargs)
     for w in caught:
-        if isinstance(w.message, DegenerateWarning): notes[key or w.message.measure] = str(w.message)
+        if isinstance(w.message, DegenerateWarning):
+            notes.update(dict.fromkeys([key] if key else w.message.measures, str(w.message)))
         warnings.warn(w.message, stacklevel=3)
     return res
 

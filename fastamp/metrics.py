@@ -18,15 +18,25 @@ UNIFORMITY_EXACT_MAX = 20_000 # above this many rows, exact uniformity (O(N^2) p
 
 # %% ../nbs/03_metrics.ipynb #f0449823
 class DegenerateWarning(RuntimeWarning):
-    "A measure is undefined on its input and was returned as NaN; `measure` names it"
+    "Measures undefined on their input and returned as NaN: `measures` names each, `measure` all of them in one string"
     def __init__(self,
         msg:str, # what is missing, and what to pass instead
-        measure:str='', # the name of the quantity returned as NaN
-    ): super().__init__(msg); self.measure = measure
+        measure:str|tuple='', # the name of the quantity returned as NaN, or a tuple of the names of several
+    ):
+        super().__init__(msg)
+        self.measures = (measure,) if isinstance(measure, str) else tuple(measure)
+        self.measure = ', '.join(self.measures)
 
-def _nan(measure:str, why:str, fix:str=''):
-    "Warn that `measure` is undefined (`why`, and what to do: `fix`) and return NaN"
-    warnings.warn(DegenerateWarning(f"{measure} is NaN: {why}." + (f" {fix}" if fix else ''), measure), stacklevel=3)
+def _nan(
+    measure:str|tuple, # the quantity that is undefined, or a tuple of several undefined for one reason
+    why:str, # what is missing
+    fix:str='', # what to pass instead
+):
+    "Warn once that `measure` is undefined (`why`, and what to do: `fix`) and return NaN"
+    are = 'is' if isinstance(measure, str) else 'are'
+    names = DegenerateWarning('', measure).measure  # several: joined, as the warning's `measure`
+    msg = f"{names} {are} NaN: {why}." + (f" {fix}" if fix else '')
+    warnings.warn(DegenerateWarning(msg, measure), stacklevel=3)
     return float('nan')
 
 def _check(h, y=None, name='h'):
@@ -278,9 +288,10 @@ def margin_balance(
     keys = ('margin_cv', 'margin_min_max', 'margin_spread', 'margin_std')
     if absent and not skipna:
         why = f"classes {absent} have no margin (no items)"
-        return {k: _nan(k, why, "Measure on a set with every class, or pass skipna=True.") for k in keys}
+        return dict.fromkeys(keys, _nan(keys, why, "Measure on a set with every class, or pass skipna=True."))
     m = m[~torch.isnan(m)]
-    if len(m) < 2: return {k: _nan(k, f"{len(m)} class(es) with a margin", 'Pass two classes or more.') for k in keys}
+    if len(m) < 2:
+        return dict.fromkeys(keys, _nan(keys, f"{len(m)} class(es) with a margin", 'Pass two classes or more.'))
     mean, lo, hi, std, size = (v.item() for v in (m.mean(), m.min(), m.max(), m.std(unbiased=False), m.abs().mean()))
     cv = (std / mean if mean > 0 else
           _nan('margin_cv', f"the mean class margin is {mean:.4g} <= 0, where the coefficient of variation "

@@ -391,9 +391,10 @@ def write_results(
 def write_report(
     out, # the benchmark's output folder (finished or not)
     cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
+    recs:list|None=None, # the records of `out` (`out_records(out, page=True)`); None: read here
     **kwargs, # more for `results_page` (title, command, elapsed, plots, margin)
 )->str:
     "Rebuild `runs.csv`, the tables, plots and `results.md` of `out` from its records (each read once); return the page"
-    recs = out_records(out, page=True)  # a record the page cannot read: set aside with a warning, as a corrupt one
+    recs = _read(out, recs)  # a record the page cannot read: set aside with a warning, as a corrupt one
     write_runs_table(out, recs)
     return write_results(out, cfgs=cfgs, recs=recs, **kwargs)

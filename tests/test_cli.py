@@ -324,9 +324,14 @@ def test_report_of_a_folder_without_runs_says_so(tmp_path, capsys):
     assert 'no runs recorded there' in capsys.readouterr().err and not (tmp_path/'results.md').exists()
 
 
-def test_report_of_a_folder_whose_every_record_is_set_aside_says_so(tmp_path, capsys):
-    "Records a page cannot read are set aside one by one (a warning each); none left: one line and exit 1 (#39 item 17)"
+def test_report_of_a_folder_whose_every_record_is_set_aside_says_so_and_writes_nothing(tmp_path, capsys):
+    """Records a page cannot read are set aside one by one (a warning each); none left: one line and exit 1 (#39 item
+    17), and nothing written: the page there stays as it was, no runs.csv"""
     from fastamp.cli import main
     (tmp_path/'lt'/'runs').mkdir(parents=True); (tmp_path/'lt'/'runs'/'k.json').write_text('{"key": [1]}')
+    (tmp_path/'results.md').write_text('# the page of an earlier report\n')
     with pytest.warns(UserWarning, match='k.json: cannot be read'): assert main(['report', '--out', str(tmp_path)]) == 1
-    assert 'every record there was set aside' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and err.startswith('fastamp: error: ') and 'every record there was set aside' in err
+    assert (tmp_path/'results.md').read_text() == '# the page of an earlier report\n'
+    assert not (tmp_path/'runs.csv').exists() and (tmp_path/'lt'/'runs'/'k.json.corrupt').exists()

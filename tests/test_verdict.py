@@ -10,7 +10,6 @@ import pandas as pd, pytest
 from hypothesis import given, settings, strategies as st
 
 from fastamp.bench import BenchConfig, versions, run_comparison, run_records
-from fastamp.bench.tasks import lt_items
 from fastamp.bench.catalog import load_dataset
 from fastamp.report import write_report, verdict_lines
 import numpy as np
@@ -225,9 +224,12 @@ def test_a_run_records_its_class_counts_and_names(tmp_path):
     recs = run_records(tmp_path/'lt', cfg)
     assert len(recs) == 2 and recs[0].class_names == [str(i) for i in range(10)]
     counts = recs[0].class_counts  # the items trained on: the long-tailed subset less its validation split (#36)
-    items, val = lt_items(cfg, load_dataset('digits')[0], 10, 0)
-    assert counts == recs[1].class_counts == np.bincount(load_dataset('digits')[0].labels[items[:-len(val)]]).tolist()
-    assert sum(counts) + recs[0].metrics['val_items'] == len(items) and min(counts) >= 1
+    digits = load_dataset('digits')[0]  # from its labels: the exponential profile at rho 10, head = the rarest class's
+    n_max = np.bincount(digits.labels[digits.train_idx]).min()  # count, less each class's validation items
+    subset = np.floor(n_max * 10. ** (-np.arange(10) / 9) + 1e-9).astype(int)
+    val = np.minimum(max(5, round(0.2 * subset.min())), subset - 1)
+    assert counts == recs[1].class_counts == (subset - val).tolist()
+    assert sum(counts) + recs[0].metrics['val_items'] == subset.sum() and min(counts) >= 1
     page = write_report(tmp_path, cfgs=[cfg], plots=False)
     assert page.startswith('## Verdict') and '1 seed: inconclusive (one seed has no interval' in page and '| class | train items | shot |' in page
 

@@ -11,7 +11,7 @@ import torch
 from ..models import MODELS, _HEADS
 from ..accuracies import MANY_SHOT, FEW_SHOT
 from ..datasets import ImageSet, source_checksum
-from ..cache import available_memory, _bytes
+from ..cache import _memory, _bytes
 from ..losses import DRW
 from .catalog import (METHODS, DATASETS, PRESETS, dataset_names, dataset_name, get_dataset,
                                    is_folder, needs_data_message, describe_method, folder_split)
@@ -176,12 +176,12 @@ def _check_shots(s:dict):
 def _check_size(s:dict):
     "One batch of `--size` images fits in memory as float32 inputs (else every run fails, each with MemoryError)"
     if not (s.get('size') and s.get('bs')): return
-    need, have = s['bs'] * 3 * 4 * s['size'] ** 2, available_memory()
-    if need <= have: return
+    need, have, fit, side = _memory(s['bs'], (s['size'], s['size'], 3), itemsize=4)  # float32: 4 bytes a value
+    if s['bs'] <= fit: return
     raise SettingsError(
         f"--size {s['size']}: one batch of {s['bs']} images at {s['size']}x{s['size']} is {_bytes(need)} of float32 "
         f"inputs alone, more than the {_bytes(have)} of memory available here; give --size "
-        f"{math.isqrt(have // (s['bs'] * 12))} or less (with --bs {s['bs']}), or a smaller --bs")
+        f"{side} or less (with --bs {s['bs']}), or a smaller --bs")
 
 def _check_switch(s:dict):
     "The DRW of every method switches to class-balanced weights inside the fit"

@@ -10,7 +10,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 import multiprocessing as mp
 import pandas as pd, torch
-from .timing import run_clock, phase, fetch_timers, SweepProgress
+from .timing import PhaseClock, run_clock, phase, fetch_timers, SweepProgress
 from .catalog import load_dataset
 from ..metrics import DegenerateWarning
 from ..devicedata import exit_with_parent
@@ -29,17 +29,22 @@ __all__ = ['check_sweep', 'run_one', 'set_threads', 'cpu_cores', 'worker_threads
            'worker_devices', 'assign_workers', 'run_comparison', 'run_benchmark']
 
 # %% ../../nbs/05_bench/08_runner.ipynb #9eb68dd7
-_DATASET_CACHE = {}  # (dataset, path, checksum, size, held-out share, loader) -> what `load_dataset` gives, here
-_LOAD_S = {}  # the same keys -> seconds their reading took, until the first run of this process is charged with them
+_DATASET_CACHE = {}  # (dataset, path, checksum, size, held-out share, loader) -> `data`: what `load_dataset` gives,
+                     # `load_s`: the seconds its reading took, until the first run of this process is charged with them
 def _data_key(cfg:BenchConfig)->tuple: return (cfg.dataset, cfg.data, cfg.data_sha, cfg.size, cfg.valid_pct, cfg.loader)
 
-def _data(cfg:BenchConfig):
+def _data(
+    cfg:BenchConfig, # the comparison
+    clock:PhaseClock|None=None, # a run's clock: charged (`load`) with the seconds the reading took, if not yet charged
+):
     "The dataset of `cfg`, read once per process (the seconds it took are charged to the first run that uses it)"
     if (k := _data_key(cfg)) not in _DATASET_CACHE:
         t = time.perf_counter()
-        _DATASET_CACHE[k] = load_dataset(cfg.dataset, cfg.data, cfg.size, cfg.valid_pct, cfg.loader)
-        _LOAD_S[k] = time.perf_counter() - t
-    return _DATASET_CACHE[k]
+        data = load_dataset(cfg.dataset, cfg.data, cfg.size, cfg.valid_pct, cfg.loader)
+        _DATASET_CACHE[k] = {'data': data, 'load_s': time.perf_counter() - t}
+    got = _DATASET_CACHE[k]
+    if clock is not None: clock.add('load', got['load_s']); got['load_s'] = 0.
+    return got['data']
 
 def check_sweep(
     cfgs:list, # the comparisons of a sweep (`task_configs`)
@@ -56,6 +61,12 @@ def _one_line(e, n:int=300)->str:
 
 def _fmt(res:dict)->str: return ', '.join(f"{k}={v:.4f}" for k, v in res.items())
 
+def _done_line(key:str, res:dict, rec, start:int, aside:list)->str:
+    "The line of a run recorded: its metrics, seconds, the epoch it resumed at, divergence, what was set aside"
+    resumed = f", resumed at epoch {start}" if start else ''
+    div = [f"DIVERGED ({rec.diverged} not finite at the end): kept out of means and verdicts"] * bool(rec.diverged)
+    return f"done {key}: {_fmt(res)} ({rec.wall_s:.0f} s{resumed})" + ''.join(f"; {l}" for l in div + aside)
+
 @contextmanager
 def _degenerate_noted(notes:dict):
     "Keep the `DegenerateWarning`s raised inside in `notes` (measure -> message), for the tables; others are shown"
@@ -65,7 +76,8 @@ def _degenerate_noted(notes:dict):
             warnings.simplefilter('always', DegenerateWarning); yield
     finally:
         for w in caught:
-            if isinstance(w.message, DegenerateWarning): notes.setdefault(w.message.measure, str(w.message))
+            if isinstance(w.message, DegenerateWarning):
+                for m in w.message.measures: notes.setdefault(m, str(w.message))
             else: warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 def _cannot_write(e:Exception, out)->bool: return isinstance(e, OSError) and output_error(e, out) is not None
@@ -82,52 +94,50 @@ def run_one(
     plan:dict|None=None, # the sweep's pre-registration plan (`Plan.register`), stored in the record
 )->tuple: # `(status, line)`: status 'done', 'skipped', 'busy' or 'failed'
     "Train, measure and record one run of `cfg` into `out/<task>/runs/`, resuming it from its checkpoint"
-    try:
-        with run_clock() as clock: return _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout, plan, clock)
+    try: return _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout, plan)
     except OSError as e:  # `out` cannot be written: no other run can be recorded either
         if not _cannot_write(e, out): raise
         raise output_error(e, out) from None
 
-def _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout, plan, clock)->tuple:
-    runs = Path(out)/cfg.task/'runs'; runs.mkdir(parents=True, exist_ok=True)
-    key = run_key(cfg, method, seed, rho); rec_path, ckpt = runs/f'{key}.json', runs/f'{key}.ckpt'
-    if read_record(rec_path) is not None: return 'skipped', f"skip {key}: finished earlier"
-    clock.enter('lock')
-    with RunLock(runs/f'{key}.lock', lock_timeout) as lock:
-        clock.leave('lock')
-        if not lock.acquired: return 'busy', f"busy {key}: held by {holder_line(lock.holder)}"
+def _run_one(cfg, method, seed, rho, out, log, cbs, lock_timeout, plan)->tuple:
+    with run_clock() as clock:  # the run's phase clock, from its first line
+        runs = Path(out)/cfg.task/'runs'; runs.mkdir(parents=True, exist_ok=True)
+        key = run_key(cfg, method, seed, rho); rec_path, ckpt = runs/f'{key}.json', runs/f'{key}.ckpt'
         if read_record(rec_path) is not None: return 'skipped', f"skip {key}: finished earlier"
-        start, t0, notes, aside = 0, time.perf_counter(), {}, []
-        started = time.strftime('%Y-%m-%dT%H:%M:%S+00:00', time.gmtime())  # UTC, as the plan's times
-        def train(learn):
-            nonlocal start, t0
-            tune = cfg.schedule == 'fine_tune'  # two fits: it restarts from epoch 0 rather than resume inside one
-            if tune: ckpt.unlink(missing_ok=True)
-            else:
-                with phase('records'): start, before = resume_training(learn, ckpt, aside.append); t0 -= before
-            extra = [*([] if tune else [EpochCheckpoint(ckpt, start, t0)]), LockHeartbeat(lock), *fetch_timers(),
-                     *logger_callbacks(log, Path(out)/cfg.task/'logs', key, start), *cbs]
-            with phase('train'): _fit(learn, cfg, cfg.epochs, extra, start_epoch=start)
-        try:
-            with _degenerate_noted(notes):
-                data = _data(cfg); clock.add('load', _LOAD_S.pop(_data_key(cfg), 0.))  # read by this run
-                res, learn = TASKS[cfg.task].runner(cfg, method, seed, rho, data, train)
-                lock.beat()
-                rec = _record(cfg, key, method, seed, rho, res, learn, time.perf_counter() - t0, start, notes)
-                rec.started, rec.plan = started, plan or None
-            with phase('records'): atomic_write(Path(out)/cfg.task/'reports'/f'{key}.csv',
-                                                lambda p: pd.Series(rec.collapse).to_csv(p, header=['value']))
-            rec.phases = clock.seconds()  # all but the record's own writing, next
-            rec.save(rec_path)
-        except Exception as e:
-            if _cannot_write(e, out): raise
-            err = runs/f'{key}.error.txt'
-            atomic_write(err, lambda p: p.write_text(traceback.format_exc()))
-            return 'failed', f"FAILED {key}: {type(e).__name__}: {_one_line(e)} (traceback in {err})"
-        (runs/f'{key}.error.txt').unlink(missing_ok=True); ckpt.unlink(missing_ok=True)
-        resumed = f", resumed at epoch {start}" if start else ''
-        div = [f"DIVERGED ({rec.diverged} not finite at the end): kept out of means and verdicts"] * bool(rec.diverged)
-        return 'done', f"done {key}: {_fmt(res)} ({rec.wall_s:.0f} s{resumed})" + ''.join(f"; {l}" for l in div + aside)
+        clock.enter('lock')
+        with RunLock(runs/f'{key}.lock', lock_timeout) as lock:
+            clock.leave('lock')
+            if not lock.acquired: return 'busy', f"busy {key}: held by {holder_line(lock.holder)}"
+            if read_record(rec_path) is not None: return 'skipped', f"skip {key}: finished earlier"
+            start, t0, notes, aside = 0, time.perf_counter(), {}, []
+            started = time.strftime('%Y-%m-%dT%H:%M:%S+00:00', time.gmtime())  # UTC, as the plan's times
+            def train(learn):
+                nonlocal start, t0
+                tune = cfg.schedule == 'fine_tune'  # two fits: it restarts from epoch 0 rather than resume inside one
+                if tune: ckpt.unlink(missing_ok=True)
+                else:
+                    with phase('records'): start, before = resume_training(learn, ckpt, aside.append); t0 -= before
+                extra = [*([] if tune else [EpochCheckpoint(ckpt, start, t0)]), LockHeartbeat(lock), *fetch_timers(),
+                         *logger_callbacks(log, Path(out)/cfg.task/'logs', key, start), *cbs]
+                with phase('train'): _fit(learn, cfg, cfg.epochs, extra, start_epoch=start)
+            try:
+                with _degenerate_noted(notes):
+                    data = _data(cfg, clock)  # the seconds of its reading: charged to the first run
+                    res, learn = TASKS[cfg.task].runner(cfg, method, seed, rho, data, train)
+                    lock.beat()
+                    rec = _record(cfg, key, method, seed, rho, res, learn, time.perf_counter() - t0, start, notes)
+                    rec.started, rec.plan = started, plan or None
+                with phase('records'): atomic_write(Path(out)/cfg.task/'reports'/f'{key}.csv',
+                                                    lambda p: pd.Series(rec.collapse).to_csv(p, header=['value']))
+                rec.phases = clock.seconds()  # all but the record's own writing, next
+                rec.save(rec_path)
+            except Exception as e:
+                if _cannot_write(e, out): raise
+                err = runs/f'{key}.error.txt'
+                atomic_write(err, lambda p: p.write_text(traceback.format_exc()))
+                return 'failed', f"FAILED {key}: {type(e).__name__}: {_one_line(e)} (traceback in {err})"
+            (runs/f'{key}.error.txt').unlink(missing_ok=True); ckpt.unlink(missing_ok=True)
+            return 'done', _done_line(key, res, rec, start, aside)
 
 # %% ../../nbs/05_bench/08_runner.ipynb #5df2f62e
 def _stop(*args): raise SystemExit(1)  # a quiet exit that still runs `finally` (locks, temporary files)

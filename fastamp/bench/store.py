@@ -6,6 +6,7 @@
 from __future__ import annotations
 import datetime, errno, json, os, socket, tempfile, time, uuid
 from pathlib import Path
+from ..cache import _pid_alive
 
 # %% auto #0
 __all__ = ['LOCK_TIMEOUT', 'HEARTBEAT', 'UNREADABLE_LOCK_S', 'atomic_write', 'write_json', 'set_aside', 'OutputError',
@@ -84,12 +85,6 @@ def _start_time(pid:int)->int|None:
     try: stat = Path(f'/proc/{pid}/stat').read_text()
     except OSError: return None
     return int(stat[stat.rindex(')') + 2:].split()[19])  # the fields after the command name start at field 3
-
-def _pid_alive(pid:int)->bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    return True
 
 def this_process()->dict:
     "Who holds a lock taken now: host, boot, pid namespace, pid, process start time, and since when"

@@ -85,17 +85,17 @@ def check_shard(
         if have != want: write_json(out/'sweep.json', want)
 
 # %% ../../nbs/05_bench/07a_sweep.ipynb #9d0530ee
+def _files(runs:Path, k:str)->list:
+    "The files run `k` has left in `runs`: its checkpoint, its lock, its temporary files"
+    return [p for p in [runs/f'{k}.ckpt', runs/f'{k}.lock'] if p.exists()] + sorted(runs.glob(f'.{k}.*'))
+
 def _abandoned(out:Path):
     "`(runs folder, key)` of each abandoned run of `out` that left files"
     plan = read_plan(out)
     for runs in sorted(p for p in out.glob('*/runs') if p.is_dir()):
         recs = run_records(runs.parent)
         for k in sorted(stale_keys(set(plan.get(runs.parent.name, [])), recs) | {r.key for r in recs}):
-            if (runs/f'{k}.ckpt').exists() or (runs/f'{k}.lock').exists() or any(runs.glob(f'.{k}.*')):
-                yield runs, k
-
-def _files(runs:Path, k:str)->list: return [p for p in [runs/f'{k}.ckpt', runs/f'{k}.lock'] if p.exists()] + sorted(
-    runs.glob(f'.{k}.*'))
+            if _files(runs, k): yield runs, k
 
 def abandoned_files(
     out, # the benchmark's output folder

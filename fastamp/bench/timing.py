@@ -11,8 +11,8 @@ import pandas as pd, torch
 from fastai.callback.core import Callback
 
 # %% auto #0
-__all__ = ['PHASES', 'TRAIN', 'PhaseClock', 'run_clock', 'enter_phase', 'leave_phase', 'phase', 'fetch_timers', 'phase_seconds',
-           'non_training_share', 'phase_table', 'phase_lines', 'SweepProgress']
+__all__ = ['PHASES', 'TRAIN', 'PhaseClock', 'run_clock', 'phase', 'fetch_timers', 'phase_seconds', 'non_training_share',
+           'phase_table', 'phase_lines', 'SweepProgress']
 
 # %% ../../nbs/05_bench/01a_timing.ipynb #973417b8
 PHASES = {'load': 'reading and decoding data', 'train': 'the fit, without what is measured inside it',
@@ -22,13 +22,18 @@ PHASES = {'load': 'reading and decoding data', 'train': 'the fit, without what i
           'lock': "waiting for the run's lock", 'setup': 'everything else (building the learner)'}
 TRAIN = 'train'  # the phase that is training; every other one is not
 
+def _by_phase(
+    s:dict, # phase -> seconds
+)->dict:
+    "`s` in the order of `PHASES` (a phase it does not know last)"
+    return {k: s[k] for k in sorted(s, key=lambda k: list(PHASES).index(k) if k in PHASES else len(PHASES))}
+
 # %% ../../nbs/05_bench/01a_timing.ipynb #b188cd5a
 class PhaseClock:
-    "Wall seconds per phase (`PHASES`); time goes to the innermost open phase, `base` when none is open"
+    "Wall seconds per phase (`PHASES`); time goes to the innermost open phase, `setup` when none is open"
     def __init__(self,
-        base:str='setup', # the phase charged when no other is open
         sync:Callable|None=None, # called before the time is read at a phase's start or end (a CUDA synchronize)
-    ): self.stack, self.sync, self.s, self.t = [base], sync, {}, time.perf_counter()
+    ): self.stack, self.sync, self.s, self.t = ['setup'], sync, {}, time.perf_counter()
     def _charge(self, sync:bool=True):
         if sync and self.sync is not None: self.sync()
         now = time.perf_counter()
@@ -50,8 +55,7 @@ class PhaseClock:
     def seconds(self)->dict:
         "Seconds per phase so far (rounded to ms), in the order of `PHASES`"
         self._charge(False)
-        return {k: round(self.s[k], 3) for k in sorted(self.s, key=lambda k: list(PHASES).index(k)
-                                                       if k in PHASES else len(PHASES))}
+        return {k: round(v, 3) for k, v in _by_phase(self.s).items()}
 
 # %% ../../nbs/05_bench/01a_timing.ipynb #2016b4e5
 _CLOCK = []  # the clock of the run in progress in this process (at most one)
@@ -60,22 +64,20 @@ def _cuda_sync():
     if torch.cuda.is_available() and torch.cuda.is_initialized(): torch.cuda.synchronize()
 
 @contextmanager
-def run_clock(
-    base:str='setup', # the phase charged when no other is open
-):
-    "A `PhaseClock` for the run inside, charged by `phase`, `enter_phase` and `leave_phase` wherever they are called"
-    clock = PhaseClock(base, _cuda_sync); _CLOCK.append(clock)
+def run_clock():
+    "A `PhaseClock` for the run inside, charged by `phase` (and the batch fetches' timers) wherever they are called"
+    clock = PhaseClock(_cuda_sync); _CLOCK.append(clock)
     try: yield clock
     finally: _CLOCK.remove(clock)
 
-def enter_phase(
+def _enter_phase(
     name:str, # a key of `PHASES`
     sync:bool=True, # wait for the device first
 ):
     "Open `name` on the clock of the run in progress, if any"
     if _CLOCK: _CLOCK[-1].enter(name, sync)
 
-def leave_phase(
+def _leave_phase(
     name:str, # a key of `PHASES`
     sync:bool=True, # wait for the device first
 ):
@@ -87,19 +89,19 @@ def phase(
     name:str, # a key of `PHASES`
 ):
     "Charge the time inside to `name` on the clock of the run in progress (nothing without one)"
-    enter_phase(name)
+    _enter_phase(name)
     try: yield
-    finally: leave_phase(name)
+    finally: _leave_phase(name)
 
 # %% ../../nbs/05_bench/01a_timing.ipynb #cd45a13e
 class _FetchStart(Callback):
     order = 1000  # last at a batch's end: the callbacks' own work there is training
-    def _open(self): enter_phase('load', sync=False)
+    def _open(self): _enter_phase('load', sync=False)
     before_train = before_validate = after_batch = _open
 
 class _FetchEnd(Callback):
     order = -1000  # first at a batch's start
-    def _close(self): leave_phase('load', sync=False)
+    def _close(self): _leave_phase('load', sync=False)
     before_batch = after_train = after_validate = after_fit = _close
 
 def fetch_timers()->list:
@@ -114,7 +116,7 @@ def phase_seconds(
     tot = {}
     for r in recs:
         for k, v in (r.phases or {}).items(): tot[k] = tot.get(k, 0.) + v
-    return {k: tot[k] for k in sorted(tot, key=lambda k: list(PHASES).index(k) if k in PHASES else len(PHASES))}
+    return _by_phase(tot)
 
 def non_training_share(
     recs:list, # run records (`RunRecord`) with phases
