@@ -78,7 +78,7 @@ def page(before, after)->str:
     lines = [
         '# The own-data budget: a 5,000-image folder answered on 2 cores', '',
         "What it must show (issue 40, decided before running): the default own-data command, `fastamp bench --data "
-        "FOLDER` (3 methods x 5 seeds x both tasks, 8 epochs of the small CNN), answers on a 5,000-image nested folder "
+        "<your folder>` (3 methods x 5 seeds x both tasks, 8 epochs of the small CNN), answers on a 5,000-image nested folder "
         f"in at most {TARGET_S // 60} minutes on 2 cores, with everything that is not training at most "
         f"{TARGET_SHARE:.0%} of training, and the numbers the verdicts read unchanged within the seed spread.", '',
         f"Data: `python benchmarks/profile_own_data.py --n {c['n']} --fine {c['fine']}` builds the folder offline from "
