@@ -1,5 +1,5 @@
 """End-to-end runs of the `fastamp` console script: reruns, Ctrl-C, bad input, failures, piped output, two processes."""
-import dataclasses, json, os, signal, subprocess, time
+import dataclasses, json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 
@@ -315,6 +315,52 @@ def test_sigterm_while_a_worker_starts_prints_no_traceback(capfd):
         with pytest.raises(BrokenProcessPool): ex.submit(int, 1).result(timeout=300)
     err = capfd.readouterr().err
     assert 'Traceback' not in err and 'Exception in initializer' not in err, err
+
+
+# `fastamp` whose spawned workers hold inside their start-up (importing the parent's main module, before their
+# initializer) until `go` exists in $HOLD_DIR, each saying so with a file `started.<pid>`: a test's own script
+_HELD_START = """import os, pathlib, sys, time
+if __name__ == '__mp_main__':
+    d = pathlib.Path(os.environ['HOLD_DIR']); (d / f'started.{os.getpid()}').touch()
+    while not (d / 'go').exists(): time.sleep(0.05)
+from fastamp.cli import main
+if __name__ == '__main__': sys.exit(main())
+"""
+
+
+def _took_sigint(pid:int)->bool:
+    "Whether process `pid` has taken a SIGINT sent to it: it ended (a zombie or gone), or blocks it (pending till then)"
+    try: status = dict(l.split(':', 1) for l in Path(f'/proc/{pid}/status').read_text().splitlines() if ':' in l)
+    except FileNotFoundError: return True
+    held = int(status['SigPnd'], 16) | int(status['ShdPnd'], 16)
+    held &= int(status['SigBlk'], 16)              # pending and not blocked: not delivered yet
+    return status['State'].split()[0] in 'ZX' or bool(held & (1 << (signal.SIGINT - 1)))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path('/proc/self/status').exists(), reason='reads pending signals from /proc (Linux)')
+def test_ctrl_c_while_the_workers_start_ends_with_one_line(tmp_path):
+    "Ctrl-C reaching the workers as they import, then the parent: one `interrupted:` line, nothing left (#39 item 18)"
+    out, hold = tmp_path / 'out', tmp_path / 'hold'; hold.mkdir()
+    (tmp_path / 'held_fastamp.py').write_text(_HELD_START)
+    args = ['bench', '--quick', '--task', 'lt', '--seeds', '0', '--epochs', '1', '--out', str(out), '--jobs', '2']
+    p = subprocess.Popen([sys.executable, str(tmp_path / 'held_fastamp.py'), *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, 'HOLD_DIR': str(hold)},
+                         preexec_fn=_default_ctrl_c)
+    try:
+        deadline = time.time() + 300                  # a hang guard only: each wait below ends on an event
+        while time.time() < deadline and p.poll() is None and len(list(hold.glob('started.*'))) < 2: time.sleep(0.1)
+        workers = [int(f.suffix[1:]) for f in hold.glob('started.*')]
+        assert len(workers) == 2, 'the two workers did not start'
+        for w in workers: os.kill(w, signal.SIGINT)  # Ctrl-C reaches every process of the group: the workers first
+        while time.time() < deadline and not all(_took_sigint(w) for w in workers): time.sleep(0.1)
+        p.send_signal(signal.SIGINT)                  # then the parent
+    finally: (hold / 'go').touch()                    # the workers go on with their start-up
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err
+    lines = error_lines(err)
+    assert len(lines) == 1 and lines[0].startswith('interrupted:') and 'Traceback' not in err, err
+    assert not list(out.rglob('*.tmp')) and not list(out.rglob('*.lock'))
 
 
 def test_report_of_a_folder_without_runs_says_so(tmp_path, capsys):

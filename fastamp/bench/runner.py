@@ -184,6 +184,21 @@ def jobs_cost_line(
     return (f"note: --jobs {jobs} on {cores} CPU cores: the runs take turns on the cores, so each is about "
             f"{jobs / cores:.1f}x slower and {jobs} runs' memory is held at once; --jobs {cores} finishes as soon")
 
+@contextmanager
+def _signals_held():
+    "Ctrl-C and SIGTERM kept inside and raised after; the processes spawned inside start with Ctrl-C blocked"
+    import signal, threading
+    if not hasattr(signal, 'pthread_sigmask'): yield; return  # Windows: no signal masks
+    got, sigs = [], (signal.SIGINT, signal.SIGTERM)
+    main = threading.current_thread() is threading.main_thread()  # where Python runs handlers (and may set them)
+    handlers = {s: signal.signal(s, lambda n, _: got.append(n)) for s in sigs} if main else {}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])  # what the workers inherit
+    try: yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C blocked for this thread comes (and is kept) here
+        for s, h in handlers.items(): signal.signal(s, signal.SIG_DFL if h is None else h)
+        for n in dict.fromkeys(got): signal.raise_signal(n)
+
 def _worker_init(slots):
     "Take this worker's slot: its GPU's visibility (before CUDA starts in this process), its cores, its threads"
     import signal, threading
@@ -195,6 +210,8 @@ def _worker_init(slots):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # on Ctrl-C the parent ends the workers with SIGTERM
     # its parent killed (kill -9), it ends: its lock names a dead process, taken over next; its checkpoint is whole
     threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    # blocked since the spawn (`_signals_held`): a Ctrl-C that came during the imports was dropped just above
+    if hasattr(signal, 'pthread_sigmask'): signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
     warnings.filterwarnings('ignore', category=FutureWarning)
     set_threads(_SLOT['threads'])
     # until here SIGTERM ends the worker at once, silently (nothing to clean up yet); from here it is a quiet exit that
@@ -214,7 +231,7 @@ def _parallel(todo:list, slots:list):
     "Yield each `(args, kwargs)` of `todo` with `run_one`'s result, as they finish, from one worker per slot"
     ex = worker_pool(slots)
     try:
-        futs = {ex.submit(_run_in_worker, *a, **k): (a, k) for a, k in todo}
+        with _signals_held(): futs = {ex.submit(_run_in_worker, *a, **k): (a, k) for a, k in todo}  # spawns them
         for f in as_completed(futs): yield futs[f], f.result()
     except BaseException:
         procs = list((ex._processes or {}).values())
