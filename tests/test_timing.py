@@ -62,3 +62,12 @@ def test_a_sweep_says_its_progress_in_plain_lines(tmp_path):
     run_benchmark(s, tmp_path, log=again.append)                     # nothing left to run: nothing to say
     run_benchmark({**s, 'seeds': [2]}, tmp_path, log=quiet.append, progress=False)   # `--quiet`
     assert not [l for l in again + quiet if l.startswith('progress:')] and quiet[0].startswith('done lt_digits_erm_s2')
+
+
+def test_the_budget_page_rebuilds_from_the_records_beside_it():
+    "results/own_data_budget.md (#40 item 4) is `benchmarks/own_data_page.py` of its two sweeps' committed records"
+    from conftest import load_script
+    root = Path(__file__).resolve().parents[1]
+    script, d = load_script(root/'benchmarks'/'own_data_page.py'), root/'results'/'own_data_budget'
+    page = script.page(d/'before', d/'after')
+    assert page + '\n' == (root/'results'/'own_data_budget.md').read_text() and '**Verdict: met.**' in page
