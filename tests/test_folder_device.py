@@ -79,7 +79,8 @@ def test_bench_device_loader_on_a_folder(tree, tmp_path, capsys):
 def test_bench_refuses_a_folder_too_large(tree, tmp_path, capsys, monkeypatch):
     "The refusal is one line before any run, naming --size and --loader item"
     monkeypatch.setattr(fastamp.cache, 'available_memory', lambda: 10**6)
+    # --bs 16: one batch (768 KiB of float32 inputs) fits the 1 MB; the decoded folder (3.7 MB, held twice) does not
     assert main(['bench', '--data', str(tree), '--loader', 'device', '--size', '64', '--task', 'lt', '--methods', 'erm',
-                 '--epochs', '1', '--out', str(tmp_path/'o')]) == 2
+                 '--epochs', '1', '--bs', '16', '--out', str(tmp_path/'o')]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert 'x 64x64 x 3 bytes' in err and '--loader item' in err and not (tmp_path/'o'/'lt'/'runs').exists()
