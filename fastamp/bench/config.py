@@ -116,7 +116,7 @@ def _check_unused(s:dict):
     if s.get('pretrained') is False and s.get('weights'): raise SettingsError(
         f"--no-pretrained with --weights {s['weights']}: the weights file is where training starts; leave "
         "--no-pretrained out (or --weights, to train from scratch)")
-    if s.get('mu') not in (None, 0.5) and s.get('profile') != 'step': raise SettingsError(
+    if s.get('mu') not in (None, BenchConfig.mu) and s.get('profile') != 'step': raise SettingsError(
         f"--mu {_show(s['mu'])}: only --profile step has minority classes; add --profile step or leave --mu out")
 
 def _check_device(opt:str, d:str):
