@@ -63,7 +63,18 @@ def _report_parser(sub):
     r.add_argument('--out', default='bench_out', help='the benchmark folder (fastamp bench --out)')
     r.add_argument('--no-plots', dest='plots', action='store_false', help='tables only')
     _margin_option(r)
+    r.add_argument('--pairs', type=_pairs, default=[], help='comma list of METHOD:REFERENCE comparisons added to the '
+                   'verdict, in the same family, e.g. midpoint-la:la (AM-mixup with a loss against the loss alone)')
     r.set_defaults(func=_report)
+
+def _pairs(v:str)->list:
+    "`a:b,c:d` as `[(a, b), (c, d)]` of two different method names, or argparse's one-line error"
+    from fastamp.bench import METHODS
+    ps = [tuple(p.split(':')) for p in v.split(',')]
+    for p in ps:
+        if len(p) != 2 or p[0] == p[1] or not set(p) <= set(METHODS): raise argparse.ArgumentTypeError(
+            f"{':'.join(p)!r}: give METHOD:REFERENCE, two methods of fastamp bench --list, e.g. midpoint-la:la")
+    return ps
 
 def _data_options(b):
     "The options that choose the data of `fastamp bench`"
@@ -217,7 +228,9 @@ def _report(args)->int:
     recs = out_records(args.out, page=True)  # one the page cannot read: set aside (a warning names it)
     if none(): return _fail(f"--out {args.out}: every record there was set aside (the warnings above name each one "
                             "and why); rerun fastamp bench --out on it to train those runs again", code=1)  # no page
-    page = report.write_report(args.out, recs=recs, plots=args.plots, margin=args.margin)
+    if (gone := [m for p in args.pairs for m in p if m not in {r.method for r in recs}]): return _fail(
+        f"--pairs: no run of {gone[0]!r} in {args.out}; name methods its runs have, or run {gone[0]!r} there first")
+    page = report.write_report(args.out, recs=recs, plots=args.plots, margin=args.margin, pairs=args.pairs)
     print(page, flush=True)
     print(f"tables in {args.out}/results.md, all runs in {args.out}/runs.csv")
     _note_abandoned(args.out)

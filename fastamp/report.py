@@ -95,17 +95,15 @@ def save_plots(
 # %% ../nbs/05a_report.ipynb #1a1d4fbd
 def _setting(rec:RunRecord)->str: return rec.key.rsplit('_', 1)[-1]  # the hash of the settings that change numbers
 
-def _settings(recs:list)->dict:
-    "The records of each setting of a task, settings in order of appearance"
+def _grouped(recs:list, key)->dict:
+    "The records of each value of `key(record)`, in order of appearance"
     out = {}
-    for r in recs: out.setdefault(_setting(r), []).append(r)
+    for r in recs: out.setdefault(key(r), []).append(r)
     return out
 
-def _by_rho(recs:list)->dict:
-    "The records of each rho, highest first (one group, `None`, without one)"
-    out = {}
-    for r in recs: out.setdefault(r.rho, []).append(r)
-    return dict(sorted(out.items(), key=lambda kv: -(kv[0] if kv[0] is not None else 0)))
+def _settings(recs:list)->dict: return _grouped(recs, _setting)  # each setting of a task, in order of appearance
+def _by_rho(recs:list)->dict:  # the records of each rho, highest first (one group, `None`, without one)
+    return dict(sorted(_grouped(recs, lambda r: r.rho).items(), key=lambda kv: -(kv[0] if kv[0] is not None else 0)))
 
 def _setting_name(cfg:dict)->str:
     "A setting's data (and its files), its model head, and its imbalance profile where it is not the exponential one"
@@ -118,9 +116,8 @@ def _degenerate(recs:list)->list:
     seen = {}
     for r in recs:
         for m, why in (r.notes or {}).items(): seen.setdefault(m, [why, 0])[1] += 1
-    if not seen: return []
     return ["NaN in the tables above: " + '; '.join(f"`{m}` in {n} of {len(recs)} runs ({why})"
-                                                  for m, (why, n) in seen.items())]
+                                                  for m, (why, n) in seen.items())] if seen else []
 
 def _machine(rec:RunRecord)->str:
     v = rec.versions
@@ -132,10 +129,8 @@ def _read(out, recs:list|None)->list:
     "`recs`, the records of `out` a caller read; None: read them here (a function called on its own)"
     return out_records(out, page=True) if recs is None else recs
 
-def _runs(recs:list, planned:set|None)->str:
-    "`k of n planned runs` where the plan is known, else `k runs`"
-    if planned is None: return f"{len(recs)} run{'s' * (len(recs) != 1)}"
-    return f"{len(recs)} of {len(planned)} planned runs"
+def _runs(recs:list, planned:set|None)->str:  # `k of n planned runs` where the plan is known, else `k runs`
+    n = len(recs); return f"{n} run{'s' * (n != 1)}" if planned is None else f"{n} of {len(planned)} planned runs"
 
 def _overhead_section(d:Path, title:str)->str:
     "The table of `d/overhead.csv` (nothing without one); a line, not a traceback, where it holds no measurement"
@@ -282,6 +277,7 @@ def verdict_table(
     cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
     margin:float|None=None, # the equivalence margin; None: the one the runs' plan fixed, else `MARGIN`
     recs:list|None=None, # the records of `out` (`out_records`); None: read here
+    pairs=(), # more `(method, reference)` pairs of each setting, in the same family (`fastamp.verdict.comparisons`)
 )->pd.DataFrame:
     "Every comparison of the page (`where` it was made, per task, setting and rho), labelled as one family"
     recs = _read(out, recs)
@@ -295,15 +291,16 @@ def verdict_table(
         if PRIMARY[t] not in df: continue
         head = f" head {cfg['head']}" if cfg.get('head') else ''
         where = f"{TASKS[t].title}, {cfg['dataset']}, {cfg['arch']}{head}" + (f" ({label})" if label else '')
-        rows.append(left_out_of(comparisons(df, PRIMARY[t], c.methods if c is not None else cfg['methods'], margin)
-                                 .assign(where=where, metric=PRIMARY[t]), rs))
+        rows.append(left_out_of(comparisons(df, PRIMARY[t], c.methods if c is not None else cfg['methods'], margin,
+                                            pairs=pairs).assign(where=where, metric=PRIMARY[t]), rs))
     table = label_family(pd.concat(rows, ignore_index=True), margin) if rows else pd.DataFrame()
     return table.assign(plan_margin=planned) if rows else table
 
 def _on_test(table:pd.DataFrame)->pd.Series|None:
     "Where the page's long-tailed runs have a validation split: the rows whose best baseline was chosen on the test set"
     val = (table['chosen_on'] == 'validation') & (table['metric'] == PRIMARY['lt'])
-    return (table['chosen_on'] == 'test') & (table['against'] != REFERENCE) if val.any() else None
+    best = (table['against'] != REFERENCE) & (table['against'] == table['best_baseline'])  # not a pair asked for
+    return (table['chosen_on'] == 'test') & best if val.any() else None
 
 def _lines(table:pd.DataFrame)->list:
     test = _on_test(table)  # None: the rule's words say it (every long-tailed baseline chosen on test, older runs)
@@ -316,9 +313,10 @@ def verdict_lines(
     cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
     margin:float|None=None, # the equivalence margin; None: the one the runs' plan fixed, else `MARGIN`
     recs:list|None=None, # the records of `out` (`out_records`); None: read here
+    pairs=(), # more `(method, reference)` pairs of each setting (`verdict_table`)
 )->list:
     "Per task, setting and rho: each method against ERM and the best baseline on the task's primary metric"
-    return _lines(verdict_table(out, cfgs, margin, recs))
+    return _lines(verdict_table(out, cfgs, margin, recs, pairs))
 
 def _rule(n:int, margin:float, planned:float|None=None, test:pd.Series|None=None)->str:
     "The rule of the verdict lines, in one paragraph (and the plan's margin, where another was asked for)"
@@ -346,9 +344,10 @@ def verdict_section(
     cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
     margin:float|None=None, # the equivalence margin; None: the one the runs' plan fixed, else `MARGIN`
     recs:list|None=None, # the records of `out` (`out_records`); None: read here
+    pairs=(), # more `(method, reference)` pairs of each setting (`verdict_table`)
 )->str:
     "The verdict lines as the Markdown that opens the results page (empty without a comparison)"
-    table = verdict_table(out, cfgs, margin, recs)
+    table = verdict_table(out, cfgs, margin, recs, pairs)
     if table.empty: return ''
     rule = _rule(len(table), table['margin'].iloc[0], table['plan_margin'].iloc[0], _on_test(table))
     return '\n\n'.join(['## Verdict', rule, '\n'.join(f'- {l}' for l in _lines(table))])
@@ -362,12 +361,13 @@ def results_page(
     plots:bool=True, # also save the plots
     margin:float|None=None, # the verdicts' equivalence margin; None: the plan's, else `fastamp.verdict.MARGIN`
     recs:list|None=None, # the records of `out` (`out_records`); None: read here, once, and handed down
+    pairs=(), # more `(method, reference)` pairs of each setting in the verdict (`verdict_table`)
 )->str:
     "The Markdown results page of a benchmark folder"
     out, every = Path(out), _read(out, recs)
     tasks = _tasks(out, cfgs)
     recs = [r for t, c in tasks for r in select_records(every, t, c)]  # a sweep's page: its comparisons' runs only
-    head = ([f'# {title}'] if title else []) + ([v] if (v := verdict_section(out, cfgs, margin, every)) else [])
+    head = ([f'# {title}'] if title else []) + ([v] if (v := verdict_section(out, cfgs, margin, every, pairs)) else [])
     if command: head.append(f"Command: `{command}`")
     if (pre := preregistration_line(recs)): head.append(pre)  # the records' plan against their first start
     if recs: head.append(_machine(recs[0]))
@@ -392,7 +392,7 @@ def write_report(
     out, # the benchmark's output folder (finished or not)
     cfgs:list|None=None, # the `BenchConfig` of each task to report; default: every task folder in `out`, all runs
     recs:list|None=None, # the records of `out` (`out_records(out, page=True)`); None: read here
-    **kwargs, # more for `results_page` (title, command, elapsed, plots, margin)
+    **kwargs, # more for `results_page` (title, command, elapsed, plots, margin, pairs)
 )->str:
     "Rebuild `runs.csv`, the tables, plots and `results.md` of `out` from its records (each read once); return the page"
     recs = _read(out, recs)  # a record the page cannot read: set aside with a warning, as a corrupt one

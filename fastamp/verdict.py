@@ -216,19 +216,19 @@ def comparisons(
     methods:list|None=None, # row order of the methods; others follow in order of appearance
     margin:float=MARGIN, # the equivalence margin
     level:float=LEVEL, # the family's confidence
+    pairs=(), # more `(method, reference)` pairs, e.g. AM-mixup with a loss against the loss alone (both must have run)
 )->pd.DataFrame:
-    "Per rho: each method against ERM, then against the best baseline (when not ERM); labelled as one family"
+    "Per rho: each method against ERM, then against the best baseline (when not ERM), then `pairs`; one family"
     rows = []
     groups = df.groupby('rho', dropna=False, sort=False) if 'rho' in df else [(np.nan, df)]
     for rho, g in sorted(groups, key=lambda kv: -kv[0] if kv[0] == kv[0] else 0):  # highest rho first, as the tables
         seen = list(dict.fromkeys(g['method']))
-        order = _method_order(seen, methods)
-        best = best_baseline(g, metric)
+        order, best = _method_order(seen, methods), best_baseline(g, metric)
         refs = [r for r in dict.fromkeys([REFERENCE, best]) if r in seen]
-        for ref in refs:
-            rows += [{'rho': rho, **_pair(g, m, ref, metric), 'best_baseline': best,
-                      'chosen_on': 'test' if ranked_on(g, metric) == metric else 'validation'}
-                     for m in order if m != ref and not (ref != REFERENCE and m == REFERENCE)]
+        ps = [(m, ref) for ref in refs for m in order if m != ref and not (ref != REFERENCE and m == REFERENCE)]
+        ps += [p for p in map(tuple, pairs) if p not in ps and set(p) <= set(seen)]  # a pair made above: once
+        on = 'test' if ranked_on(g, metric) == metric else 'validation'
+        rows += [{'rho': rho, **_pair(g, m, ref, metric), 'best_baseline': best, 'chosen_on': on} for m, ref in ps]
     return label_family(pd.DataFrame(rows, columns=_COLUMNS), margin, level)
 
 def _why_not(row)->str:
@@ -243,7 +243,8 @@ def verdict_line(
     metric:str, # the compared metric
 )->str:
     "'`method` vs `reference`, metric: mean [low, high] (level), seeds: verdict'"
-    ref = f"`{row['against']}`" + (' (best baseline)' if row['against'] != REFERENCE else '')
+    best = row['against'] != REFERENCE and row['against'] == row.get('best_baseline', row['against'])
+    ref = f"`{row['against']}`" + (' (best baseline)' if best else '')  # a pair asked for: no label
     head, n = f"`{row['method']}` vs {ref}, {metric}: ", int(row['seeds'])
     if not n: return head + 'no paired runs'
     level = '' if np.isclose(row['level'], LEVEL) else f" at {100 * row['level']:.1f} %"

@@ -202,6 +202,22 @@ def test_fastamp_report_prints_the_verdict_lines(fake_out, capsys):
     assert out.startswith('## Verdict') and all(l in out for l in verdict_lines(fake_out))
 
 
+def test_report_pairs_join_the_family_and_name_no_best_baseline(tmp_path, capsys):
+    "`fastamp report --pairs midpoint-la:la` adds that comparison to the page's one family (#36 item 2)"
+    from fastamp.cli import main
+    runs = {'erm': [.50, .60, .70], 'la': [.45, .56, .66], 'midpoint-la': [.56, .665, .75]}  # ERM the best baseline
+    for m, vs in runs.items():
+        for s, v in enumerate(vs): _record(tmp_path, 'lt', m, s, {'balanced_accuracy': v}, rho=10.)
+    assert len(verdict_lines(tmp_path)) == 2
+    assert main(['report', '--out', str(tmp_path), '--no-plots', '--pairs', 'midpoint-la:la,la:erm']) == 0
+    out = capsys.readouterr().out
+    assert "The page's 3 comparisons are one family" in out  # la vs erm: made already, not twice
+    pair = [l for l in out.splitlines() if '`midpoint-la` vs `la`' in l]
+    assert len(pair) == 1 and '(best baseline)' not in pair[0]
+    assert main(['report', '--out', str(tmp_path), '--pairs', 'midpoint:erm']) == 2
+    assert "no run of 'midpoint'" in capsys.readouterr().err
+
+
 def test_the_margin_decides_what_is_equivalent(tmp_path, capsys):
     "`--margin` reaches the verdict: the same runs are equivalent within 0.05 and inconclusive within 0.005"
     from fastamp.cli import main
