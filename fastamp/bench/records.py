@@ -22,10 +22,10 @@ from .store import atomic_write, write_json, RunLock, set_aside
 from .config import BenchConfig, run_key, key_name
 
 # %% auto #0
-__all__ = ['SCHEMA', 'DATA_ENVS', 'RunRecord', 'page_problem', 'code_version', 'data_source', 'data_label', 'versions',
-           'diverged', 'read_record', 'out_records', 'select_records', 'run_records', 'records_frame', 'load_records',
-           'runs_table', 'write_runs_table', 'interrupted_line', 'read_plan', 'write_plan', 'planned_keys',
-           'stale_keys']
+__all__ = ['SCHEMA', 'DATA_ENVS', 'RunRecord', 'page_problem', 'code_version', 'data_source', 'portable_config', 'data_label',
+           'versions', 'diverged', 'read_record', 'out_records', 'select_records', 'run_records', 'records_frame',
+           'load_records', 'runs_table', 'write_runs_table', 'interrupted_line', 'read_plan', 'write_plan',
+           'planned_keys', 'stale_keys']
 
 # %% ../../nbs/05_bench/07_records.ipynb #d577e7a3
 SCHEMA = 2  # the layout of the records written now; a record without `schema` is layout 1 (the same fields)
@@ -171,6 +171,13 @@ def data_source(
     return {'dataset': cfg.dataset, 'name': None if path is None else Path(path).name, 'sha': cfg.data_sha,
             'env': _env_of(path)}
 
+def portable_config(
+    cfg:BenchConfig, # the comparison
+)->dict: # `asdict(cfg)` with `data` and `weights` by file name: the record's `config`
+    "A run's settings as a record keeps them: the files by name (their checksums are settings), never this machine's path"
+    d = asdict(cfg)
+    return {**d, **{k: Path(d[k]).name for k in ('data', 'weights') if d.get(k)}}
+
 def data_label(
     cfg:dict, # a record's configuration (`RunRecord.config`)
     source:dict|None=None, # its `data_source`; None (a record made before it): the configuration's path, by name
@@ -229,7 +236,7 @@ def _record(cfg, key, method, seed, rho, res, learn, wall, start, notes=None)->R
         class_counts=train_class_counts(learn.dls).tolist(),
         class_names=None if names is None else [str(v) for v in names],
         curves={cb.module: cb.records for cb in learn.cbs if isinstance(cb, CollapseRecorder)}, wall_s=wall,
-        resumed_at_epoch=start, config=asdict(cfg), method_detail=describe_method(method),
+        resumed_at_epoch=start, config=portable_config(cfg), method_detail=describe_method(method),
         versions=versions(getattr(learn.dls, 'device', None)), data_source=data_source(cfg),
         notes={} if notes is None else notes, diverged=diverged(learn))
 
