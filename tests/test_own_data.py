@@ -206,7 +206,7 @@ def test_weights_of_another_architecture_are_refused_before_any_run(flat, tmp_pa
     assert not (tmp_path/'o').exists()
 
 def test_a_bad_data_path_or_file_is_one_line_before_any_work(flat, tmp_path, capsys):
-    "#39 item 16: a one-class folder, an empty or non-image .png, random bytes, a .zip or a .png as --data"
+    "#39 item 16: a one-class folder, an empty, non-image or cut .png, random bytes, a .zip or a .png as --data"
     one = tmp_path/'one'
     for split in ('train', 'test'): shutil.copytree(flat/split/'0', one/split/'0')
     bad = tmp_path/'bad'; shutil.copytree(flat, bad)
@@ -215,10 +215,13 @@ def test_a_bad_data_path_or_file_is_one_line_before_any_work(flat, tmp_path, cap
     import zipfile
     with zipfile.ZipFile(tmp_path/'a.zip', 'w') as z: z.write(next((flat/'train'/'0').iterdir()), 'train/0/x.png')
     png = next((flat/'train'/'0').iterdir())
+    cut = tmp_path/'cut'; shutil.copytree(flat, cut)  # a whole header, its image data cut: only reading it through tells
+    whole = next((cut/'train'/'5').iterdir()).read_bytes(); (cut/'train'/'5'/'cut.png').write_bytes(whole[:-20])
     cases = [([one], 'one class (0); a classifier needs two or more class folders'),
              ([bad, '--size', '8'], 'empty.png: cannot be read as an image'), ([bad], 'empty.png: cannot be read'),
              ([tmp_path/'rnd.bin'], 'neither a folder nor a .tar.gz archive; give a folder'),
-             ([tmp_path/'a.zip'], 'unzip it and give its folder'), ([png], 'it is one image')]
+             ([tmp_path/'a.zip'], 'unzip it and give its folder'), ([png], 'it is one image'),
+             ([cut, '--loader', 'item'], 'cut.png: cannot be read as an image')]
     for (data, *more), msg in cases:
         assert main(['bench', '--data', str(data), *more, '--epochs', '1', '--out', str(tmp_path/'o')]) == 2, data
         err = capsys.readouterr().err.strip().splitlines()

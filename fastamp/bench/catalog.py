@@ -226,13 +226,27 @@ def needs_data_message(
     "What to give when the dataset called `name` is asked for without `--data`"
     return f"--dataset {name} needs --data: a folder or archive of its files"
 
+def _unreadable(f, e:Exception)->ValueError:
+    "The one line for an image file `f` that cannot be read"
+    return ValueError(f"{f}: cannot be read as an image ({type(e).__name__}); it is empty, truncated or not an image: "
+                      "replace it or delete it")
+
 def _image_size(f)->tuple:
     "The `(W, H)` of image file `f` from its header; a file PIL cannot open is named in one line"
     from PIL import Image
     try:
         with Image.open(f) as im: return im.size
-    except Exception as e: raise ValueError(f"{f}: cannot be read as an image ({type(e).__name__}); it is empty, "
-                                            "truncated or not an image: replace it or delete it") from None
+    except Exception as e: raise _unreadable(f, e) from None
+
+def _check_whole(f):
+    "Read image file `f` through without decoding it: a PNG's chunks and checksums (`verify`), a JPEG's end marker"
+    from PIL import Image
+    try:
+        with Image.open(f) as im: fmt = im.format; im.verify()
+        if fmt == 'JPEG':
+            with open(f, 'rb') as h: h.seek(max(0, os.path.getsize(f) - 1024)); tail = h.read()
+            if b'\xff\xd9' not in tail: raise EOFError('no end-of-image marker')  # padding after it is allowed
+    except Exception as e: raise _unreadable(f, e) from None
 
 def one_size(
     images:'ImageSet', # a dataset
@@ -272,7 +286,7 @@ def load_dataset(
     if d.needs_path and path is None: raise FileNotFoundError(needs_data_message(d.name))
     images = d.load(path, valid_pct) if d.folder else d.load(path)
     if size is None and d.folder: one_size(images, f"--data {path}")  # mixed sizes: stop here
-    elif d.folder and loader == 'item': [_image_size(f) for f in images.items]  # a file that is no image: here
+    if d.folder and loader == 'item': [_check_whole(f) for f in images.items]  # a cut file: here, not in every run
     if loader == 'device': images = decode_images(images, size)  # before any run: a folder too large stops here
     return images, d.coarse, size or d.size
 
