@@ -278,7 +278,8 @@ def test_reader_pages_link_the_results_pages_they_cite(path):
 NOISE = [(re.compile(r'NoneType=None'), 'an untyped parameter (`x=None`: give it a type, `x:int|None=None`)'),
          (re.compile(r'(?<![\w.])/(?:tmp|work|root|home|Users|var/folders)/'), 'a path of the machine that ran it'),
          (re.compile(r'^\w*(?:Warning|Error): |Traceback \(most recent call last\)|^fastamp: error:', re.M),
-          'a warning, an error or a traceback')]
+          'a warning, an error or a traceback'),
+         (re.compile(r'<progress\b|\d+\.\d+% \[\d+/\d+ [\d:]+<'), 'a progress bar (fastprogress: `with learn.no_bar()`)')]
 
 
 def _noise(out: dict) -> list:
@@ -291,7 +292,7 @@ def _noise(out: dict) -> list:
 
 @pytest.mark.parametrize('path', doc_notebooks(), ids=ids(doc_notebooks()))
 def test_no_committed_output_holds_noise(path):
-    "No warning, stderr, traceback, error line, `NoneType=None` or machine path in what a reader sees"
+    "No warning, stderr, traceback, error line, progress bar, `NoneType=None` or machine path in what a reader sees"
     bad = [(i, w) for i, c in enumerate(cells(path)) for o in c.get('outputs', []) for w in _noise(o)]
     assert not bad, f"{path.relative_to(ROOT)}: cells {bad}: fix the cell, then run tools/execute_docs.py on it"
 
