@@ -174,7 +174,7 @@ def data_source(
 def portable_config(
     cfg:BenchConfig, # the comparison
 )->dict: # `asdict(cfg)` with `data` and `weights` by file name: the record's `config`
-    "A run's settings as a record keeps them: the files by name (their checksums are settings), never this machine's path"
+    "A run's settings as a record keeps them: files by name (their checksums are settings), never this machine's path"
     d = asdict(cfg)
     return {**d, **{k: Path(d[k]).name for k in ('data', 'weights') if d.get(k)}}
 
