@@ -277,7 +277,9 @@ def test_a_planned_page_reads_its_plans_margin(tmp_path, capsys):
 # --- committed results pages: records beside them, or a word that they are gone
 
 RESULTS = Path(__file__).resolve().parents[1]/'results'
-WITH_RECORDS = ['digits', 'fmnist_lt', 'fmnist_lt_rho50']  # results/<name>.md whose records are in results/<name>/
+WITH_RECORDS = ['digits', 'fmnist_lt', 'fmnist_lt_rho50', 'cifar10_lt']  # results/<name>.md with results/<name>/runs
+# the options its page's rebuild command gives `fastamp report`
+REPORT_ARGS = {'cifar10_lt': ['--pairs', 'midpoint-drw:drw,midpoint-la:la,midpoint-ldam-drw:ldam-drw']}
 BY_SCRIPT = ['own_data_budget']  # pages a script of benchmarks/ rebuilds from the records beside them (own tests)
 
 
@@ -288,7 +290,7 @@ def test_a_committed_page_rebuilds_from_its_records_exactly(tmp_path):
         src, out = RESULTS/name, tmp_path/name
         shutil.copytree(src, out)
         (out/'results.md').unlink(); (out/'runs.csv').unlink()
-        assert main(['report', '--out', str(out)]) == 0
+        assert main(['report', '--out', str(out), *REPORT_ARGS.get(name, [])]) == 0
         assert (out/'results.md').read_text() == (src/'results.md').read_text()
         assert (out/'runs.csv').read_text() == (src/'runs.csv').read_text()
         recs = [json.loads(p.read_text()) for p in src.glob('*/runs/*.json')]
