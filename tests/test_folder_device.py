@@ -7,7 +7,6 @@ from fastamp.bench import runner
 from fastamp.cli import main
 from fastamp.datasets import ImageSet, load_digits, load_image_folder, write_image_folder
 from fastamp.devicedata import decode_images
-from fastcore.test import test_eq
 
 
 @pytest.fixture
@@ -71,9 +70,10 @@ def test_bench_device_loader_on_a_folder(tree, tmp_path, capsys):
     assert 'decoded 300 images at 16x16' in capsys.readouterr().err
     (rec,) = [json.loads(p.read_text()) for p in (tmp_path/'a'/'lt'/'runs').glob('*.json')]
     assert rec['config']['loader'] == 'device' and rec['metrics']['accuracy'] > 0.2
-    for text in ((tmp_path/'a'/'lt'/'runs').glob('*.json').__next__().read_text(), (tmp_path/'a'/'runs.csv').read_text()):
+    record = next((tmp_path/'a'/'lt'/'runs').glob('*.json')).read_text()
+    for text in (record, (tmp_path/'a'/'runs.csv').read_text()):
         assert str(tree) not in text and str(tmp_path) not in text  # the data by name and checksum: records travel
-    test_eq(rec['config']['data'], tree.name)
+    assert rec['config']['data'] == tree.name
     runner._DATASET_CACHE.clear()  # as a new process: the second run reads the kept array
     assert main(args + ['--out', str(tmp_path/'b')]) == 0
     err = capsys.readouterr().err
