@@ -15,7 +15,7 @@ from .bench.records import (RunRecord, out_records, select_records, records_fram
 from .bench.plan import preregistration_line
 from .bench.timing import phase_lines
 from .evaluate import plot_align_uniform
-from .verdict import (PRIMARY, REFERENCE, MARGIN, LEVEL, is_am, comparisons, label_family, verdict_line,
+from .verdict import (PRIMARY, REFERENCE, MARGIN, LEVEL, is_am, comparisons, label_family, verdict_line, _against_best,
                              per_class_table, worst_classes, shot_groups_line, plot_per_class, _method_order,
                              describe_setting, setting_labels, left_out, left_out_lines, runs_to_compare, left_out_of)
 from .curves import (probe_curves, curve_table, plot_probe_curves, selection_lines,
@@ -299,8 +299,7 @@ def verdict_table(
 def _on_test(table:pd.DataFrame)->pd.Series|None:
     "Where the page's long-tailed runs have a validation split: the rows whose best baseline was chosen on the test set"
     val = (table['chosen_on'] == 'validation') & (table['metric'] == PRIMARY['lt'])
-    best = (table['against'] != REFERENCE) & (table['against'] == table['best_baseline'])  # not a pair asked for
-    return (table['chosen_on'] == 'test') & best if val.any() else None
+    return (table['chosen_on'] == 'test') & _against_best(table) if val.any() else None
 
 def _lines(table:pd.DataFrame)->list:
     test = _on_test(table)  # None: the rule's words say it (every long-tailed baseline chosen on test, older runs)

@@ -238,13 +238,15 @@ def _why_not(row)->str:
     if need is None or pd.isna(need): return ' (a difference this small would need more than 100 seeds)'
     return f" ({int(need)} seeds would find a true difference of this size 80 % of the time)"
 
+def _against_best(t):  # a row of `comparisons` (or its table) against the best baseline: not ERM, not a `pairs` one
+    return (t['against'] != REFERENCE) & (t['against'] == t['best_baseline'])
+
 def verdict_line(
     row, # a row of `comparisons`
     metric:str, # the compared metric
 )->str:
     "'`method` vs `reference`, metric: mean [low, high] (level), seeds: verdict'"
-    best = row['against'] != REFERENCE and row['against'] == row.get('best_baseline', row['against'])
-    ref = f"`{row['against']}`" + (' (best baseline)' if best else '')  # a pair asked for: no label
+    ref = f"`{row['against']}`" + (' (best baseline)' if _against_best(row) else '')  # a pair asked for: no label
     head, n = f"`{row['method']}` vs {ref}, {metric}: ", int(row['seeds'])
     if not n: return head + 'no paired runs'
     level = '' if np.isclose(row['level'], LEVEL) else f" at {100 * row['level']:.1f} %"
